@@ -1,0 +1,56 @@
+# The two commands of the README: `make run` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA_DIR ?= data
+MODEL_DIR ?= models
+
+.PHONY: run test lint data model bench browser clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## run: set up, generate the default data and train a model if there is none, serve http://127.0.0.1:8000
+run: $(VENV)/.runtime
+	@test -f $(DATA_DIR)/transactions.csv || $(PY) data_gen.py --out $(DATA_DIR)
+	$(PY) api.py
+
+## data: (re)generate the default synthetic bank under data/
+data: $(VENV)/.runtime
+	$(PY) data_gen.py --out $(DATA_DIR)
+
+## model: train a model on data/ into models/
+model: $(VENV)/.runtime
+	@test -f $(DATA_DIR)/transactions.csv || $(PY) data_gen.py --out $(DATA_DIR)
+	$(PY) model.py train --data-dir $(DATA_DIR) --model-dir $(MODEL_DIR)
+
+## browser: Debian's Chromium for the page tests (never a browser download)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+## test: set up, lint, and run the whole test suite (browser tests included)
+test: $(VENV)/.dev browser lint
+	$(PY) -m pytest
+
+## bench: print the speed figures of the issues' targets
+bench: $(VENV)/.dev
+	$(PY) bench/bench_data_gen.py
+	$(PY) bench/bench_model.py
+	$(PY) bench/bench_score.py
+	$(PY) bench/bench_api.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

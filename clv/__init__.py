@@ -1,0 +1,1 @@
+"""Shared code of the CLV system: schema, features, metrics, artifacts and settings."""

@@ -1,0 +1,251 @@
+"""One schema for the four tables, the API's request body and the model's categorical inputs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+
+class Region(StrEnum):
+    NORTH = "North"
+    SOUTH = "South"
+    EAST = "East"
+    WEST = "West"
+
+
+class AcquisitionChannel(StrEnum):
+    ONLINE = "Online"
+    BRANCH = "Branch"
+    REFERRAL = "Referral"
+    MARKETING = "Marketing"
+
+
+class ProductType(StrEnum):
+    SAVINGS = "Savings"
+    CHECKING = "Checking"
+    CREDIT_CARD = "Credit Card"
+    MORTGAGE = "Mortgage"
+    INVESTMENT = "Investment"
+    PERSONAL_LOAN = "Personal Loan"
+
+
+class ProductStatus(StrEnum):
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+    SUSPENDED = "Suspended"
+    CLOSED = "Closed"
+
+
+class TransactionType(StrEnum):
+    DEPOSIT = "Deposit"
+    WITHDRAWAL = "Withdrawal"
+    TRANSFER = "Transfer"
+    BILL_PAYMENT = "Bill Payment"
+    FEE = "Fee"
+    CARD_PURCHASE = "Card Purchase"
+    LOAN_PAYMENT = "Loan Payment"
+
+
+class Channel(StrEnum):
+    ONLINE = "Online"
+    MOBILE = "Mobile"
+    BRANCH = "Branch"
+    ATM = "ATM"
+
+
+# Balances in the ledger and the features are kept per product family.
+PRODUCT_FAMILY: dict[ProductType, str] = {
+    ProductType.SAVINGS: "deposits",
+    ProductType.CHECKING: "deposits",
+    ProductType.CREDIT_CARD: "cards",
+    ProductType.MORTGAGE: "loans",
+    ProductType.PERSONAL_LOAN: "loans",
+    ProductType.INVESTMENT: "investments",
+}
+FAMILIES: tuple[str, ...] = ("deposits", "cards", "loans", "investments")
+
+MAX_AMOUNT = 1e9
+MAX_PRODUCTS = 50
+MAX_TRANSACTIONS = 10_000
+MAX_BATCH = 1_000
+
+
+def codes(enum: type[StrEnum]) -> dict[str, int]:
+    """Category value to its integer code: the enumeration's order, fixed by this file."""
+    return {member.value: i for i, member in enumerate(enum)}
+
+
+# ---- column contracts of the tables (CSV or Parquet) -------------------------------------------
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str  # "int", "float", "str", "date", "month" or "category"
+    required: bool = False
+    enum: type[StrEnum] | None = None
+    nullable: bool = False
+
+
+TABLES: dict[str, tuple[Column, ...]] = {
+    "customers": (
+        Column("customer_id", "int", required=True),
+        Column("name", "str", nullable=True),
+        Column("email", "str", nullable=True),
+        Column("age", "float", nullable=True),
+        Column("income", "float", nullable=True),
+        Column("credit_score", "float", nullable=True),
+        Column("region", "category", enum=Region, nullable=True),
+        Column("acquisition_channel", "category", enum=AcquisitionChannel, nullable=True),
+        Column("join_date", "date", nullable=True),
+        Column("tenure_months", "float", nullable=True),
+    ),
+    "products": (
+        Column("product_id", "int", required=True),
+        Column("customer_id", "int", required=True),
+        Column("product_type", "category", required=True, enum=ProductType),
+        Column("start_date", "date", required=True),
+        Column("end_date", "date", nullable=True),
+        Column("balance", "float", nullable=True),
+        Column("credit_limit", "float", nullable=True),
+        Column("interest_rate", "float", nullable=True),
+        Column("status", "category", enum=ProductStatus, nullable=True),
+    ),
+    "transactions": (
+        Column("transaction_id", "int"),
+        Column("customer_id", "int", required=True),
+        Column("product_id", "int", nullable=True),
+        Column("transaction_date", "date", required=True),
+        Column("transaction_type", "category", enum=TransactionType, nullable=True),
+        Column("amount", "float", required=True),
+        Column("channel", "category", enum=Channel, nullable=True),
+    ),
+    "customer_metrics": (
+        Column("customer_id", "int", required=True),
+        Column("month", "month", required=True),
+        *(Column(f"{family}_balance", "float") for family in FAMILIES),
+        Column("interest_margin", "float"),
+        Column("fee_income", "float"),
+        Column("cost_to_serve", "float"),
+        Column("credit_loss", "float"),
+        Column("net_margin", "float", required=True),
+    ),
+}
+REQUIRED_TABLES = ("transactions",)
+
+
+# ---- pydantic models: the API's body, and the rows the generator writes ----------------------
+
+
+def _as_date(value: dt.date | dt.datetime) -> dt.date:
+    """Dates arrive as ISO dates or datetimes, naive or with an offset; the calendar date written counts."""
+    return value.date() if isinstance(value, dt.datetime) else value
+
+
+DateLike = Annotated[dt.datetime | dt.date, AfterValidator(_as_date)]
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Money = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT), AfterValidator(_finite)]
+PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT), AfterValidator(_finite)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True)
+
+
+class ProductIn(_Strict):
+    """A product as a caller knows it today: its current balance and state."""
+
+    product_type: ProductType
+    start_date: DateLike
+    balance: Money = 0.0
+    status: ProductStatus = ProductStatus.ACTIVE
+    end_date: DateLike | None = None
+    credit_limit: PositiveMoney | None = None
+    interest_rate: Annotated[float, Field(ge=-100, le=100)] | None = None
+
+
+class TransactionIn(_Strict):
+    transaction_date: DateLike
+    amount: Money
+    transaction_type: TransactionType | None = None
+    channel: Channel | None = None
+
+
+class CustomerIn(_Strict):
+    """One customer to score: the original system's request body, plus an optional as_of."""
+
+    customer_id: Annotated[int, Field(ge=0, le=2**62)]
+    age: Annotated[float, Field(ge=18, le=120)]
+    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
+    credit_score: Annotated[float, Field(ge=300, le=850)]
+    tenure_months: Annotated[float, Field(ge=0, le=1200)]
+    region: Region
+    acquisition_channel: AcquisitionChannel
+    products: Annotated[list[ProductIn], Field(max_length=MAX_PRODUCTS)] = []
+    transactions: Annotated[list[TransactionIn], Field(max_length=MAX_TRANSACTIONS)] = []
+    as_of: DateLike | None = Field(
+        default=None, description="Date to score as of; default: the last date of the model's data."
+    )
+
+    @field_validator("products", "transactions", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: object) -> object:
+        return [] if value is None else value
+
+
+class CustomerRecord(_Strict):
+    """A row of customers.csv."""
+
+    customer_id: Annotated[int, Field(ge=1)]
+    name: str
+    email: str
+    age: Annotated[int, Field(ge=18, le=120)]
+    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
+    credit_score: Annotated[int, Field(ge=300, le=850)]
+    region: Region
+    acquisition_channel: AcquisitionChannel
+    join_date: dt.date
+    tenure_months: Annotated[int, Field(ge=0)]
+
+
+class ProductRecord(ProductIn):
+    """A row of products.csv: balance and status are those at the data's end date."""
+
+    product_id: Annotated[int, Field(ge=1)]
+    customer_id: Annotated[int, Field(ge=1)]
+
+
+class TransactionRecord(TransactionIn):
+    transaction_id: Annotated[int, Field(ge=1)]
+    customer_id: Annotated[int, Field(ge=1)]
+    product_id: Annotated[int, Field(ge=1)]
+    transaction_type: TransactionType
+    channel: Channel
+
+
+class LedgerRecord(_Strict):
+    """A row of customer_metrics.csv: one customer's profit in one calendar month."""
+
+    customer_id: Annotated[int, Field(ge=1)]
+    month: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+    deposits_balance: PositiveMoney
+    cards_balance: PositiveMoney
+    loans_balance: PositiveMoney
+    investments_balance: PositiveMoney
+    interest_margin: Money
+    fee_income: Money
+    cost_to_serve: Money
+    credit_loss: Money
+    net_margin: Money
