@@ -141,7 +141,9 @@ def open_products(state: State, rows: np.ndarray, types: np.ndarray, rng: np.ran
     )
     term = np.where(types == MORT, 300, 48)
     monthly = rate / 12
-    payment = np.where((types == MORT) | (types == LOAN), balance * monthly / (1 - (1 + monthly) ** -term), 0.0)
+    loan = (types == MORT) | (types == LOAN)
+    payment = np.zeros(rows.size)
+    payment[loan] = balance[loan] * monthly[loan] / (1 - (1 + monthly[loan]) ** -term[loan])
     state.held[rows, types] = True
     state.balance[rows, types] = np.round(balance, 2)
     state.rate[rows, types] = np.round(rate, 4)
@@ -354,14 +356,15 @@ def simulate(config: Config) -> dict[str, pa.Table]:
         active_before = state.active.copy()
         ev = step(state, rng)
         rows = np.flatnonzero(active_before)
-        close_day = np.where(ev["churned"], first + rng.integers(0, dim, n), 0)
-        close_day = np.minimum(close_day, last_day)
+        # in the month a customer joins, nothing closes or opens before the day it joined
+        floor = np.clip(attrs["join_day"], first, last_day)
+        close_day = np.where(ev["churned"], rng.integers(floor, last_day + 1), 0)
         c_rows, c_types = np.nonzero(ev["closed"])
-        own_day = np.minimum(first + rng.integers(0, dim, c_rows.size), last_day)
+        own_day = rng.integers(floor[c_rows], last_day + 1)
         closes.add(product_id=pid[c_rows, c_types], end=np.where(ev["churned"][c_rows], close_day[c_rows], own_day))
         o_rows, o_types = np.nonzero(ev["opened"])
         open_products(state, o_rows, o_types, rng)
-        record_opens(o_rows, o_types, np.minimum(first + rng.integers(0, dim, o_rows.size), last_day))
+        record_opens(o_rows, o_types, rng.integers(floor[o_rows], last_day + 1))
         if month == oracle_month and config.oracle:
             oracle = expected_value(state, np.random.default_rng(oracle_seq))
         ledger.add(
@@ -599,6 +602,8 @@ def main(argv: list[str] | None = None) -> int:
             raise OptionError(f"--customers {args.customers}: must be at least 1")
         if args.end_date < args.start_date + dt.timedelta(days=60):
             raise OptionError(f"--end-date {args.end_date}: must be two months or more after --start-date")
+        if args.write_oracle and args.end_date < dates.shift_months(args.start_date, 13):
+            raise OptionError("--write-oracle: needs 13 months or more between --start-date and --end-date")
         check_writable(args.out)
     except OptionError as exc:
         print(f"data_gen.py: error: {exc}", file=sys.stderr)

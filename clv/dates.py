@@ -65,3 +65,13 @@ def discount_factors(horizon_months: int, annual_rate: float) -> np.ndarray:
 def day_of_month(days: np.ndarray | int) -> np.ndarray:
     days = np.asarray(days, dtype="int64")
     return days - month_start(month_of(days)) + 1
+
+
+def shift_months(value: dt.date, months: int) -> dt.date:
+    """The date `months` later: a month end stays a month end, another day keeps its day (clipped)."""
+    if value == month_end(value):
+        return add_months(value, months)
+    month = value.month - 1 + months
+    year, month = value.year + month // 12, month % 12 + 1
+    last = month_end(dt.date(year, month, 1)).day
+    return dt.date(year, month, min(value.day, last))
