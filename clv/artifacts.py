@@ -1,0 +1,193 @@
+"""Versioned model artifacts: a folder per version, a SHA-256 manifest, and an atomically switched `latest`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+
+from clv.estimator import BankingCLVModel
+from clv.features import FEATURE_NAMES
+from clv.io import write_json
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "clv_model_"
+LATEST = f"{PREFIX}latest"
+MANIFEST = "manifest.json"
+FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json")
+
+
+class ModelArtifactError(RuntimeError):
+    """A model folder is missing, incomplete or changed since it was written."""
+
+
+@dataclass
+class LoadedModel:
+    model: BankingCLVModel
+    metadata: dict
+    path: Path
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "joblib": joblib.__version__,
+    }
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """One hash over the named data files' contents, in name order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        digest.update(sha256(path).encode())
+    return digest.hexdigest()
+
+
+def save(model: BankingCLVModel, metadata: dict, importance: list[dict], model_dir: Path) -> Path:
+    """Write a new version folder completely, then point `latest` at it. Returns the folder."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    version = now.strftime("%Y%m%dT%H%M%S%fZ")
+    final = model_dir / f"{PREFIX}{version}"
+    staging = model_dir / f".{PREFIX}{version}.tmp"
+    staging.mkdir()
+    try:
+        metadata = {
+            "version": version,
+            "trained_at": now.isoformat(timespec="seconds"),
+            "libraries": library_versions(),
+            "feature_names": list(FEATURE_NAMES),
+            **metadata,
+        }
+        joblib.dump(model, staging / "model.joblib", compress=3)
+        joblib.dump(list(FEATURE_NAMES), staging / "feature_names.joblib")
+        joblib.dump(importance, staging / "feature_importance.joblib")
+        write_json(metadata, staging / "metadata.json")
+        manifest = {
+            name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES
+        }
+        write_json(manifest, staging / MANIFEST)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    point_latest(model_dir, final.name)
+    logger.info("saved model %s to %s", version, final)
+    return final
+
+
+def point_latest(model_dir: Path, folder: str) -> None:
+    """Switch `latest` to `folder` with one rename, so a reader never sees it missing or half-made."""
+    link = model_dir / LATEST
+    tmp = model_dir / f".{LATEST}.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(folder, tmp)
+    os.replace(tmp, link)
+
+
+def verify(path: Path) -> dict:
+    """Check every file against the manifest; return the metadata."""
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise ModelArtifactError(f"{path}: no {MANIFEST}; the version is incomplete, train again")
+    manifest = json.loads(manifest_path.read_text())
+    for name in FILES:
+        file = path / name
+        if name not in manifest:
+            raise ModelArtifactError(f"{path}: {MANIFEST} does not list {name}")
+        if not file.exists():
+            raise ModelArtifactError(f"{file}: missing; the version is incomplete")
+        if file.stat().st_size != manifest[name]["bytes"]:
+            raise ModelArtifactError(
+                f"{file}: {file.stat().st_size} bytes where the manifest says {manifest[name]['bytes']}: "
+                "truncated or changed"
+            )
+        if sha256(file) != manifest[name]["sha256"]:
+            raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
+    return json.loads((path / "metadata.json").read_text())
+
+
+def resolve(model_dir: Path, version: str | None = None) -> Path:
+    """The folder of `version` (a name or timestamp), or of `latest`; `model_dir` may itself be one."""
+    model_dir = Path(model_dir)
+    if (model_dir / MANIFEST).exists() or (model_dir / "model.joblib").exists():
+        return model_dir
+    name = LATEST if version is None else (version if version.startswith(PREFIX) else f"{PREFIX}{version}")
+    path = model_dir / name
+    if not path.exists():
+        if version is None:
+            raise ModelArtifactError(
+                f"no model in {model_dir}; run `python model.py train` or start the API to train one"
+            )
+        raise ModelArtifactError(f"no version {version} in {model_dir}; `python model.py list` shows them")
+    return path.resolve()
+
+
+def load(model_dir: Path, version: str | None = None) -> LoadedModel:
+    path = resolve(model_dir, version)
+    metadata = verify(path)
+    saved = metadata.get("libraries", {})
+    for name, current in library_versions().items():
+        if saved.get(name) not in (None, current):
+            logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
+    try:
+        model = joblib.load(path / "model.joblib")
+    except Exception as exc:
+        raise ModelArtifactError(f"{path / 'model.joblib'}: cannot be loaded: {exc}") from exc
+    return LoadedModel(model, metadata, path)
+
+
+def versions(model_dir: Path) -> list[dict]:
+    """Every complete version, newest first, with its headline held-out metrics."""
+    model_dir = Path(model_dir)
+    latest = (model_dir / LATEST).resolve().name if (model_dir / LATEST).exists() else None
+    out = []
+    for path in sorted(model_dir.glob(f"{PREFIX}*"), reverse=True):
+        if path.name == LATEST or not (path / "metadata.json").exists():
+            continue
+        meta = json.loads((path / "metadata.json").read_text())
+        model = meta.get("metrics", {}).get("model", {})
+        out.append({
+            "version": meta["version"], "trained_at": meta["trained_at"], "cutoff": meta.get("cutoff"),
+            "normalized_gini": model.get("normalized_gini"), "decile_mape": model.get("decile_mape"),
+            "interval_coverage": model.get("interval_coverage"), "latest": path.name == latest,
+        })  # fmt: skip
+    return out
+
+
+def promote(model_dir: Path, version: str) -> Path:
+    """Make an existing, intact version the latest (a rollback)."""
+    path = resolve(model_dir, version)
+    verify(path)
+    point_latest(Path(model_dir), path.name)
+    return path

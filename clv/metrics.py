@@ -1,0 +1,61 @@
+"""The metrics of DOMAIN.md, reported together: ranking, calibration by decile, totals and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+
+def _gini(actual: np.ndarray, order_by: np.ndarray) -> float:
+    order = np.lexsort((np.arange(actual.size), -order_by))  # ties keep their original order
+    ranked = actual[order]
+    total = ranked.sum()
+    if total == 0:
+        return 0.0
+    n = actual.size
+    return float(np.cumsum(ranked).sum() / total / n - (n + 1) / (2 * n))
+
+
+def normalized_gini(actual: np.ndarray, predicted: np.ndarray) -> float:
+    """Gini of actual values ordered by prediction over Gini ordered by themselves: 1 perfect, 0 random."""
+    actual, predicted = np.asarray(actual, np.float64), np.asarray(predicted, np.float64)
+    best = _gini(actual, actual)
+    return _gini(actual, predicted) / best if best else 0.0
+
+
+def decile_table(actual: np.ndarray, predicted: np.ndarray, groups: int = 10) -> list[dict[str, float]]:
+    """Customers sorted by prediction into equal groups: mean predicted and mean actual of each."""
+    order = np.argsort(predicted, kind="stable")
+    return [
+        {"decile": i + 1, "customers": int(part.size), "mean_predicted": float(predicted[part].mean()),
+         "mean_actual": float(actual[part].mean())}
+        for i, part in enumerate(np.array_split(order, groups))
+        if part.size
+    ]  # fmt: skip
+
+
+def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
+    rows = decile_table(np.asarray(actual, np.float64), np.asarray(predicted, np.float64))
+    errors = [abs(r["mean_predicted"] - r["mean_actual"]) / max(abs(r["mean_actual"]), 1e-9) for r in rows]
+    return float(np.mean(errors))
+
+
+def report(
+    actual: np.ndarray, predicted: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None
+) -> dict:
+    actual, predicted = np.asarray(actual, np.float64), np.asarray(predicted, np.float64)
+    error = predicted - actual
+    variance = ((actual - actual.mean()) ** 2).sum()
+    rho = spearmanr(actual, predicted).statistic if np.ptp(predicted) > 0 else 0.0
+    out = {
+        "normalized_gini": normalized_gini(actual, predicted),
+        "spearman": float(rho),
+        "decile_mape": decile_mape(actual, predicted),
+        "total_error": float(predicted.sum() / actual.sum() - 1) if actual.sum() else float("nan"),
+        "mae": float(np.abs(error).mean()),
+        "rmse": float(np.sqrt((error**2).mean())),
+        "r2": float(1 - (error**2).sum() / variance) if variance else float("nan"),
+    }
+    if low is not None and high is not None:
+        out["interval_coverage"] = float(((actual >= low) & (actual <= high)).mean())
+    return out

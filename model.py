@@ -1,0 +1,184 @@
+"""Train, evaluate, list, promote and score CLV models: `python model.py COMMAND --help`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from clv import artifacts
+from clv.artifacts import ModelArtifactError
+from clv.cli import OneLineParser, OptionError, parse_date
+from clv.contract import DataContractError
+from clv.estimator import BankingCLVModel
+from clv.io import atomic_path
+from clv.scoring import score_bank
+from clv.settings import Settings
+from clv.training import evaluate_saved, load_bank, train
+
+__all__ = ["BankingCLVModel", "main", "train_and_save"]
+
+logger = logging.getLogger("model")
+METRIC_COLUMNS = ("normalized_gini", "spearman", "decile_mape", "total_error", "mae", "rmse", "r2", "interval_coverage")
+
+
+def train_and_save(
+    data_dir: Path,
+    model_dir: Path,
+    cutoff=None,
+    horizon_months: int = 12,
+    discount_rate: float = 0.10,
+    seed: int = 42,
+) -> tuple[Path, dict]:
+    """Train on a folder, save a new version and make it latest; return its folder and metadata."""
+    result = train(data_dir, cutoff, horizon_months, discount_rate, seed)
+    report = result.report
+    metadata = {
+        "data_dir": str(data_dir),
+        "data_fingerprint": report.pop("data_fingerprint"),
+        "data_last_date": result.data_last_date.isoformat(),
+        "cutoff": result.cutoff.isoformat(),
+        "horizon_months": horizon_months,
+        "discount_rate": discount_rate,
+        "seed": seed,
+        "interval_level": result.model.interval_level,
+        "params": result.model.get_params(),
+        **report,
+    }
+    path = artifacts.save(result.model, metadata, report["importance"], model_dir)
+    return path, json.loads((path / "metadata.json").read_text())
+
+
+def metrics_table(metrics: dict) -> str:
+    header = f"{'':18s}" + "".join(f"{c:>18s}" for c in METRIC_COLUMNS)
+    lines = [header]
+    for name, values in metrics.items():
+        if not values:
+            lines.append(f"{name:18s}" + f"{'(no oracle_clv.csv for this cutoff)':>36s}")
+            continue
+        cells = "".join(f"{values[c]:>18.3f}" if c in values else f"{'':>18s}" for c in METRIC_COLUMNS)
+        lines.append(f"{name:18s}{cells}")
+    return "\n".join(lines)
+
+
+def print_report(meta: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: meta[k] for k in ("metrics", "deciles") if k in meta} | {"cutoff": meta.get("cutoff")}))
+        return
+    print(metrics_table(meta["metrics"]))
+    print("\ndecile  customers  mean_predicted  mean_actual")
+    for row in meta["deciles"]:
+        print(f"{row['decile']:>6d} {row['customers']:>10d} {row['mean_predicted']:>15.2f} {row['mean_actual']:>12.2f}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    path, meta = train_and_save(
+        args.data_dir, args.model_dir, args.cutoff, args.horizon_months, args.discount_rate, args.seed
+    )
+    print(f"model {meta['version']} saved to {path} (cutoff {meta['cutoff']}, {meta['seconds']} s)")
+    print_report(meta, as_json=False)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    loaded = artifacts.load(args.model_dir, args.version)
+    result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff)
+    if not args.json:
+        print(f"model {loaded.version} on {args.data_dir} as of {result['cutoff']} ({result['evaluated_on']})")
+    print_report(result, args.json)
+
+
+def cmd_score(args: argparse.Namespace) -> None:
+    loaded = artifacts.load(args.model_dir, args.version)
+    bank = load_bank(args.data_dir)
+    frame = score_bank(loaded.model, bank, args.as_of)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(args.output) as tmp:
+        frame.to_csv(tmp, index=False)
+    logger.info("scored %d customers with model %s into %s", len(frame), loaded.version, args.output)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    rows = artifacts.versions(args.model_dir)
+    if not rows:
+        raise ModelArtifactError(f"no model in {args.model_dir}; run `python model.py train`")
+    print(f"{'version':24s} {'trained_at':26s} {'cutoff':11s} {'gini':>6s} {'dmape':>6s} {'cover':>6s}")
+    for r in rows:
+        mark = "  <- latest" if r["latest"] else ""
+        cells = " ".join(
+            f"{r[k]:>6.3f}" if r[k] is not None else f"{'-':>6s}"
+            for k in ("normalized_gini", "decile_mape", "interval_coverage")
+        )
+        print(f"{r['version']:24s} {r['trained_at']:26s} {r['cutoff'] or '-':11s} {cells}{mark}")
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    path = artifacts.promote(args.model_dir, args.version)
+    print(f"{path.name} is now latest")
+
+
+def parser() -> argparse.ArgumentParser:
+    settings = Settings()
+    top = OneLineParser(prog="model.py", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    def common(p: argparse.ArgumentParser, data: bool = True) -> None:
+        if data:
+            p.add_argument(
+                "--data-dir", type=Path, default=settings.data_dir, help=f"data folder (default {settings.data_dir})"
+            )
+        p.add_argument(
+            "--model-dir", type=Path, default=settings.model_dir, help=f"models folder (default {settings.model_dir})"
+        )
+
+    p = sub.add_parser("train", help="train on a folder, evaluate on held-out customers, save a new version")
+    common(p)
+    p.add_argument("--cutoff", type=parse_date, help="as-of date of the features (default: last month end - horizon)")
+    p.add_argument("--horizon-months", type=int, default=12, help="months of future value (default 12)")
+    p.add_argument("--discount-rate", type=float, default=0.10, help="annual discount rate (default 0.10)")
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.set_defaults(run=cmd_train)
+
+    p = sub.add_parser("evaluate", help="held-out metrics of a saved model against the baselines")
+    common(p)
+    p.add_argument("--version", help="version to evaluate (default latest)")
+    p.add_argument("--cutoff", type=parse_date, help="as-of date (default: the model's cutoff)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = sub.add_parser("score", help="score every customer of a folder as of a date into a CSV")
+    common(p)
+    p.add_argument("--version", help="version to use (default latest)")
+    p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
+    p.add_argument("--output", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)")
+    p.set_defaults(run=cmd_score)
+
+    p = sub.add_parser("list", help="saved versions with their headline metrics")
+    common(p, data=False)
+    p.set_defaults(run=cmd_list)
+
+    p = sub.add_parser("promote", help="make an older version latest (rollback)")
+    common(p, data=False)
+    p.add_argument("version", help="version timestamp or folder name")
+    p.set_defaults(run=cmd_promote)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    args = parser().parse_args(argv)
+    try:
+        if getattr(args, "horizon_months", 12) < 1:
+            raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")
+        if not 0 <= getattr(args, "discount_rate", 0.1) < 1:
+            raise OptionError(f"--discount-rate {args.discount_rate}: must be in [0, 1)")
+        args.run(args)
+    except (OptionError, DataContractError, ModelArtifactError) as exc:
+        print(f"model.py {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
