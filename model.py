@@ -16,39 +16,12 @@ from clv.estimator import BankingCLVModel
 from clv.io import atomic_path
 from clv.scoring import score_bank
 from clv.settings import Settings
-from clv.training import evaluate_saved, load_bank, train
+from clv.training import evaluate_saved, load_bank, train_and_save
 
 __all__ = ["BankingCLVModel", "main", "train_and_save"]
 
 logger = logging.getLogger("model")
 METRIC_COLUMNS = ("normalized_gini", "spearman", "decile_mape", "total_error", "mae", "rmse", "r2", "interval_coverage")
-
-
-def train_and_save(
-    data_dir: Path,
-    model_dir: Path,
-    cutoff=None,
-    horizon_months: int = 12,
-    discount_rate: float = 0.10,
-    seed: int = 42,
-) -> tuple[Path, dict]:
-    """Train on a folder, save a new version and make it latest; return its folder and metadata."""
-    result = train(data_dir, cutoff, horizon_months, discount_rate, seed)
-    report = result.report
-    metadata = {
-        "data_dir": str(data_dir),
-        "data_fingerprint": report.pop("data_fingerprint"),
-        "data_last_date": result.data_last_date.isoformat(),
-        "cutoff": result.cutoff.isoformat(),
-        "horizon_months": horizon_months,
-        "discount_rate": discount_rate,
-        "seed": seed,
-        "interval_level": result.model.interval_level,
-        "params": result.model.get_params(),
-        **report,
-    }
-    path = artifacts.save(result.model, metadata, report["importance"], model_dir)
-    return path, json.loads((path / "metadata.json").read_text())
 
 
 def metrics_table(metrics: dict) -> str:

@@ -158,6 +158,17 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             attribute = 3
         self.forest_ = CompiledForest(self.imputer_, ensembles, self.n_features_in_, attribute)
 
+    def __getstate__(self) -> dict:
+        # the compiled forest is derived from the fitted boosters: rebuilt on load, never stored
+        state = super().__getstate__()
+        state.pop("forest_", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if "point_" in state:
+            self._compile()
+
     def _outputs(
         self, X: np.ndarray, contributions: bool = True, conformal: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
@@ -228,7 +239,7 @@ def top_drivers(x: np.ndarray, contrib: np.ndarray, top: int) -> list[dict[str, 
         {
             "feature": FEATURE_NAMES[j],
             "value": None if np.isnan(x[j]) else float(x[j]),
-            "contribution": float(contrib[j]),
+            "contribution": round(float(contrib[j]), 2),
         }
         for j in order
     ]

@@ -84,7 +84,14 @@ FEATURE_NAMES: tuple[str, ...] = (
     "inflow_trend_90d",
     *LEDGER_FEATURES,
 )
-CATEGORICAL_PREFIXES = ("region_", "acquisition_")
+LEDGER_COLUMNS = (
+    "net_margin",
+    *(f"{family}_balance" for family in FAMILIES),
+    "interest_margin",
+    "fee_income",
+    "cost_to_serve",
+    "credit_loss",
+)
 
 
 @dataclass
@@ -220,6 +227,7 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
     """One API request to a one-customer Bank. Its product balances and tenure are those of `as_of`."""
     products = customer.products
     txns = customer.transactions
+    epoch = dates.EPOCH.toordinal()
     bank = Bank(
         customer_id=np.array([customer.customer_id]),
         age=np.array([customer.age], np.float64),
@@ -227,12 +235,13 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
         credit_score=np.array([customer.credit_score], np.float64),
         region=np.array([REGIONS.index(customer.region)]),
         acquisition=np.array([ACQUISITION.index(customer.acquisition_channel)]),
-        join_day=np.array([np.nan]),
+        join_day=np.array(
+            [np.nan if customer.join_date is None else customer.join_date.toordinal() - epoch], np.float64
+        ),
         tenure_months=np.array([customer.tenure_months], np.float64),
         tenure_day=float(as_of),
         snapshot_day=float(as_of),
     )
-    epoch = dates.EPOCH.toordinal()
     bank.products = {
         "cust": np.zeros(len(products), np.int64),
         "type": np.array([PRODUCT_CODES[p.product_type] for p in products], np.int64),
@@ -249,7 +258,21 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
         "type": np.array([-1 if t.transaction_type is None else TYPE_CODES[t.transaction_type] for t in txns]),
         "channel": np.array([-1 if t.channel is None else CHANNEL_CODES[t.channel] for t in txns]),
     }
+    if customer.ledger:
+        rows = customer.ledger
+        bank.ledger = {
+            "cust": np.zeros(len(rows), np.int64),
+            "month": np.array([(int(r.month[:4]) - 1970) * 12 + int(r.month[5:]) - 1 for r in rows], np.int64),
+            **{
+                name: np.array([np.nan if getattr(r, name) is None else getattr(r, name) for r in rows], np.float64)
+                for name in LEDGER_COLUMNS
+            },
+        }
     return bank
+
+
+def _zero_nan(values: np.ndarray) -> np.ndarray:
+    return np.where(np.isnan(values), 0.0, values)
 
 
 def _sum(index: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -259,7 +282,7 @@ def _sum(index: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nda
 def _months_between(start: np.ndarray, end: float) -> np.ndarray:
     """Whole calendar months from day `start` to day `end`."""
     end_arr = np.asarray(end, np.int64)
-    safe = np.nan_to_num(start, nan=0).astype(np.int64)
+    safe = _zero_nan(start).astype(np.int64)
     months = dates.month_of(end_arr) - dates.month_of(safe)
     months = months - (dates.day_of_month(end_arr) < dates.day_of_month(safe))
     return np.where(np.isnan(start), np.nan, months.astype(np.float64))
@@ -289,7 +312,10 @@ def build_features(bank: Bank, as_of: int) -> np.ndarray:
     f.update(_ledger_features(bank, t, n, f))
     with np.errstate(divide="ignore", invalid="ignore"):
         f["card_utilisation"] = np.where(f["credit_limit"] > 0, f["cards_balance"] / f["credit_limit"], np.nan)
-    return np.column_stack([np.broadcast_to(np.asarray(f[name], np.float64), (n,)) for name in FEATURE_NAMES])
+    matrix = np.empty((n, len(FEATURE_NAMES)))
+    for j, name in enumerate(FEATURE_NAMES):
+        matrix[:, j] = f[name]
+    return matrix
 
 
 def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
@@ -324,9 +350,9 @@ def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
     unknown = np.where(out["open_products"] == 0, 0.0, np.nan)
     for i, family in enumerate(FAMILIES):
         sel = is_open & (FAMILY_OF_TYPE[np.maximum(ptype, 0)] == i) & (ptype >= 0)
-        out[f"{family}_balance"] = _sum(cust[sel], n, np.abs(np.nan_to_num(p["balance"][sel]))) if known else unknown
+        out[f"{family}_balance"] = _sum(cust[sel], n, np.abs(_zero_nan(p["balance"][sel]))) if known else unknown
     card = is_open & (ptype == PRODUCT_CODES[ProductType.CREDIT_CARD])
-    out["credit_limit"] = _sum(cust[card], n, np.nan_to_num(p["credit_limit"][card]))
+    out["credit_limit"] = _sum(cust[card], n, _zero_nan(p["credit_limit"][card]))
     return out
 
 
@@ -393,7 +419,7 @@ def _ledger_features(bank: Bank, t: float, n: int, f: dict[str, np.ndarray]) -> 
 
     def window(months: int, values: np.ndarray, start: int = 0) -> np.ndarray:
         sel = (back >= start) & (back < start + months)
-        return _sum(cust[sel], n, np.nan_to_num(values[sel]))
+        return _sum(cust[sel], n, _zero_nan(values[sel]))
 
     year = back < 12
     out["margin_last_month"] = window(1, margin)
@@ -441,7 +467,7 @@ def future_value(bank: Bank, as_of: int, horizon_months: int = 12, discount_rate
         led = bank.ledger
         ahead = led["month"] - t_month
         sel = (ahead >= 1) & (ahead <= horizon_months)
-        return _sum(led["cust"][sel], n, np.nan_to_num(led["net_margin"][sel]) * weights[ahead[sel]])
+        return _sum(led["cust"][sel], n, _zero_nan(led["net_margin"][sel]) * weights[ahead[sel]])
     x = bank.transactions
     end = dates.to_day(dates.shift_months(dates.from_day(as_of), horizon_months))
     sel = (x["day"] > as_of) & (x["day"] <= end) & (x["amount"] > 0)

@@ -73,6 +73,7 @@ MAX_AMOUNT = 1e9
 MAX_PRODUCTS = 50
 MAX_TRANSACTIONS = 10_000
 MAX_BATCH = 1_000
+MAX_LEDGER_MONTHS = 120
 
 
 def codes(enum: type[StrEnum]) -> dict[str, int]:
@@ -183,8 +184,23 @@ class TransactionIn(_Strict):
     channel: Channel | None = None
 
 
+class LedgerMonthIn(_Strict):
+    """One month of the customer's profit ledger (customer_metrics.csv), when the caller has it."""
+
+    month: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2024-12"])]
+    net_margin: Money
+    deposits_balance: PositiveMoney | None = None
+    cards_balance: PositiveMoney | None = None
+    loans_balance: PositiveMoney | None = None
+    investments_balance: PositiveMoney | None = None
+    interest_margin: Money | None = None
+    fee_income: Money | None = None
+    cost_to_serve: Money | None = None
+    credit_loss: Money | None = None
+
+
 class CustomerIn(_Strict):
-    """One customer to score: the original system's request body, plus an optional as_of."""
+    """One customer to score: the original system's request body, plus optional as_of, join_date and ledger."""
 
     customer_id: Annotated[int, Field(ge=0, le=2**62)]
     age: Annotated[float, Field(ge=18, le=120)]
@@ -195,14 +211,49 @@ class CustomerIn(_Strict):
     acquisition_channel: AcquisitionChannel
     products: Annotated[list[ProductIn], Field(max_length=MAX_PRODUCTS)] = []
     transactions: Annotated[list[TransactionIn], Field(max_length=MAX_TRANSACTIONS)] = []
+    ledger: Annotated[list[LedgerMonthIn], Field(max_length=MAX_LEDGER_MONTHS)] = []
+    join_date: DateLike | None = Field(default=None, description="When known, tenure is counted from it.")
     as_of: DateLike | None = Field(
         default=None, description="Date to score as of; default: the last date of the model's data."
     )
 
-    @field_validator("products", "transactions", mode="before")
+    @field_validator("products", "transactions", "ledger", mode="before")
     @classmethod
     def _null_is_empty(cls, value: object) -> object:
         return [] if value is None else value
+
+
+class BatchIn(_Strict):
+    customers: Annotated[list[CustomerIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+    level: float
+
+
+class Driver(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+
+
+class PredictionOut(BaseModel):
+    customer_id: int
+    predicted_clv: float = Field(description="Discounted net margin over the next horizon_months.")
+    clv_interval: Interval
+    confidence_score: float = Field(ge=0, le=1, description="1 / (1 + interval width / max(|prediction|, scale)).")
+    horizon_months: int
+    as_of: dt.date
+    drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
+    drivers_base: float = Field(description="The average prediction the drivers start from.")
+    model_version: str
+    prediction_timestamp: dt.datetime
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]
 
 
 class CustomerRecord(_Strict):

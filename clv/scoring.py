@@ -12,6 +12,7 @@ from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES, Bank, build_features, former, joined
 
 TOP_DRIVERS = 3
+GONE = "no open product"
 
 
 def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
@@ -19,23 +20,30 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
     by the as-of date bring nothing after (DOMAIN.md) and get 0 with driver 'no open product'."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
-    gone = former(bank, day)[keep]
-    X = build_features(bank, day)[keep]
-    out = model.predict_all(X)
-    point, low, high = (np.where(gone, 0.0, out[k]) for k in ("point", "low", "high"))
-    confidence = np.where(gone, 1.0, out["confidence"])
+    out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
     frame = pd.DataFrame({
         "customer_id": bank.customer_id[keep],
-        "predicted_clv": point.round(2),
-        "clv_low": low.round(2),
-        "clv_high": high.round(2),
-        "confidence_score": confidence.round(4),
+        "predicted_clv": out["point"].round(2),
+        "clv_low": out["low"].round(2),
+        "clv_high": out["high"].round(2),
+        "confidence_score": out["confidence"].round(4),
     })  # fmt: skip
     contrib = out["contrib"]
     top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :TOP_DRIVERS]
     names = np.asarray(FEATURE_NAMES, dtype=object)
     for k in range(TOP_DRIVERS):
-        frame[f"driver_{k + 1}"] = np.where(gone, "no open product" if k == 0 else "", names[top[:, k]])
-        value = np.take_along_axis(contrib, top[:, [k]], axis=1)[:, 0]
-        frame[f"driver_{k + 1}_contribution"] = np.where(gone, 0.0, value).round(2)
+        frame[f"driver_{k + 1}"] = np.where(out["gone"], GONE if k == 0 else "", names[top[:, k]])
+        frame[f"driver_{k + 1}_contribution"] = np.take_along_axis(contrib, top[:, [k]], axis=1)[:, 0].round(2)
     return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def predict_rows(model: BankingCLVModel, X: np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers."""
+    out = model.predict_all(X)
+    if gone.any():
+        for key in ("point", "low", "high"):
+            out[key] = np.where(gone, 0.0, out[key])
+        out["confidence"] = np.where(gone, 1.0, out["confidence"])
+        out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
+    out["gone"] = gone
+    return out

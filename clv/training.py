@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from clv import dates, metrics
+from clv import artifacts, dates, metrics
 from clv.artifacts import fingerprint
 from clv.contract import DataContractError, find_table, read_bank
 from clv.estimator import BankingCLVModel, without_ledger
@@ -200,3 +201,30 @@ def global_importance(model: BankingCLVModel, X: np.ndarray, y: np.ndarray, seed
         }
         for j in order
     ]
+
+
+def train_and_save(
+    data_dir: Path,
+    model_dir: Path,
+    cutoff=None,
+    horizon_months: int = 12,
+    discount_rate: float = 0.10,
+    seed: int = 42,
+) -> tuple[Path, dict]:
+    """Train on a folder, save a new version and make it latest; return its folder and metadata."""
+    result = train(data_dir, cutoff, horizon_months, discount_rate, seed)
+    report = result.report
+    metadata = {
+        "data_dir": str(data_dir),
+        "data_fingerprint": report.pop("data_fingerprint"),
+        "data_last_date": result.data_last_date.isoformat(),
+        "cutoff": result.cutoff.isoformat(),
+        "horizon_months": horizon_months,
+        "discount_rate": discount_rate,
+        "seed": seed,
+        "interval_level": result.model.interval_level,
+        "params": result.model.get_params(),
+        **report,
+    }
+    path = artifacts.save(result.model, metadata, report["importance"], model_dir)
+    return path, json.loads((path / "metadata.json").read_text())

@@ -1,0 +1,72 @@
+"""Shared fixtures: a small generated bank, a model trained on it, and the API around that model."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+import data_gen
+from api import create_app
+from clv import artifacts
+from clv.settings import Settings
+from clv.training import train_and_save
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The original system's README example: it must keep working unchanged.
+EXAMPLE = {
+    "customer_id": 1,
+    "age": 35,
+    "income": 75000,
+    "credit_score": 720,
+    "tenure_months": 24,
+    "region": "North",
+    "acquisition_channel": "Online",
+    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
+    "transactions": [
+        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
+    ],
+}
+SMALL_BANK = data_gen.Config(customers=1200, start=dt.date(2021, 1, 1), end=dt.date(2024, 12, 31), seed=5, oracle=True)
+
+
+@pytest.fixture
+def example() -> dict:
+    return copy.deepcopy(EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def bank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated bank (1,200 customers, 2021-2024, with the oracle)."""
+    out = tmp_path_factory.mktemp("bank")
+    data_gen.write_tables(data_gen.simulate(SMALL_BANK), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_dir(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on the small bank; treat it as read-only (copy it to change it)."""
+    out = tmp_path_factory.mktemp("models")
+    train_and_save(bank_dir, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded(model_dir: Path) -> artifacts.LoadedModel:
+    return artifacts.load(model_dir)
+
+
+@pytest.fixture
+def settings(bank_dir: Path, model_dir: Path, tmp_path: Path) -> Settings:
+    return Settings(data_dir=bank_dir, model_dir=model_dir, log_file=tmp_path / "api.log", rate_limit="100000/minute")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
