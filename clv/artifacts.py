@@ -81,12 +81,13 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], model_d
     staging = model_dir / f".{PREFIX}{version}.tmp"
     staging.mkdir()
     try:
+        # what this save knows wins over the caller's keys: a re-saved model gets its own version
         metadata = {
+            **metadata,
             "version": version,
             "trained_at": now.isoformat(timespec="seconds"),
             "libraries": library_versions(),
             "feature_names": list(FEATURE_NAMES),
-            **metadata,
         }
         joblib.dump(model, staging / "model.joblib", compress=3)
         joblib.dump(list(FEATURE_NAMES), staging / "feature_names.joblib")

@@ -58,12 +58,8 @@ def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
         row = int(np.flatnonzero(~present)[0])
         raise DataContractError(f"{path}: column '{column.name}' row {row + 1:,}: is empty but required")
     if column.kind in ("int", "float"):
-        number = (
-            pd.to_numeric(values, errors="coerce")
-            if values.dtype == object or str(values.dtype) == "category"
-            else values
-        )
-        number = number.astype(np.float64)
+        numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+        number = (values if numeric else pd.to_numeric(values.astype("string"), errors="coerce")).astype(np.float64)
         finite = np.isfinite(number.to_numpy())
         _fail(path, column.name, present & ~finite, values, "is not a finite number")
         if column.kind == "int":

@@ -6,6 +6,8 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
@@ -16,7 +18,8 @@ from sklearn.utils.validation import check_is_fitted
 from clv.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.trees import CompiledForest
 
-TARGETS = ("squared_error", "log", "two_part")
+TARGETS = ("auto", "squared_error", "log", "two_part")
+ZERO_HEAVY = 0.10  # share of zero labels from which "auto" fits the two-part model
 LEDGER_COLUMNS = np.array([FEATURE_NAMES.index(name) for name in LEDGER_FEATURES])
 
 
@@ -41,7 +44,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     target : how the zero-heavy, heavy-tailed target is fitted: "squared_error" (the mean directly),
-        "log" (signed log1p, back-transformed), or "two_part" (P(value != 0) x E[value | value != 0]).
+        "log" (signed log1p, back-transformed), "two_part" (P(value != 0) x E[value | value != 0]), or
+        "auto": two_part when at least 10% of the labels are zero, else squared_error (what won on
+        held-out Gini and decile MAPE on the synthetic bank and on a transactions-only log).
     interval_level : nominal coverage of `predict_interval` (conformalized quantile regression).
     ledger_dropout : also learn from copies of the rows without their ledger features, so that a
         customer scored without a profit ledger (an API request) gets a fitted answer.
@@ -49,7 +54,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
 
     def __init__(
         self,
-        target: str = "squared_error",
+        target: str = "auto",
         n_estimators: int = 200,
         learning_rate: float = 0.08,
         max_depth: int = 4,
@@ -100,11 +105,15 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         X = np.asarray(X, np.float64)
         y = np.asarray(y, np.float64)
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        self.target_ = self.target
+        if self.target == "auto":
+            self.target_ = "two_part" if np.mean(y == 0) >= ZERO_HEAVY else "squared_error"
+        has_ledger = not np.isnan(X[:, LEDGER_COLUMNS]).all()
         rng = np.random.default_rng(self.random_state)
         unique = np.unique(groups)
         held = rng.choice(unique, round(self.calibration_share * unique.size), replace=False)
         calibrate = np.isin(groups, held)
-        if self.ledger_dropout:
+        if self.ledger_dropout and has_ledger:
             X_fit, y_fit, calibrate_fit = (
                 np.vstack([X, without_ledger(X)]),
                 np.concatenate([y, y]),
@@ -114,12 +123,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             X_fit, y_fit, calibrate_fit = X, y, calibrate
 
         self.imputer_ = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True).fit(X_fit)
-        self.point_ = self._fit_point(X_fit, y_fit)
         alpha = (1 - self.interval_level) / 2
         proper, y_proper = X_fit[~calibrate_fit], y_fit[~calibrate_fit]
-        self.quantiles_ = tuple(
-            self._pipeline(self._booster(loss="quantile", alpha=a), proper, y_proper) for a in (alpha, 1 - alpha)
-        )
+        # scikit-learn builds trees without the GIL: the quantile boosters fit beside the point model
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            quantiles = [
+                pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
+                for a in (alpha, 1 - alpha)
+            ]
+            self.point_ = self._fit_point(X_fit, y_fit)
+            self.quantiles_ = tuple(future.result() for future in quantiles)
         self.n_features_in_ = X.shape[1]
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
         self._compile()
@@ -133,9 +146,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_point(self, X: np.ndarray, y: np.ndarray) -> Pipeline:
-        if self.target == "squared_error":
+        if self.target_ == "squared_error":
             return self._pipeline(self._booster(), X, y)
-        if self.target == "log":
+        if self.target_ == "log":
             return self._pipeline(self._booster(), X, _signed_log(y))
         classifier = GradientBoostingClassifier(
             n_estimators=self.n_estimators,
@@ -153,14 +166,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     def _compile(self) -> None:
         ensembles = [self.point_[-1], self.quantiles_[0][-1], self.quantiles_[1][-1]]
         attribute = 0
-        if self.target == "two_part":
+        if self.target_ == "two_part":
             ensembles.append(self.size_[-1])
             attribute = 3
         self.forest_ = CompiledForest(self.imputer_, ensembles, self.n_features_in_, attribute)
 
     def __getstate__(self) -> dict:
         # the compiled forest is derived from the fitted boosters: rebuilt on load, never stored
-        state = super().__getstate__()
+        # a copy: on Python 3.11+ object.__getstate__ returns the live __dict__, and popping from it
+        # would strip the forest from the model being saved
+        state = dict(super().__getstate__())
         state.pop("forest_", None)
         return state
 
@@ -177,12 +192,10 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"expected rows of {self.n_features_in_} features, got shape {X.shape}")
         forest = self.forest_
-        leaves = forest.leaves(X)
-        raw = forest.raw(leaves)
-        contrib = forest.contributions(leaves) if contributions else None
-        if self.target == "squared_error":
+        raw, contrib = forest.evaluate(X, contributions)
+        if self.target_ == "squared_error":
             point = raw[:, 0]
-        elif self.target == "log":
+        elif self.target_ == "log":
             point = _signed_exp(raw[:, 0])
             if contrib is not None:
                 contrib = _rescale(contrib, forest.bias, raw[:, 0], _signed_exp(forest.bias), point)
@@ -230,7 +243,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     @property
     def expected_value_(self) -> float:
         """The bias of the attributions: prediction = expected_value_ + sum of contributions."""
-        return float(self.forest_.bias)
+        bias = float(self.forest_.bias)
+        # the log target's attributions are rescaled around the back-transformed bias (see _outputs)
+        return float(_signed_exp(bias)) if self.target_ == "log" else bias
 
 
 def top_drivers(x: np.ndarray, contrib: np.ndarray, top: int) -> list[dict[str, float | str]]:

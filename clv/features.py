@@ -175,13 +175,20 @@ def bank_from_frames(
     if customers is None or customers.empty:
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
     ids = customers["customer_id"].to_numpy(np.int64)
-    order = np.argsort(ids, kind="stable")
-    ids_sorted = ids[order]
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if high - low < 16 * ids.size + 1024:  # dense ids: a lookup table beats a binary search
+        table = np.zeros(high - low + 1, np.int64)
+        table[ids - low] = np.arange(ids.size)
 
-    def position(values: pd.Series) -> np.ndarray:
-        v = values.to_numpy(np.int64)
-        pos = np.searchsorted(ids_sorted, v)
-        return order[np.minimum(pos, ids.size - 1)]
+        def position(values: pd.Series) -> np.ndarray:
+            return table[np.clip(values.to_numpy(np.int64) - low, 0, high - low)]
+
+    else:
+        order = np.argsort(ids, kind="stable")
+        ids_sorted = ids[order]
+
+        def position(values: pd.Series) -> np.ndarray:
+            return order[np.minimum(np.searchsorted(ids_sorted, values.to_numpy(np.int64)), ids.size - 1)]
 
     n = ids.size
     bank = Bank(
@@ -366,16 +373,19 @@ def _product_state(p: dict[str, np.ndarray], t: float) -> tuple[np.ndarray, np.n
 
 def _transaction_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
     x = bank.transactions
-    seen = x["day"] <= t
-    cust, age, amount = x["cust"][seen], t - x["day"][seen], x["amount"][seen]
-    kind, channel = x["type"][seen], x["channel"][seen]
+    day = x["day"]
+    seen = day <= t
     out: dict[str, np.ndarray] = {}
     last = np.full(n, -np.inf)
-    np.maximum.at(last, cust, x["day"][seen])
+    np.maximum.at(last, x["cust"][seen], day[seen])
     out["recency_days"] = np.where(np.isinf(last), np.nan, t - last)
     first = np.full(n, np.inf)
-    np.minimum.at(first, cust, x["day"][seen])
+    np.minimum.at(first, x["cust"][seen], day[seen])
     out["history_days"] = np.where(np.isinf(first), np.nan, t - first)
+    # every other feature looks at most a year back: work on that year only
+    year = seen & (day > t - 365)
+    cust, age, amount = x["cust"][year], t - day[year], x["amount"][year]
+    kind, channel = x["type"][year], x["channel"][year]
     inflow, outflow = np.maximum(amount, 0), np.maximum(-amount, 0)
     for w in WINDOWS:
         sel = age < w
@@ -386,14 +396,14 @@ def _transaction_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]
     recent = age < 90
     for name in TREND_TYPES:
         out[f"count_90d_{name}"] = _sum(cust[recent & (kind == TYPE_CODES[name])], n)
-    year = age < 365
-    months_back = np.floor(age[year] / 30.4375).astype(np.int64)
-    out["active_months_12m"] = _sum(np.unique(cust[year] * 13 + months_back) // 13, n)
+    months_back = (age // 30.4375).astype(np.int64)
+    active = np.bincount(cust * 13 + months_back, minlength=n * 13).reshape(n, 13) > 0
+    out["active_months_12m"] = active[:, :12].sum(axis=1).astype(np.float64)
     count_365 = out["txn_count_365d"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        known_channel = _sum(cust[year & (channel >= 0)], n)
-        branch = _sum(cust[year & (channel == CHANNEL_CODES["Branch"])], n)
-        digital = _sum(cust[year & np.isin(channel, (CHANNEL_CODES["Online"], CHANNEL_CODES["Mobile"]))], n)
+        known_channel = _sum(cust[channel >= 0], n)
+        branch = _sum(cust[channel == CHANNEL_CODES["Branch"]], n)
+        digital = _sum(cust[(channel == CHANNEL_CODES["Online"]) | (channel == CHANNEL_CODES["Mobile"])], n)
         out["branch_share_365d"] = np.where(known_channel > 0, branch / known_channel, np.nan)
         out["digital_share_365d"] = np.where(known_channel > 0, digital / known_channel, np.nan)
     previous = (age >= 90) & (age < 180)

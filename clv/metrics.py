@@ -35,8 +35,12 @@ def decile_table(actual: np.ndarray, predicted: np.ndarray, groups: int = 10) ->
 
 
 def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
-    rows = decile_table(np.asarray(actual, np.float64), np.asarray(predicted, np.float64))
-    errors = [abs(r["mean_predicted"] - r["mean_actual"]) / max(abs(r["mean_actual"]), 1e-9) for r in rows]
+    """Mean over deciles of |mean predicted - mean actual| / |mean actual|. A decile whose mean actual is
+    (near) zero, as in zero-heavy data, is divided by 1% of the mean absolute value instead of ~0."""
+    actual = np.asarray(actual, np.float64)
+    rows = decile_table(actual, np.asarray(predicted, np.float64))
+    floor = max(0.01 * float(np.abs(actual).mean()), 1e-9)
+    errors = [abs(r["mean_predicted"] - r["mean_actual"]) / max(abs(r["mean_actual"]), floor) for r in rows]
     return float(np.mean(errors))
 
 

@@ -1,0 +1,124 @@
+"""The data contract: a broken file is refused before any work, naming file, row, column and rule."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from clv.contract import DataContractError, read_bank
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def folder(bank_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the small bank (without the oracle)."""
+    out = tmp_path / "bank"
+    shutil.copytree(bank_dir, out, ignore=shutil.ignore_patterns("oracle_clv.csv"))
+    return out
+
+
+def edit(path: Path, row: int, column: str, value: object) -> None:
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[row, column] = value
+    frame.to_csv(path, index=False)
+
+
+def refused(folder: Path) -> str:
+    with pytest.raises(DataContractError) as caught:
+        read_bank(folder)
+    return str(caught.value)
+
+
+def test_the_generated_bank_passes(folder: Path) -> None:
+    tables = read_bank(folder)
+    assert set(tables) == {"customers", "products", "transactions", "customer_metrics"}
+    assert pd.api.types.is_datetime64_any_dtype(tables["transactions"]["transaction_date"])
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value", "rule"),
+    [
+        ("transactions", "transaction_date", "2024-13-01", "is not a date (YYYY-MM-DD)"),
+        ("transactions", "amount", "twelve", "is not a finite number"),
+        ("customers", "join_date", "yesterday", "is not a date (YYYY-MM-DD)"),
+        ("customer_metrics", "month", "2024-1", "is not a month (YYYY-MM)"),
+        ("products", "customer_id", "999999", "is not in customers"),
+        ("transactions", "customer_id", "999999", "is not in customers"),
+        ("customer_metrics", "customer_id", "999999", "is not in customers"),
+    ],
+)
+def test_a_broken_value_names_file_row_column_and_rule(
+    folder: Path, table: str, column: str, value: str, rule: str
+) -> None:
+    edit(folder / f"{table}.csv", 41, column, value)
+    message = refused(folder)
+    assert f"{table}.csv" in message
+    assert f"column '{column}' row 42:" in message
+    assert f"'{value}'" in message and rule in message
+
+
+def test_a_missing_required_column_is_named(folder: Path) -> None:
+    frame = pd.read_csv(folder / "transactions.csv").drop(columns=["amount"])
+    frame.to_csv(folder / "transactions.csv", index=False)
+    assert "transactions.csv: missing required column 'amount'" in refused(folder)
+
+
+def test_a_missing_transactions_file_is_named(folder: Path) -> None:
+    (folder / "transactions.csv").unlink()
+    assert "missing transactions.csv (or transactions.parquet)" in refused(folder)
+
+
+@pytest.mark.parametrize(("table", "column"), [("customers", "customer_id"), ("products", "product_id")])
+def test_duplicate_ids_are_refused(folder: Path, table: str, column: str) -> None:
+    path = folder / f"{table}.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame.loc[7, column] = frame.loc[3, column]
+    frame.to_csv(path, index=False)
+    message = refused(folder)
+    assert f"{table}.csv: column '{column}' row 8:" in message and "is a duplicate id" in message
+
+
+def test_dates_after_the_data_are_refused(folder: Path) -> None:
+    edit(folder / "products.csv", 5, "start_date", "2031-01-01")
+    message = refused(folder)
+    assert "products.csv: column 'start_date' row 6: '2031-01-01' is after the data's last date" in message
+
+
+def test_extra_columns_and_unseen_categories_are_warned_not_fatal(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = pd.read_csv(folder / "customers.csv", dtype=str, keep_default_na=False)
+    frame["segment"] = "gold"
+    frame.loc[0, "region"] = "Central"
+    frame.to_csv(folder / "customers.csv", index=False)
+    tables = read_bank(folder)
+    assert "segment" not in tables["customers"]
+    assert "ignoring columns not in the contract: segment" in caplog.text
+    assert "Central" in caplog.text
+
+
+def test_parquet_is_read_like_csv(folder: Path) -> None:
+    frame = pd.read_csv(folder / "transactions.csv", parse_dates=["transaction_date"])
+    (folder / "transactions.csv").unlink()
+    frame.to_parquet(folder / "transactions.parquet")
+    tables = read_bank(folder)
+    assert len(tables["transactions"]) == len(frame)
+
+
+def test_the_cli_refuses_before_work_and_writes_nothing(folder: Path, model_dir: Path, tmp_path: Path) -> None:
+    edit(folder / "transactions.csv", 9, "amount", "n.a.")
+    output = tmp_path / "predictions.csv"
+    run = subprocess.run(
+        [sys.executable, "model.py", "score", "--data-dir", str(folder), "--model-dir", str(model_dir),
+         "--output", str(output)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "transactions.csv: column 'amount' row 10: 'n.a.' is not a finite number" in run.stderr
+    assert not output.exists()
+    assert not list(tmp_path.glob(".predictions*"))
