@@ -450,7 +450,7 @@ def materialize(
     counter = np.where((kind == WDR) & (rng.random(flat.size) < 0.75), ATM, BRANCH)
     channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
     day = first + np.floor(rng.random(flat.size) * days).astype(np.int64)
-    order = np.argsort(day, kind="stable")
+    order = np.argsort((day - first).astype(np.int16), kind="stable")  # 16-bit keys sort by radix
     return {
         "customer_id": (cust + 1)[order].astype(np.int32),
         "product_id": product[cust, kind][order],
@@ -462,7 +462,7 @@ def materialize(
 
 
 def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
-    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int8)), pa.array(values))
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int16)), pa.array(values))
 
 
 def _dates(days: np.ndarray) -> pa.Array:
@@ -553,7 +553,12 @@ def assemble(
     })  # fmt: skip
 
     months = ledger.column("month")
-    metrics = {"customer_id": pa.array(ledger.column("customer_id")), "month": pa.array(dates.month_label(months))}
+    first_month = int(months.min())
+    labels = dates.month_label(np.arange(first_month, int(months.max()) + 1))
+    metrics = {
+        "customer_id": pa.array(ledger.column("customer_id")),
+        "month": _dictionary(months - first_month, list(labels)),
+    }
     for name in ledger.chunks:
         if name not in metrics and name != "month":
             metrics[name] = pa.array(ledger.column(name))
