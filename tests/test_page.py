@@ -1,0 +1,392 @@
+"""The page at / in a real browser: Playwright driving Debian's Chromium against the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import sync_playwright
+
+from clv.features import FEATURE_NAMES
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SHOTS = ROOT / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+PROFILES = ("new", "saver", "mortgage", "drifting")
+MONEY = re.compile(r"^−?-?\$[\d,]+\.\d{2}$")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`python api.py` on a free port, started at once; `ready()` waits for /health."""
+
+    def __init__(self, model_dir: Path, data_dir: Path, log_dir: Path, **env: str) -> None:
+        port = _free_port()
+        environ = {
+            **os.environ,
+            "CLV_MODEL_DIR": str(model_dir),
+            "CLV_DATA_DIR": str(data_dir),
+            "CLV_PORT": str(port),
+            "CLV_HOST": "127.0.0.1",
+            "CLV_LOG_FILE": str(log_dir / "api.log"),
+            "CLV_RATE_LIMIT": "10000/minute",
+            **env,
+        }
+        self.base = f"http://127.0.0.1:{port}"
+        self.log = log_dir / "server.out"
+        self._out = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "api.py"], cwd=ROOT, env=environ, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    def ready(self, status: int = 200, timeout: float = 60) -> str:
+        """The base URL once /health answers `status` (503: up, with no model serving)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == status:
+                    return self.base
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"/health did not answer {status} in {timeout:.0f} s:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._out.close()
+
+
+@pytest.fixture(scope="module")
+def unready_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The service with no model and no training: it answers 503. Started first, so it boots while the bank and
+    the model of the other fixtures are being made."""
+    models = tmp_path_factory.mktemp("no_models")
+    data = tmp_path_factory.mktemp("no_data")
+    server = Server(models, data, tmp_path_factory.mktemp("unready"), CLV_TRAIN_ON_START="false")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    unready_server: Server, model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real service with the small trained model."""
+    running = Server(model_dir, bank_dir, tmp_path_factory.mktemp("server"))
+    try:
+        yield running.ready()
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is missing: `make browser` (apt-get install chromium); the page tests never download one")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watch:
+    """Console errors and page errors; a test names the HTTP statuses it provokes on purpose."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.allowed: list[re.Pattern] = []
+
+    def allow(self, *statuses: int | str) -> None:
+        for status in statuses:
+            text = f"status of {status}" if isinstance(status, int) else status
+            self.allowed.append(re.compile(re.escape(text)))
+
+    def console(self, message: object) -> None:
+        if message.type == "error" and not any(p.search(message.text) for p in self.allowed):
+            self.problems.append(f"console error: {message.text}")
+
+    def page_error(self, error: object) -> None:
+        self.problems.append(f"page error: {error}")
+
+
+def _open(browser: object, base: str, width: int = 1280) -> tuple[object, object, Watch]:
+    context = browser.new_context(viewport={"width": width, "height": 900}, base_url=base)
+    page = context.new_page()
+    watch = Watch()
+    page.on("console", watch.console)
+    page.on("pageerror", watch.page_error)
+    page.set_default_timeout(10_000)
+    return context, page, watch
+
+
+@pytest.fixture
+def watched(browser: object, server: str) -> Iterator[tuple[object, Watch]]:
+    """A page on the page's URL, ready (model card loaded); fails the test on any console or page error."""
+    context, page, watch = _open(browser, server)
+    page.goto("/")
+    page.wait_for_selector("#metrics-table")
+    yield page, watch
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def _predict(page: object) -> dict:
+    """Press Predict CLV; returns the request body and the reply."""
+    with page.expect_response("**/predict/clv") as reply:
+        page.click("#predict")
+    response = reply.value
+    return {"body": response.request.post_data_json, "status": response.status, "json": response.json()}
+
+
+def _no_object_object(page: object) -> None:
+    assert "[object " not in page.inner_text("body"), "something was shown as [object ...]"
+
+
+def test_default_customer_is_the_readme_example_sent_once(watched, server, example) -> None:
+    page, _ = watched
+    assert page.locator("#products .row").count() == 1
+    assert page.locator("#transactions .row").count() == 1
+    unlabelled = page.evaluate(
+        """() => [...document.querySelectorAll('input, select, textarea')]
+                 .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map((e) => e.id)"""
+    )
+    assert unlabelled == []
+
+    sent = _predict(page)
+    assert sent["status"] == 200
+    assert len(sent["body"]["products"]) == 1 and len(sent["body"]["transactions"]) == 1
+    direct = httpx.post(f"{server}/predict/clv", json=example).json()
+    assert sent["json"]["predicted_clv"] == direct["predicted_clv"]
+    assert sent["json"]["clv_interval"] == direct["clv_interval"]
+
+    value = page.inner_text("#clv-value")
+    assert MONEY.match(value), value
+    assert f"{abs(direct['predicted_clv']):,.2f}" in value
+    interval = page.inner_text("#clv-interval")
+    assert f"{abs(direct['clv_interval']['low']):,.2f}" in interval
+    assert f"{abs(direct['clv_interval']['high']):,.2f}" in interval
+    assert page.locator("#interval-chart svg rect.band").count() == 1
+    bars = page.locator("#drivers-chart svg rect.bar")
+    assert bars.count() >= len(direct["drivers"]) > 0
+    assert page.locator("#drivers-chart svg rect.bar.up, #drivers-chart svg rect.bar.down").count() == len(
+        direct["drivers"]
+    )
+    assert direct["model_version"] in page.inner_text("#clv-model")
+    assert "12 months" in page.inner_text("#result")
+    assert re.search(r"\d+%", page.inner_text("#clv-confidence"))
+    _no_object_object(page)
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SHOTS / "page-1280.png", full_page=True)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_example_profiles_load_and_score(watched, profile: str) -> None:
+    page, _ = watched
+    page.click(f"[data-profile={profile}]")
+    assert page.get_attribute(f"[data-profile={profile}]", "aria-pressed") == "true"
+    sent = _predict(page)
+    assert sent["status"] == 200, sent["json"]
+    body = sent["body"]
+    assert page.locator("#products .row").count() == len(body["products"])
+    assert page.locator("#transactions .row").count() == len(body["transactions"])
+    if profile == "new":
+        assert body["products"] == [] and body["transactions"] == []
+    else:
+        assert body["transactions"] and all(
+            "2024-01-01" <= t["transaction_date"] <= "2024-12-31" for t in body["transactions"]
+        )
+    if profile == "mortgage":
+        assert any(p["product_type"] == "Mortgage" and p["balance"] >= 100_000 for p in body["products"])
+    assert str(body["customer_id"]) in page.inner_text("#result")
+    assert MONEY.match(page.inner_text("#clv-value"))
+    assert page.locator("#interval-chart svg rect.band").count() == 1
+    _no_object_object(page)
+
+
+def test_client_checks_stop_a_bad_age_before_sending(watched) -> None:
+    page, _ = watched
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url) if "/predict/" in request.url else None)
+    page.fill("#c-age", "15")
+    page.click("#predict")
+    error = page.locator(".f-age .error")
+    assert "at least 18" in error.inner_text()
+    assert error.get_attribute("data-source") == "client"
+    assert page.get_attribute("#c-age", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "c-age"
+    assert sent == []
+
+
+def test_api_messages_appear_beside_the_field_they_name(watched) -> None:
+    page, watch = watched
+    watch.allow(422)
+    # Age: drop the page's own bound so the request reaches the API, which refuses it.
+    page.evaluate("document.querySelector('#c-age').removeAttribute('min')")
+    page.fill("#c-age", "15")
+    sent = _predict(page)
+    assert sent["status"] == 422
+    error = page.locator(".f-age .error")
+    assert error.get_attribute("data-source") == "api"
+    assert "greater than or equal to 18" in error.inner_text()
+    assert "age" in page.inner_text("#form-summary").lower()
+
+    # A transaction dated after the as-of date, past the page's own date bound.
+    page.fill("#c-age", "35")
+    page.fill("#c-as_of", "2023-06-01")
+    page.evaluate("document.querySelector('#transactions [data-key=transaction_date]').removeAttribute('max')")
+    sent = _predict(page)
+    assert sent["status"] == 422
+    assert sent["json"]["detail"][0]["field"] == "transactions[0].transaction_date"
+    error = page.locator("#transactions .row").first.locator(".f-transaction_date .error")
+    assert error.get_attribute("data-source") == "api"
+    assert "after the as-of date 2023-06-01" in error.inner_text()
+    assert "Transaction 1 · Date" in page.inner_text("#form-summary")
+    assert page.get_attribute("#transactions [data-key=transaction_date]", "aria-invalid") == "true"
+    _no_object_object(page)
+
+
+def test_rows_are_added_and_removed_once_by_keyboard(watched, example) -> None:
+    page, _ = watched
+    products = page.locator("#products .row")
+    assert products.count() == 1
+    page.focus("#add-product")
+    page.keyboard.press("Enter")
+    assert products.count() == 2
+    assert page.evaluate("document.activeElement.dataset.key") == "product_type"
+    products.nth(1).locator("button.remove").press("Enter")
+    assert products.count() == 1
+    assert "1 of at most 50" in page.inner_text("#products-count")
+
+    transactions = page.locator("#transactions .row")
+    page.click("#add-transaction")
+    page.click("#add-transaction")
+    assert transactions.count() == 3
+    transactions.nth(0).locator("button.remove").click()
+    transactions.nth(0).locator("button.remove").click()
+    assert transactions.count() == 1
+    page.fill("#transactions [data-key=transaction_date]", "2024-01-01")
+    page.fill("#transactions [data-key=amount]", "1000")
+    sent = _predict(page)
+    assert sent["status"] == 200
+    assert len(sent["body"]["products"]) == 1 and len(sent["body"]["transactions"]) == 1
+
+    # Pasted JSON replaces the rows, never adds to them; JSON that is not a customer says why.
+    page.click("#json-panel summary")
+    page.fill("#json-text", json.dumps({**example, "transactions": example["transactions"] * 2}))
+    page.click("#json-load")
+    assert products.count() == 1 and transactions.count() == 2
+    page.fill("#json-text", "[1, 2]")
+    page.click("#json-load")
+    assert "one customer object" in page.inner_text("#json-err")
+    assert products.count() == 1 and transactions.count() == 2
+
+
+def test_model_card_shows_metrics_and_charts(watched, server) -> None:
+    page, _ = watched
+    card = httpx.get(f"{server}/model").json()
+    table = page.inner_text("#metrics-table")
+    for words in ("Normalized Gini", "Decile MAPE", "Spearman", "Model", "Last 12 months repeated", "Training mean"):
+        assert words in table
+    assert f"{card['metrics']['model']['normalized_gini']:.3f}" in table
+    assert ("Oracle" in table) == (card["metrics"].get("oracle") is not None)
+    assert card["version"] in page.inner_text("#model-card")
+    assert page.locator("#decile-chart svg rect.bar.predicted").count() == len(card["deciles"])
+    assert page.locator("#decile-chart svg rect.bar.actual").count() == len(card["deciles"])
+    assert page.locator("#importance-chart svg rect.bar").count() == min(10, len(card["importance"]))
+    assert "_" not in page.text_content("#importance-chart"), "feature names are shown in words"
+    _no_object_object(page)
+
+
+def test_every_model_feature_has_words(watched) -> None:
+    page, _ = watched
+    labels = page.evaluate("(names) => names.map((n) => window.clvPage.featureLabel(n))", list(FEATURE_NAMES))
+    assert all("_" not in label for label in labels), [
+        n for n, lab in zip(FEATURE_NAMES, labels, strict=True) if "_" in lab
+    ]
+    assert len(set(labels)) == len(labels), "two features share a label"
+
+
+def test_rate_limit_and_network_errors_are_clear(watched) -> None:
+    page, watch = watched
+    watch.allow(429, "net::ERR_FAILED")
+    limited = json.dumps({"error": "Rate limit exceeded: 120 per 1 minute"})
+    page.route(
+        "**/predict/clv",
+        lambda route: route.fulfill(
+            status=429, body=limited, headers={"Retry-After": "12"}, content_type="application/json"
+        ),
+    )
+    page.click("#predict")
+    message = page.locator("#result .notice")
+    message.wait_for()
+    assert "Rate limit" in message.inner_text() and "12 s" in message.inner_text()
+    page.unroute("**/predict/clv")
+    page.route("**/predict/clv", lambda route: route.abort())
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#result').innerText.includes('Could not reach')")
+    _no_object_object(page)
+
+
+def test_a_service_without_a_model_says_so(browser, unready_server: Server) -> None:
+    context, page, watch = _open(browser, unready_server.ready(503))
+    watch.allow(503)
+    page.goto("/")
+    banner = page.locator("#banner .notice")
+    banner.wait_for()
+    assert "not ready" in banner.inner_text()
+    assert "no model" in banner.inner_text()
+    page.click("#predict")
+    page.wait_for_function("document.querySelector('#result').innerText.includes('not ready')")
+    assert "Try again" in page.inner_text("#result")
+    _no_object_object(page)
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def test_narrow_screen_fits_375px(browser, server) -> None:
+    context, page, watch = _open(browser, server, width=375)
+    page.goto("/")
+    page.wait_for_selector("#metrics-table")
+    page.click("[data-profile=mortgage]")
+    assert _predict(page)["status"] == 200
+    page.wait_for_selector("#drivers-chart svg")
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
+    assert page.locator("#decile-chart svg rect.bar").count() > 0
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=SHOTS / "page-375.png", full_page=True)
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
