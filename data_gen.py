@@ -316,7 +316,8 @@ def simulate(config: Config) -> dict[str, pa.Table]:
         ids = np.arange(next_pid, next_pid + rows.size)
         next_pid += rows.size
         pid[rows, types] = ids
-        products.add(product_id=ids, customer_id=rows + 1, type=types, start=start_day)
+        limit = np.where(types == CARD, state.limit[rows], np.nan)  # the card's own limit, not a later one
+        products.add(product_id=ids, customer_id=rows + 1, type=types, start=start_day, limit=limit)
 
     start_month = int(dates.month_of(dates.to_day(config.start)))
     end_day = dates.to_day(config.end)
@@ -522,7 +523,7 @@ def assemble(
     is_open = end < 0
     current = pid[owner, ptype] == product_id
     balance = np.where(is_open & current, state.balance[owner, ptype], 0.0)
-    limit = np.where(ptype == CARD, state.limit[owner], np.nan)
+    limit = products.column("limit")
     rate = np.where(ptype == INV, np.nan, state.rate[owner, ptype])  # an investment has no rate
     rng = np.random.default_rng(status_seq)
     active, inactive, suspended, closed = range(4)  # the order of ProductStatus

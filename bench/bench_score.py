@@ -15,13 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import data_gen  # noqa: E402
-from clv import artifacts  # noqa: E402
-from clv.contract import read_bank  # noqa: E402
-from clv.features import bank_from_frames  # noqa: E402
-from clv.io import atomic_path  # noqa: E402
-from clv.scoring import score_bank  # noqa: E402
-from clv.training import train_and_save  # noqa: E402
+import data_gen
+from clv import artifacts
+from clv.contract import read_bank
+from clv.features import bank_from_frames
+from clv.io import atomic_path
+from clv.scoring import score_bank
+from clv.training import train_and_save
 
 TARGET = 50_000
 

@@ -121,19 +121,22 @@ def verify(path: Path) -> dict:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise ModelArtifactError(f"{path}: no {MANIFEST}; the version is incomplete, train again")
-    manifest = json.loads(manifest_path.read_text())
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        listed = {name: (int(manifest[name]["bytes"]), str(manifest[name]["sha256"])) for name in manifest}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelArtifactError(f"{manifest_path}: not a readable manifest ({exc}): truncated or changed") from exc
     for name in FILES:
         file = path / name
-        if name not in manifest:
+        if name not in listed:
             raise ModelArtifactError(f"{path}: {MANIFEST} does not list {name}")
         if not file.exists():
             raise ModelArtifactError(f"{file}: missing; the version is incomplete")
-        if file.stat().st_size != manifest[name]["bytes"]:
+        if file.stat().st_size != listed[name][0]:
             raise ModelArtifactError(
-                f"{file}: {file.stat().st_size} bytes where the manifest says {manifest[name]['bytes']}: "
-                "truncated or changed"
+                f"{file}: {file.stat().st_size} bytes where the manifest says {listed[name][0]}: truncated or changed"
             )
-        if sha256(file) != manifest[name]["sha256"]:
+        if sha256(file) != listed[name][1]:
             raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
     return json.loads((path / "metadata.json").read_text())
 
@@ -176,8 +179,12 @@ def versions(model_dir: Path) -> list[dict]:
     for path in sorted(model_dir.glob(f"{PREFIX}*"), reverse=True):
         if path.name == LATEST or not (path / "metadata.json").exists():
             continue
-        meta = json.loads((path / "metadata.json").read_text())
-        model = meta.get("metrics", {}).get("model", {})
+        try:
+            meta = json.loads((path / "metadata.json").read_text())
+            model = meta.get("metrics", {}).get("model", {})
+        except (ValueError, AttributeError) as exc:  # a changed file: `load` and `promote` refuse it too
+            logger.warning("%s: metadata.json is not readable (%s); version skipped", path, exc)
+            continue
         out.append({
             "version": meta["version"], "trained_at": meta["trained_at"], "cutoff": meta.get("cutoff"),
             "normalized_gini": model.get("normalized_gini"), "decile_mape": model.get("decile_mape"),

@@ -108,6 +108,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.target_ = self.target
         if self.target == "auto":
             self.target_ = "two_part" if np.mean(y == 0) >= ZERO_HEAVY else "squared_error"
+        if self.target_ == "two_part" and np.all(y != 0):
+            raise ValueError("target='two_part' needs some zero labels; none are zero (use 'auto' or 'squared_error')")
         has_ledger = not np.isnan(X[:, LEDGER_COLUMNS]).all()
         rng = np.random.default_rng(self.random_state)
         unique = np.unique(groups)
@@ -131,7 +133,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
                 pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
                 for a in (alpha, 1 - alpha)
             ]
-            self.point_ = self._fit_point(X_fit, y_fit)
+            self.point_, self.size_ = self._fit_point(X_fit, y_fit)
             self.quantiles_ = tuple(future.result() for future in quantiles)
         self.n_features_in_ = X.shape[1]
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
@@ -145,11 +147,12 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self.margin_[name] = float(np.quantile(scores, level, method="higher"))
         return self
 
-    def _fit_point(self, X: np.ndarray, y: np.ndarray) -> Pipeline:
+    def _fit_point(self, X: np.ndarray, y: np.ndarray) -> tuple[Pipeline, Pipeline | None]:
+        """The point model, and for the two-part target the size model beside it."""
         if self.target_ == "squared_error":
-            return self._pipeline(self._booster(), X, y)
+            return self._pipeline(self._booster(), X, y), None
         if self.target_ == "log":
-            return self._pipeline(self._booster(), X, _signed_log(y))
+            return self._pipeline(self._booster(), X, _signed_log(y)), None
         classifier = GradientBoostingClassifier(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
@@ -160,8 +163,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             random_state=self.random_state,
         )
         nonzero = y != 0
-        self.size_ = self._pipeline(self._booster(), X[nonzero], y[nonzero])
-        return self._pipeline(classifier, X, nonzero)
+        return self._pipeline(classifier, X, nonzero), self._pipeline(self._booster(), X[nonzero], y[nonzero])
 
     def _compile(self) -> None:
         ensembles = [self.point_[-1], self.quantiles_[0][-1], self.quantiles_[1][-1]]
@@ -182,6 +184,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "point_" in state:
+            self.__dict__.setdefault("target_", self.target)  # saved before target_ existed
             self._compile()
 
     def _outputs(
@@ -208,7 +211,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if conformal:
             has_ledger = ~np.isnan(X[:, LEDGER_COLUMNS]).all(axis=1)
             margin = np.where(has_ledger, self.margin_["ledger"], self.margin_["no_ledger"])
-            lo, hi = lo - margin, hi + margin
+            # widen the band the margin was calibrated on (in fit): the quantile band stretched to hold the point
+            lo, hi = np.minimum(lo, point) - margin, np.maximum(hi, point) + margin
         return point, np.minimum(lo, point), np.maximum(hi, point), contrib
 
     def predict(self, X: np.ndarray) -> np.ndarray:

@@ -78,7 +78,7 @@ def retail_dir(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 def test_a_transactions_only_folder_trains_and_scores(retail_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
-    path, meta = train_and_save(retail_dir, models)
+    _, meta = train_and_save(retail_dir, models)
     metrics = meta["metrics"]
     assert metrics["model"]["normalized_gini"] > metrics["baseline_last12"]["normalized_gini"]
     assert meta["params"]["target"] == "auto"

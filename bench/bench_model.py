@@ -1,0 +1,199 @@
+"""Benchmark of the model's targets (issue 3): held-out accuracy on the default bank, training time at
+10,000 and 100,000 customers, and one customer from request to number in process.
+
+Run `python bench/bench_model.py` (a few minutes on 2 cores; `--skip-large` leaves out 100,000 customers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import logging
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import data_gen
+from clv import artifacts, dates
+from clv.features import bank_from_request, build_features
+from clv.schema import CustomerIn
+from clv.training import train_and_save
+from model import metrics_table
+
+TARGET_ORACLE_RATIO = 0.9
+TARGET_DECILE_MAPE = 0.10
+TARGET_COVERAGE = (0.77, 0.83)
+CLEAR_GINI = 0.01  # "a clear win": Gini at least this much higher than the last-12-months baseline ...
+CLEAR_MAPE = 0.8  # ... and decile MAPE at most this share of the baseline's
+TARGET_TRAIN_S = 30.0
+TARGET_LARGE_S = 60.0
+TARGET_ONE_MS = 2.0
+
+# The original system's README example (tests/conftest.py EXAMPLE)
+EXAMPLE = {
+    "customer_id": 1,
+    "age": 35,
+    "income": 75000,
+    "credit_score": 720,
+    "tenure_months": 24,
+    "region": "North",
+    "acquisition_channel": "Online",
+    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
+    "transactions": [
+        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
+    ],
+}
+
+
+class Stages(logging.Handler):
+    """Keeps the training log's per-stage lines, to print them after the run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def generate(config: data_gen.Config, out: Path) -> float:
+    started = time.perf_counter()
+    data_gen.write_tables(data_gen.simulate(config), out)
+    return time.perf_counter() - started
+
+
+def timed_training(data_dir: Path, model_dir: Path) -> tuple[float, dict, list[str]]:
+    stages = Stages()
+    log = logging.getLogger("clv.training")
+    log.addHandler(stages)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    try:
+        started = time.perf_counter()
+        _, meta = train_and_save(data_dir, model_dir)
+        return time.perf_counter() - started, meta, stages.lines
+    finally:
+        log.removeHandler(stages)
+        log.propagate = True
+
+
+def accuracy(work: Path) -> tuple[Path, list[tuple[str, bool]]]:
+    print("== 1. default bank: 10,000 customers, held-out metrics ==", flush=True)
+    seconds = generate(data_gen.Config(oracle=True), work / "default")
+    print(f"generated in {seconds:.1f} s", flush=True)
+    wall, meta, stages = timed_training(work / "default", work / "models")
+    for line in stages:
+        print(f"  log: {line}")
+    print(f"train_and_save wall time: {wall:.1f} s (train() alone {meta['seconds']} s)")
+    target = artifacts.load(work / "models").model.target_
+    print(f"rows: {meta['rows']}, cutoff {meta['cutoff']}, fitted target {target}\n")
+    m = meta["metrics"]
+    print(metrics_table(m))
+    model, last12, oracle = m["model"], m["baseline_last12"], m["oracle"]
+    ratio = model.get("oracle_ratio", float("nan"))
+    print(f"\noracle ratio (model Gini / oracle Gini): {ratio:.3f}")
+    low, high = TARGET_COVERAGE
+    checks = [
+        (f"normalized Gini >= {TARGET_ORACLE_RATIO} x oracle ({model['normalized_gini']:.3f} vs "
+         f"{TARGET_ORACLE_RATIO * oracle['normalized_gini']:.3f})", ratio >= TARGET_ORACLE_RATIO),
+        (f"decile MAPE <= {TARGET_DECILE_MAPE} ({model['decile_mape']:.3f})",
+         model["decile_mape"] <= TARGET_DECILE_MAPE),
+        (f"interval coverage in {low}-{high} ({model['interval_coverage']:.3f})",
+         low <= model["interval_coverage"] <= high),
+        (f"clear win over last12 on Gini: > +{CLEAR_GINI} ({model['normalized_gini']:.3f} vs "
+         f"{last12['normalized_gini']:.3f})", model["normalized_gini"] > last12["normalized_gini"] + CLEAR_GINI),
+        (f"clear win over last12 on decile MAPE: <= {CLEAR_MAPE} x ({model['decile_mape']:.3f} vs "
+         f"{last12['decile_mape']:.3f})", model["decile_mape"] <= CLEAR_MAPE * last12["decile_mape"]),
+        (f"train on the default bank < {TARGET_TRAIN_S:.0f} s ({wall:.1f} s)", wall < TARGET_TRAIN_S),
+    ]  # fmt: skip
+    return work / "models", checks
+
+
+def large(work: Path, customers: int) -> list[tuple[str, bool]]:
+    print(f"\n== 3. {customers:,} customers: features and training end to end ==", flush=True)
+    seconds = generate(data_gen.Config(customers=customers, seed=7), work / "large")
+    print(f"generated in {seconds:.1f} s", flush=True)
+    wall, meta, stages = timed_training(work / "large", work / "large_models")
+    for line in stages:
+        print(f"  log: {line}")
+    print(f"read + features + fit + evaluate + save: {wall:.1f} s for {meta['rows']['train']:,} training rows; "
+          f"peak memory so far {peak_gb():.2f} GB")  # fmt: skip
+    return [(f"{customers:,} customers end to end < {TARGET_LARGE_S:.0f} s ({wall:.1f} s)", wall < TARGET_LARGE_S)]
+
+
+def one_customer(model_dir: Path, runs: int) -> list[tuple[str, bool]]:
+    print("\n== 2. one customer from request to number, in process ==", flush=True)
+    loaded = artifacts.load(model_dir)
+    model = loaded.model
+    customer = CustomerIn.model_validate(EXAMPLE)
+    day = dates.to_day(dt.date.fromisoformat(loaded.metadata["data_last_date"]))
+
+    def score() -> dict:
+        return model.predict_all(build_features(bank_from_request(customer, day), day))
+
+    def score_validated() -> dict:
+        return model.predict_all(build_features(bank_from_request(CustomerIn.model_validate(EXAMPLE), day), day))
+
+    X = build_features(bank_from_request(customer, day), day)
+    figures = {}
+    for name, call in (
+        ("validate + bank_from_request + build_features + predict_all", score_validated),
+        ("bank_from_request + build_features + predict_all", score),
+        ("predict_all alone", lambda: model.predict_all(X)),
+    ):
+        for _ in range(20):  # warm up
+            call()
+        times = []
+        gc.disable()
+        try:
+            for _ in range(runs):
+                started = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - started)
+        finally:
+            gc.enable()
+        times.sort()
+        figures[name] = statistics.median(times) * 1e3
+        p90 = times[int(0.9 * len(times))] * 1e3
+        print(f"  {name:62s} median {figures[name]:6.3f} ms   p90 {p90:6.3f} ms")
+
+    out = score()
+    print(f"  the example's prediction: {out['point'][0]:.2f} (interval {out['low'][0]:.2f} .. {out['high'][0]:.2f})")
+    median = figures["bank_from_request + build_features + predict_all"]
+    return [(f"one customer, tables to number: median < {TARGET_ONE_MS} ms ({median:.3f} ms)", median < TARGET_ONE_MS)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large-customers", type=int, default=100_000)
+    parser.add_argument("--skip-large", action="store_true", help="leave out the 100,000-customer run")
+    parser.add_argument("--runs", type=int, default=1_000, help="runs of the one-customer timing")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp:
+        work = Path(tmp)
+        model_dir, checks = accuracy(work)
+        checks += one_customer(model_dir, args.runs)
+        if not args.skip_large:
+            checks += large(work, args.large_customers)
+    print("\n== targets of issue 3 ==")
+    for text, ok in checks:
+        print(f"  {verdict(ok):6s}  {text}")
+
+
+if __name__ == "__main__":
+    main()
