@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 import logging
 import logging.handlers
+import math
+import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -26,15 +29,15 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
-from slowapi import Limiter, _rate_limit_exceeded_handler
-from slowapi.errors import RateLimitExceeded
-from slowapi.util import get_remote_address
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clv import artifacts, dates
 from clv.artifacts import LoadedModel, ModelArtifactError
 from clv.estimator import top_drivers
-from clv.features import bank_from_request, build_features, former
+from clv.features import FEATURE_NAMES, Bank, bank_from_request, build_features, former
 from clv.schema import BatchIn, BatchOut, CustomerIn, PredictionOut
 from clv.scoring import predict_rows
 from clv.settings import Settings
@@ -44,6 +47,10 @@ access = logging.getLogger("api.access")
 PAGE = Path(__file__).with_name("index.html")
 OFF_LOOP_ITEMS = 500  # a request with more products, transactions and ledger months runs in a thread
 TOP = 5
+TOGETHER = 64  # single-customer requests scored in one call, at most
+HOPS = 1  # turns of the event loop a call waits for more requests: gathers about all of 8 concurrent ones
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+UNION_MEMBERS = frozenset({"datetime", "date"})  # members of clv.schema.DateLike, as pydantic appends them to loc
 
 
 @dataclass
@@ -61,6 +68,33 @@ class NotReady(Exception):
     pass
 
 
+class RateLimited(Exception):
+    def __init__(self, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class RateLimit:
+    """One budget per client address for both prediction routes, as a dependency.
+
+    `limits` (the library under slowapi and Flask-Limiter) with its asyncio in-memory storage: its
+    thread-based storage, which slowapi uses, starts a timer thread every few requests under load,
+    and each start stalls the event loop."""
+
+    def __init__(self, rate: str) -> None:
+        try:
+            self.item = parse(rate)
+        except ValueError as exc:
+            raise ValueError(f"CLV_RATE_LIMIT {rate!r}: not a rate limit such as '120/minute'") from exc
+        self.window = FixedWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, request: Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        if not await self.window.hit(self.item, "predict", client):
+            reset, _ = await self.window.get_window_stats(self.item, "predict", client)
+            raise RateLimited(str(self.item), max(1, math.ceil(reset - time.time())))
+
+
 class InputError(Exception):
     """A request that validated but contradicts itself (a date after as_of)."""
 
@@ -68,12 +102,13 @@ class InputError(Exception):
         self.errors = errors
 
 
-def get_service(request: Request) -> Service:
+# async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request
+async def get_service(request: Request) -> Service:
     return request.app.state.service
 
 
-def get_model(request: Request) -> LoadedModel:
-    service = get_service(request)
+async def get_model(request: Request) -> LoadedModel:
+    service: Service = request.app.state.service
     if service.loaded is None:
         raise NotReady(service.reason)
     return service.loaded
@@ -106,9 +141,18 @@ async def train_first(service: Service) -> None:
         service.loaded = await asyncio.to_thread(first_model, service.settings)
         service.reason = "ok"
         logger.info("serving model %s", service.loaded.version)
+        settle_heap()
     except Exception as exc:  # the service stays up and says why
         logger.exception("first model failed")
         service.reason = f"training a first model failed: {exc}"
+
+
+def settle_heap() -> None:
+    """Move what lives as long as the process (libraries, the model) out of the garbage collector's sight.
+    A full collection walks every object, some 0.1 s with the model loaded, and stalls whatever request is
+    running at that moment; frozen objects are not walked."""
+    gc.collect()
+    gc.freeze()
 
 
 @asynccontextmanager
@@ -119,6 +163,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.loaded = await asyncio.to_thread(artifacts.load, service.settings.model_dir)
         service.reason = "ok"
         logger.info("serving model %s", service.loaded.version)
+        settle_heap()
     except ModelArtifactError as exc:
         service.reason = str(exc)
         if service.settings.train_on_start and "no model in" in str(exc):
@@ -127,6 +172,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         else:
             logger.error("%s", exc)
     yield
+    gc.unfreeze()
     if service.training is not None:
         service.training.cancel()
     access.removeHandler(log_file)
@@ -149,25 +195,68 @@ def _late_dates(customer: CustomerIn, as_of: dt.date, prefix: tuple) -> list[dic
                 )
     if customer.join_date is not None and customer.join_date > as_of:
         errors.append({"loc": [*prefix, "join_date"], "msg": f"is after as_of {as_of}", "type": "after_as_of"})
+    month_of_as_of = f"{as_of.year:04d}-{as_of.month:02d}"  # "YYYY-MM" strings order as the months do
+    for i, row in enumerate(customer.ledger):
+        if row.month > month_of_as_of:
+            errors.append(
+                {"loc": [*prefix, "ledger", i, "month"], "msg": f"is after as_of {as_of}", "type": "after_as_of"}
+            )
     return errors
 
 
-def predict(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False) -> list[dict]:
-    """Scores for request customers, through the same feature path and model call as batch scoring."""
+def concat_banks(banks: list[Bank]) -> Bank:
+    """One-customer Banks of the same as-of date as one Bank, customers in order: build_features and the
+    model then run once for all of them. Per customer nothing changes: its rows keep their order."""
+    if len(banks) == 1:
+        return banks[0]
+    merged: dict[str, object] = {}
+    for name in (f.name for f in fields(Bank)):
+        values = [getattr(bank, name) for bank in banks]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            merged[name] = np.concatenate(values)
+        elif isinstance(first, dict):
+            merged[name] = {
+                key: np.concatenate([v[key] + i if key == "cust" else v[key] for i, v in enumerate(values)])
+                for key in first
+            }
+        elif all(v == first or (v != v and first != first) for v in values):  # equal, or all NaN (or None)
+            merged[name] = first
+        else:
+            raise ValueError(f"Bank.{name} differs between the customers; they cannot share one Bank")
+    return Bank(**merged)
+
+
+def check_dates(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False) -> None:
+    """InputError naming every date after its customer's as_of."""
     default_as_of = dt.date.fromisoformat(loaded.metadata["data_last_date"])
-    rows, gone, as_ofs, errors = [], [], [], []
+    errors = []
     for i, customer in enumerate(customers):
-        as_of = customer.as_of or default_as_of
-        errors += _late_dates(customer, as_of, ("body", "customers", i) if batch else ("body",))
-        day = dates.to_day(as_of)
-        bank = bank_from_request(customer, day)
-        rows.append(build_features(bank, day))
-        gone.append(former(bank, day))
-        as_ofs.append(as_of)
+        errors += _late_dates(
+            customer, customer.as_of or default_as_of, ("body", "customers", i) if batch else ("body",)
+        )
     if errors:
         raise InputError(errors)
-    X = np.vstack(rows)
-    out = predict_rows(loaded.model, X, np.concatenate(gone))
+
+
+def score(loaded: LoadedModel, customers: list[CustomerIn]) -> list[dict]:
+    """Scores for request customers, through the same feature path and model call as batch scoring.
+
+    Customers of one as-of date, with a ledger or without, share one Bank (a Bank with a ledger table
+    reads a customer without ledger rows as months of zero margin, not as unknown)."""
+    default_as_of = dt.date.fromisoformat(loaded.metadata["data_last_date"])
+    as_ofs = [customer.as_of or default_as_of for customer in customers]
+    groups: dict[tuple[dt.date, bool], list[int]] = {}
+    for i, customer in enumerate(customers):
+        groups.setdefault((as_ofs[i], bool(customer.ledger)), []).append(i)
+    X = np.empty((len(customers), len(FEATURE_NAMES)))
+    gone = np.empty(len(customers), bool)
+    for (as_of, _), rows in groups.items():
+        day = dates.to_day(as_of)
+        bank = concat_banks([bank_from_request(customers[i], day) for i in rows])
+        X[rows] = build_features(bank, day)
+        gone[rows] = former(bank, day)
+    out = predict_rows(loaded.model, X, gone)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     meta = loaded.metadata
     return [
@@ -191,15 +280,67 @@ def predict(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = Fals
     ]
 
 
+def predict(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False) -> list[dict]:
+    check_dates(loaded, customers, batch)
+    return score(loaded, customers)
+
+
+class Together:
+    """Scores the small single-customer requests that arrive together in one call. A one-row feature build
+    and model call cost about 0.45 ms, almost all of it the fixed cost of some hundred numpy calls; eight
+    rows together cost little more than one. The call waits HOPS turns of the event loop, so that requests
+    whose bytes arrive meanwhile join it."""
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[LoadedModel, CustomerIn, asyncio.Future]] = []
+
+    async def score(self, loaded: LoadedModel, customer: CustomerIn) -> dict:
+        loop = asyncio.get_running_loop()
+        if not self.waiting:
+            loop.call_soon(self._flush, HOPS)
+        future = loop.create_future()
+        self.waiting.append((loaded, customer, future))
+        return await future
+
+    def _flush(self, hops: int) -> None:
+        if hops > 0 and len(self.waiting) < TOGETHER:
+            asyncio.get_running_loop().call_soon(self._flush, hops - 1)
+            return
+        waiting, self.waiting = self.waiting[:TOGETHER], self.waiting[TOGETHER:]
+        if self.waiting:
+            asyncio.get_running_loop().call_soon(self._flush, 0)
+        try:  # the service serves one model; the first request's is every request's
+            results = score(waiting[0][0], [customer for _, customer, _ in waiting])
+        except Exception:  # score each alone, so that one request's failure stays its own
+            for loaded, customer, future in waiting:
+                try:
+                    _settle(future, result=score(loaded, [customer])[0])
+                except Exception as exc:
+                    _settle(future, error=exc)
+            return
+        for (_, _, future), result in zip(waiting, results, strict=True):
+            _settle(future, result=result)
+
+
+def _settle(future: asyncio.Future, result: object = None, error: Exception | None = None) -> None:
+    if future.done():  # the client went away and the request was cancelled
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
 def _json(content: object, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json", headers=headers)
 
 
-async def run_prediction(loaded: LoadedModel, customers: list[CustomerIn]) -> list[dict]:
-    size = sum(len(c.products) + len(c.transactions) + len(c.ledger) for c in customers)
+async def predict_single(together: Together, loaded: LoadedModel, customer: CustomerIn) -> dict:
+    check_dates(loaded, [customer])
+    size = len(customer.products) + len(customer.transactions) + len(customer.ledger)
     if size > OFF_LOOP_ITEMS:  # keep the event loop free for /health while a large request computes
-        return await asyncio.to_thread(predict, loaded, customers)
-    return predict(loaded, customers)
+        return (await asyncio.to_thread(score, loaded, [customer]))[0]
+    return await together.score(loaded, customer)
 
 
 # ---- the app --------------------------------------------------------------------------------
@@ -207,7 +348,7 @@ async def run_prediction(loaded: LoadedModel, customers: list[CustomerIn]) -> li
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    limiter = Limiter(key_func=get_remote_address, headers_enabled=True, storage_uri="memory://")
+    limit = [Depends(RateLimit(settings.rate_limit))]
     app = FastAPI(
         title="Bank CLV service",
         version="1.0",
@@ -215,18 +356,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = Service(settings)
-    app.state.limiter = limiter
-    limit = limiter.limit(settings.rate_limit)
+    together = Together()
 
-    @app.post("/predict/clv", response_model=PredictionOut, tags=["predict"])
-    @limit
-    async def predict_one(request: Request, customer: CustomerIn, loaded: ModelDep) -> Response:
+    @app.post("/predict/clv", response_model=PredictionOut, tags=["predict"], dependencies=limit)
+    async def predict_one(customer: CustomerIn, loaded: ModelDep) -> Response:
         """Score one customer. Dates may be ISO dates or datetimes; none may lie after as_of."""
-        return _json((await run_prediction(loaded, [customer]))[0])
+        return _json(await predict_single(together, loaded, customer))
 
-    @app.post("/predict/clv/batch", response_model=BatchOut, tags=["predict"])
-    @limit
-    async def predict_batch(request: Request, batch: BatchIn, loaded: ModelDep) -> Response:
+    @app.post("/predict/clv/batch", response_model=BatchOut, tags=["predict"], dependencies=limit)
+    async def predict_batch(batch: BatchIn, loaded: ModelDep) -> Response:
         """Score up to 1,000 customers; one result each, in order."""
         return _json({"predictions": await asyncio.to_thread(predict, loaded, batch.customers, True)})
 
@@ -262,17 +400,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
-        return _json({"detail": [_clean(e) for e in exc.errors()]}, 422)
+        return _json({"detail": _details(exc.errors())}, 422)
 
     @app.exception_handler(InputError)
     async def contradicts(request: Request, exc: InputError) -> Response:
-        return _json({"detail": [_clean(e) for e in exc.errors]}, 422)
+        return _json({"detail": _details(exc.errors)}, 422)
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady) -> Response:
         return _json({"detail": f"no model is serving: {exc}"}, 503, {"Retry-After": "30"})
 
-    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # 429 with Retry-After
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> Response:
+        detail = f"rate limit of {exc.limit} exceeded; retry in {exc.retry_after} s"
+        return _json({"detail": detail}, 429, {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> Response:
@@ -281,7 +422,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if settings.cors_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_list, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-Request-ID"])  # fmt: skip
+                           allow_headers=["Content-Type", "X-Request-ID"],
+                           expose_headers=["X-Request-ID", "Retry-After"])  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AccessLog)
     return app
@@ -294,13 +436,28 @@ def _text(value: object) -> str | int:
     return str(value).encode("utf-8", "replace").decode("utf-8")
 
 
+def _details(errors: Iterable[dict]) -> list[dict]:
+    """The cleaned errors, one per field: a date that is neither a date nor a datetime fails both members
+    of the union and would otherwise be reported twice."""
+    by_field: dict[str, dict] = {}
+    for error in errors:
+        cleaned = _clean(error)
+        by_field.setdefault(cleaned["field"], cleaned)
+    return list(by_field.values())
+
+
 def _clean(error: dict) -> dict:
     """A validation error without the input it refers to (which may not encode: NaN, surrogates)."""
     loc = [_text(part) for part in error.get("loc", ())]
+    if len(loc) > 1 and loc[-1] in UNION_MEMBERS:  # pydantic names the union member tried; the field is enough
+        loc = loc[:-1]
+    msg = _text(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid" and len(loc) > 1:  # FastAPI puts the character position in loc: not a field
+        msg = f"{msg} at character {loc[-1]}: {_text(error.get('ctx', {}).get('error', ''))}"
+        loc = loc[:1]
     field_path = ""
     for part in loc[1:] if loc and loc[0] == "body" else loc:
         field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else str(part))
-    msg = _text(error.get("msg", "invalid"))
     return {"loc": loc, "field": field_path or "body", "msg": msg, "type": _text(error.get("type", "value_error"))}
 
 
@@ -350,7 +507,8 @@ class AccessLog:
             return
         started = time.perf_counter()
         given = dict(scope["headers"]).get(b"x-request-id", b"")
-        request_id = given.decode("latin-1") if 0 < len(given) <= 64 and given.isascii() else uuid.uuid4().hex
+        # a caller's id is kept when it is a plain token: nothing that could forge or split a log line
+        request_id = given.decode() if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         status = 500
 
         async def tagged(message: Message) -> None:
@@ -367,9 +525,19 @@ class AccessLog:
                         (time.perf_counter() - started) * 1000)  # fmt: skip
 
 
+class AccessFile(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler that decides to roll over from the file's position alone. The stock one stats
+    the path twice and formats each line twice to decide, which is a tenth of a prediction's overhead."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes - 1024  # a line is far shorter
+
+
 def attach_access_log(path: Path) -> logging.Handler:
     """The request lines go to a rotating file (api.log) for as long as the app runs."""
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=10_000_000, backupCount=5)
+    handler = AccessFile(path, maxBytes=10_000_000, backupCount=5)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)

@@ -1,0 +1,634 @@
+"""The service over HTTP: every endpoint and status, the README example, one feature path, and operations."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime as dt
+import json
+import logging
+import math
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+import api
+from api import create_app
+from clv.artifacts import LoadedModel
+from clv.features import FEATURE_NAMES, LEDGER_COLUMNS
+from clv.schema import MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
+from clv.scoring import score_bank
+from clv.settings import Settings
+from clv.training import load_bank
+from tests.conftest import EXAMPLE
+
+PREDICT = "/predict/clv"
+BATCH = "/predict/clv/batch"
+MISSING = object()  # a field left out of the body
+JSON = {"content-type": "application/json"}
+RESPONSE_FIELDS = {
+    "customer_id", "predicted_clv", "clv_interval", "confidence_score", "horizon_months", "as_of", "drivers",
+    "model_version", "prediction_timestamp",
+}  # fmt: skip
+TXN_DATE = ("transactions", 0, "transaction_date")
+START = ("products", 0, "start_date")
+
+
+def changed(body: dict, changes: dict[tuple, object]) -> dict:
+    """A copy of the body with a value set (or left out, for MISSING) at each path of keys and indexes."""
+    out = copy.deepcopy(body)
+    for path, value in changes.items():
+        parent = out
+        for key in path[:-1]:
+            parent = parent[key]
+        if value is MISSING:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = value
+    return out
+
+
+def fields(response: httpx.Response) -> list[str]:
+    """The fields a 422 names; the detail never echoes the input."""
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert all("input" not in error and error["msg"] for error in detail), detail
+    return [error["field"] for error in detail]
+
+
+def assert_prediction(result: dict) -> None:
+    assert set(result) >= RESPONSE_FIELDS, result
+    interval = result["clv_interval"]
+    assert interval["level"] == 0.8
+    assert interval["low"] <= result["predicted_clv"] <= interval["high"]
+    assert 0 <= result["confidence_score"] <= 1
+    assert result["horizon_months"] > 0
+    for driver in result["drivers"]:
+        assert driver["feature"] in FEATURE_NAMES
+        assert set(driver) >= {"feature", "value", "contribution"}
+
+
+# ---- endpoints ------------------------------------------------------------------------------
+
+
+def test_health_reports_the_serving_model(client: TestClient, loaded: LoadedModel) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["model_version"] == loaded.version
+    assert body["trained_at"] == loaded.metadata["trained_at"]
+    assert body["uptime_seconds"] >= 0
+
+
+def test_model_card(client: TestClient) -> None:
+    response = client.get("/model")
+    assert response.status_code == 200
+    card = response.json()
+    assert {"model", "baseline_last12", "baseline_mean", "oracle"} <= set(card["metrics"])
+    assert card["metrics"]["oracle"] is not None  # the small bank writes its oracle
+    assert len(card["deciles"]) == 10
+    assert sum(row["customers"] for row in card["deciles"]) > 0
+    assert card["importance"] and all(row["feature"] in FEATURE_NAMES for row in card["importance"])
+    assert card["interval_level"] == 0.8
+
+
+def test_page_docs_and_openapi(client: TestClient) -> None:
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "<html" in page.text.lower()
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    schema = client.get("/openapi.json").json()
+    assert {PREDICT, BATCH, "/health", "/model"} <= set(schema["paths"])
+
+
+def test_readme_example(client: TestClient, example: dict, loaded: LoadedModel) -> None:
+    response = client.post(PREDICT, json=example)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert_prediction(result)
+    assert result["customer_id"] == 1
+    assert result["model_version"] == loaded.version
+    assert result["as_of"] == loaded.metadata["data_last_date"]  # the default: the model data's last date
+    assert result["horizon_months"] == loaded.metadata["horizon_months"]
+    assert 1 <= len(result["drivers"]) <= 5
+    stamp = dt.datetime.fromisoformat(result["prediction_timestamp"])
+    assert abs((dt.datetime.now(dt.UTC) - stamp).total_seconds()) < 60
+
+
+def test_batch_scores_each_customer_in_order(client: TestClient, example: dict) -> None:
+    customers = [changed(example, {("customer_id",): i, ("income",): 20_000 * i}) for i in range(1, 6)]
+    response = client.post(BATCH, json={"customers": customers})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["customer_id"] for p in predictions] == [1, 2, 3, 4, 5]
+    for p in predictions:
+        assert_prediction(p)
+    single = client.post(PREDICT, json=customers[2]).json()
+    assert predictions[2]["predicted_clv"] == single["predicted_clv"]
+
+
+# ---- 422: the field is named, nothing is echoed, never a 500 ---------------------------------
+
+INVALID = {
+    "region": ({("region",): "Nowhere"}, "region"),
+    "acquisition_channel": ({("acquisition_channel",): "Carrier pigeon"}, "acquisition_channel"),
+    "product_type": ({("products", 0, "product_type"): "Bond"}, "products[0].product_type"),
+    "product status": ({("products", 0, "status"): "Frozen"}, "products[0].status"),
+    "transaction_type": ({("transactions", 0, "transaction_type"): "Gift"}, "transactions[0].transaction_type"),
+    "channel": ({("transactions", 0, "channel"): "Fax"}, "transactions[0].channel"),
+    "age under 18": ({("age",): 17}, "age"),
+    "age over 120": ({("age",): 121}, "age"),
+    "credit_score over 850": ({("credit_score",): 851}, "credit_score"),
+    "credit_score under 300": ({("credit_score",): 299}, "credit_score"),
+    "income negative": ({("income",): -1}, "income"),
+    "income over 1e9": ({("income",): 2e9}, "income"),
+    "tenure negative": ({("tenure_months",): -1}, "tenure_months"),
+    "customer_id negative": ({("customer_id",): -5}, "customer_id"),
+    "age missing": ({("age",): MISSING}, "age"),
+    "region missing": ({("region",): MISSING}, "region"),
+    "transaction_date missing": ({TXN_DATE: MISSING}, "transactions[0].transaction_date"),
+    "amount over 1e9": ({("transactions", 0, "amount"): 1.5e9}, "transactions[0].amount"),
+    "amount under -1e9": ({("transactions", 0, "amount"): -1.5e9}, "transactions[0].amount"),
+    "amount not a number": ({("transactions", 0, "amount"): "lots"}, "transactions[0].amount"),
+    "balance over 1e9": ({("products", 0, "balance"): 1e10}, "products[0].balance"),
+    "not a date": ({TXN_DATE: "2024-13-01"}, "transactions[0].transaction_date"),
+    "transaction in 2030": ({TXN_DATE: "2030-01-01T10:00:00"}, "transactions[0].transaction_date"),
+    "product start in 2030": ({START: "2030-01-01"}, "products[0].start_date"),
+    "product end in 2030": ({("products", 0, "end_date"): "2030-01-01"}, "products[0].end_date"),
+    "join_date in 2030": ({("join_date",): "2030-01-01"}, "join_date"),
+    "after the given as_of": ({("as_of",): "2023-06-30"}, "transactions[0].transaction_date"),
+    # the calendar date written counts: 00:30 at +05:00 is still 2025-01-01, after as_of
+    "offset date after as_of": (
+        {("as_of",): "2024-12-31", TXN_DATE: "2025-01-01T00:30:00+05:00"},
+        "transactions[0].transaction_date",
+    ),
+    "ledger month": ({("ledger",): [{"month": "2024-13", "net_margin": 1}]}, "ledger[0].month"),
+    "ledger month after as_of": (
+        {
+            ("as_of",): "2024-06-30",
+            ("ledger",): [{"month": "2024-06", "net_margin": 1}, {"month": "2024-07", "net_margin": 1}],
+        },
+        "ledger[1].month",
+    ),
+}
+
+
+@pytest.mark.parametrize(("changes", "field"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_field_is_named(client: TestClient, example: dict, changes: dict, field: str) -> None:
+    assert field in fields(client.post(PREDICT, json=changed(example, changes)))
+
+
+def raw_body(**replace: str) -> bytes:
+    """The README example as JSON text, with fields replaced by raw JSON tokens (NaN, Infinity, ...)."""
+    text = json.dumps(EXAMPLE)
+    for name, token in replace.items():
+        text, n = re.subn(rf'"{name}": [^,}}]+', lambda _, name=name, token=token: f'"{name}": {token}', text)
+        assert n, name
+    return text.encode()
+
+
+RAW = {
+    "NaN age": (raw_body(age="NaN"), "age"),
+    "Infinity income": (raw_body(income="Infinity"), "income"),
+    "-Infinity amount": (raw_body(amount="-Infinity"), "transactions[0].amount"),
+    "NaN balance": (raw_body(balance="NaN"), "products[0].balance"),
+    "lone surrogate in region": (raw_body(region=r'"North\ud800"'), "region"),
+    "lone surrogate in product_type": (raw_body(product_type=r'"\udfff"'), "products[0].product_type"),
+}
+
+
+@pytest.mark.parametrize(("content", "field"), RAW.values(), ids=RAW.keys())
+def test_unencodable_input_gets_422_naming_the_field(client: TestClient, content: bytes, field: str) -> None:
+    """NaN, Infinity and lone surrogates are named without being echoed (echoing them cannot be encoded)."""
+    assert field in fields(client.post(PREDICT, content=content, headers=JSON))
+
+
+def test_lone_surrogate_in_an_ignored_key_is_harmless(client: TestClient) -> None:
+    content = raw_body(customer_id=r'1, "\ud800": "\ud800"')
+    assert client.post(PREDICT, content=content, headers=JSON).status_code == 200
+
+
+def test_malformed_json_is_422(client: TestClient) -> None:
+    for content in (b'{"customer_id": 1,', b"", b"[1, 2]", b"null"):
+        assert fields(client.post(PREDICT, content=content, headers=JSON)) == ["body"], content
+
+
+def test_list_limits(client: TestClient, example: dict) -> None:
+    product = example["products"][0]
+    assert client.post(PREDICT, json={**example, "products": [product] * MAX_PRODUCTS}).status_code == 200
+    assert "products" in fields(client.post(PREDICT, json={**example, "products": [product] * (MAX_PRODUCTS + 1)}))
+
+    txn = {"transaction_date": "2024-01-01", "amount": 1}
+    at_limit = {**example, "transactions": [txn] * MAX_TRANSACTIONS}
+    assert client.post(PREDICT, json=at_limit).status_code == 200
+    over = json.dumps({**example, "transactions": [txn] * (MAX_TRANSACTIONS + 1)}, separators=(",", ":")).encode()
+    assert len(over) < 2 * 1024 * 1024  # a 422 from the schema, not a 413 from the size
+    assert "transactions" in fields(client.post(PREDICT, content=over, headers=JSON))
+
+
+def test_batch_errors_name_index_and_field(client: TestClient, example: dict) -> None:
+    customers = [copy.deepcopy(example) for _ in range(5)]
+    customers[3]["age"] = 7
+    customers[1]["transactions"][0]["transaction_date"] = "2030-01-01"
+    response = client.post(BATCH, json={"customers": customers})
+    assert "customers[3].age" in fields(response)
+
+    customers[3]["age"] = 40  # schema-valid now; the date after as_of is found next
+    late = fields(client.post(BATCH, json={"customers": customers}))
+    assert late == ["customers[1].transactions[0].transaction_date"]
+
+    nan = b'{"customers": [' + raw_body() + b", " + raw_body(income="NaN") + b"]}"
+    assert "customers[1].income" in fields(client.post(BATCH, content=nan, headers=JSON))
+
+    assert "customers" in fields(client.post(BATCH, json={"customers": [example] * (MAX_BATCH + 1)}))
+    assert "customers" in fields(client.post(BATCH, json={"customers": []}))
+
+
+# ---- valid edge cases -------------------------------------------------------------------------
+
+VALID = {
+    "empty products and transactions": {("products",): [], ("transactions",): []},
+    "null products and transactions": {("products",): None, ("transactions",): None},
+    "tenure 0": {("tenure_months",): 0},
+    "a new customer": {("tenure_months",): 0, ("products",): [], ("transactions",): []},
+    "plain ISO dates": {START: "2023-01-01", TXN_DATE: "2024-01-01"},
+    "offset +05:00": {START: "2023-01-01T00:00:00+05:00"},
+    "offset Z": {TXN_DATE: "2024-01-01T10:00:00Z"},
+    # 23:30 at -05:00 on as_of is already the next day in UTC; the calendar date written counts
+    "offset late on as_of": {("as_of",): "2024-12-31", TXN_DATE: "2024-12-31T23:30:00-05:00"},
+    "amounts at the limits": {("transactions", 0, "amount"): -1e9, ("products", 0, "balance"): 1e9},
+    "unknown fields are ignored": {("name",): "Victor Herrera", ("email",): "victor@example.com"},
+    "optional enums left out": {
+        ("transactions", 0, "transaction_type"): MISSING, ("transactions", 0, "channel"): MISSING,
+    },
+    "a ledger": {("ledger",): [{"month": "2024-11", "net_margin": 12.5}, {"month": "2024-12", "net_margin": 14.0}]},
+    "join_date": {("join_date",): "2022-12-01"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("changes", VALID.values(), ids=VALID.keys())
+def test_valid_edge_cases(client: TestClient, example: dict, changes: dict) -> None:
+    response = client.post(PREDICT, json=changed(example, changes))
+    assert response.status_code == 200, response.text
+    assert_prediction(response.json())
+
+
+@pytest.mark.parametrize("as_of", ["2024-06-30", "2024-06-30T23:00:00-05:00"])
+def test_as_of_is_used_and_returned(client: TestClient, example: dict, as_of: str) -> None:
+    response = client.post(PREDICT, json={**example, "as_of": as_of})
+    assert response.status_code == 200, response.text
+    assert response.json()["as_of"] == "2024-06-30"  # the calendar date written
+    default = client.post(PREDICT, json=example).json()
+    assert response.json()["predicted_clv"] != default["predicted_clv"]  # as_of changes the features
+
+
+def test_a_customer_with_only_closed_products_is_worth_nothing(client: TestClient, example: dict) -> None:
+    closed = [
+        {"product_type": "Savings", "start_date": "2022-01-01", "end_date": "2024-03-01", "status": "Closed"},
+        {"product_type": "Credit Card", "start_date": "2021-05-01", "end_date": "2023-11-30", "status": "Closed"},
+    ]
+    response = client.post(PREDICT, json={**example, "products": closed})
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["predicted_clv"] == 0
+    assert result["clv_interval"]["low"] == result["clv_interval"]["high"] == 0
+    assert result["drivers"] == []
+    # one product still open: the customer is scored by the model again
+    still_open = [*closed, example["products"][0]]
+    assert client.post(PREDICT, json={**example, "products": still_open}).json()["drivers"]
+
+
+# ---- 413, 429, 503 ----------------------------------------------------------------------------
+
+
+def test_body_over_2mb_is_413_before_parsing(client: TestClient, example: dict) -> None:
+    not_json = b"{" + b"x" * (2 * 1024 * 1024 + 1)  # would be a 422 if it were parsed
+    response = client.post(PREDICT, content=not_json, headers=JSON)
+    assert response.status_code == 413
+    assert "2,097,152" in response.json()["detail"]
+
+    large = json.dumps({**example, "transactions": example["transactions"] * 30_000}).encode()
+    assert len(large) > 2 * 1024 * 1024
+    assert client.post(PREDICT, content=large, headers=JSON).status_code == 413
+    assert client.post(BATCH, content=large, headers=JSON).status_code == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+        for _ in range(30):
+            yield b" " * 100_000
+
+    assert client.post(PREDICT, content=chunks(), headers=JSON).status_code == 413
+
+
+def test_rate_limit_429_with_retry_after(settings: Settings, example: dict) -> None:
+    limited = settings.model_copy(update={"rate_limit": "3/minute"})
+    with TestClient(create_app(limited)) as client:
+        statuses = [client.post(PREDICT, json=example).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        response = client.post(PREDICT, json=example)
+        assert response.status_code == 429
+        assert int(response.headers["Retry-After"]) > 0
+        assert client.post(BATCH, json={"customers": [example]}).status_code == 429  # one budget for predictions
+        assert client.get("/health").status_code == 200  # monitoring is not limited
+
+
+def test_503_while_no_model_serves(tmp_path: Path, bank_dir: Path, example: dict) -> None:
+    empty = Settings(
+        data_dir=bank_dir, model_dir=tmp_path / "models", log_file=tmp_path / "api.log", train_on_start=False
+    )
+    with TestClient(create_app(empty)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["status"] != "ok"
+        assert "no model" in health.json()["reason"]
+        for response in (client.post(PREDICT, json=example), client.post(BATCH, json={"customers": [example]})):
+            assert response.status_code == 503
+            assert "no model" in response.json()["detail"]
+        assert client.get("/model").status_code == 503
+
+
+def test_first_run_generates_data_trains_and_serves(tmp_path: Path, example: dict) -> None:
+    first = Settings(
+        data_dir=tmp_path / "data",
+        model_dir=tmp_path / "models",
+        log_file=tmp_path / "api.log",
+        train_on_start=True,
+        first_run_customers=300,
+        rate_limit="1000/minute",
+    )
+    with TestClient(create_app(first)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert "training" in health.json()["reason"]
+        assert client.post(PREDICT, json=example).status_code == 503
+        deadline = time.monotonic() + 90
+        while health.status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            health = client.get("/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["status"] == "ok"
+        assert client.post(PREDICT, json=example).status_code == 200
+    assert (tmp_path / "data" / "transactions.csv").is_file()
+    assert (tmp_path / "models" / "clv_model_latest").exists()
+
+
+# ---- one feature path: the API and batch scoring agree -----------------------------------------
+
+
+def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
+    """Rows as request items, in the table's order; an empty cell is a field left out."""
+    rows = frame[columns].to_dict("records")
+    return [{k: v for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))} for row in rows]
+
+
+def request_from_tables(tables: dict[str, pd.DataFrame], customer_id: int, as_of: str) -> dict:
+    """The body a bank system would send for one customer of the tables, its ledger included."""
+    mine = {name: table[table["customer_id"] == customer_id] for name, table in tables.items()}
+    customer_columns = ["age", "income", "credit_score", "tenure_months", "region", "acquisition_channel", "join_date"]
+    (customer,) = _records(mine["customers"], customer_columns)
+    product_columns = ["product_type", "start_date", "end_date", "balance", "credit_limit", "interest_rate", "status"]
+    return {
+        "customer_id": customer_id,
+        **customer,
+        "as_of": as_of,
+        "products": _records(mine["products"], product_columns),
+        "transactions": _records(mine["transactions"], ["transaction_date", "transaction_type", "amount", "channel"]),
+        "ledger": _records(mine["customer_metrics"], ["month", *LEDGER_COLUMNS]),
+    }
+
+
+def comparable(result: dict) -> dict:
+    return {k: v for k, v in result.items() if k != "prediction_timestamp"}
+
+
+def test_api_and_batch_scoring_agree(client: TestClient, bank_dir: Path, loaded: LoadedModel) -> None:
+    """Customers of the small bank, sent as the tables have them, one by one and in one batch call, get the
+    numbers `score_bank` gives them from the tables (to the cent)."""
+    scores = score_bank(loaded.model, load_bank(bank_dir)).set_index("customer_id")
+    names = ("customers", "products", "transactions", "customer_metrics")
+    tables = {name: pd.read_csv(bank_dir / f"{name}.csv", dtype={"month": str}) for name in names}
+    ranked = scores["predicted_clv"].sort_values(kind="stable")
+    gone = scores.index[scores["driver_1"] == "no open product"]
+    picks = {int(ranked.index[round(q * (len(ranked) - 1))]) for q in (0, 0.25, 0.5, 0.75, 1)}
+    picks = sorted(picks | {int(i) for i in gone[:1]})
+    bodies = [request_from_tables(tables, customer_id, loaded.metadata["data_last_date"]) for customer_id in picks]
+    singles = []
+    for body in bodies:
+        response = client.post(PREDICT, json=body)
+        assert response.status_code == 200, response.text
+        singles.append(response.json())
+    batch = client.post(BATCH, json={"customers": bodies})
+    assert batch.status_code == 200, batch.text
+    assert [comparable(r) for r in batch.json()["predictions"]] == [comparable(r) for r in singles]
+    for customer_id, result in zip(picks, singles, strict=True):
+        expected = scores.loc[customer_id]
+        assert result["predicted_clv"] == pytest.approx(expected["predicted_clv"], abs=0.005), customer_id
+        assert result["clv_interval"]["low"] == pytest.approx(expected["clv_low"], abs=0.005), customer_id
+        assert result["clv_interval"]["high"] == pytest.approx(expected["clv_high"], abs=0.005), customer_id
+        if result["drivers"]:
+            assert result["drivers"][0]["feature"] == expected["driver_1"]
+
+
+def mixed_customers(example: dict) -> list[dict]:
+    """Customers that cannot all share one Bank: other as-of dates, with and without a ledger, gone, new."""
+    closed = {"product_type": "Checking", "start_date": "2022-01-01", "end_date": "2024-02-01", "status": "Closed"}
+    ledger = [{"month": f"2024-{m:02d}", "net_margin": 10.0 * m, "deposits_balance": 900.0} for m in range(1, 13)]
+    variants = [
+        {},
+        {"as_of": "2024-06-30"},
+        {"ledger": ledger},
+        {"ledger": ledger[:6], "as_of": "2024-06-30"},
+        {"products": [closed]},
+        {"products": [], "transactions": [], "tenure_months": 0},
+        {"income": 250_000, "age": 61, "join_date": "2019-03-01"},
+        {"products": [*example["products"], closed], "ledger": ledger[3:]},
+    ]
+    return [{**example, "customer_id": 100 + i, **variant} for i, variant in enumerate(variants)]
+
+
+def test_batch_equals_single_requests_for_mixed_customers(client: TestClient, example: dict) -> None:
+    customers = mixed_customers(example)
+    singles = [comparable(client.post(PREDICT, json=customer).json()) for customer in customers]
+    batch = client.post(BATCH, json={"customers": customers})
+    assert batch.status_code == 200, batch.text
+    assert [comparable(r) for r in batch.json()["predictions"]] == singles
+    assert len({r["predicted_clv"] for r in singles}) > 4  # the variants are really different customers
+
+
+def test_requests_scored_together_get_their_own_answers(loaded: LoadedModel, example: dict) -> None:
+    """Single requests that arrive together are scored in one call, each getting what it gets alone."""
+    customers = [CustomerIn.model_validate(c) for c in mixed_customers(example)]
+    alone = [comparable(api.score(loaded, [customer])[0]) for customer in customers]
+    sizes: list[int] = []
+    real_score = api.score
+
+    def counted(loaded: LoadedModel, batch: list[CustomerIn]) -> list[dict]:
+        sizes.append(len(batch))
+        return real_score(loaded, batch)
+
+    async def concurrently() -> list[dict]:
+        together = api.Together()
+        return await asyncio.gather(*(together.score(loaded, customer) for customer in customers))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "score", counted)
+        results = asyncio.run(concurrently())
+    assert sizes == [len(customers)]
+    assert [comparable(r) for r in results] == alone
+
+
+def test_a_failure_scored_together_stays_with_its_request(loaded: LoadedModel, example: dict) -> None:
+    def fragile(loaded: LoadedModel, batch: list[CustomerIn]) -> list[dict]:
+        if any(customer.customer_id == 13 for customer in batch):
+            raise RuntimeError("customer 13 breaks the model")
+        return [{"customer_id": customer.customer_id} for customer in batch]
+
+    async def concurrently() -> list:
+        together = api.Together()
+        ids = (1, 13, 2)
+        customers = [CustomerIn.model_validate({**example, "customer_id": i}) for i in ids]
+        return await asyncio.gather(*(together.score(loaded, c) for c in customers), return_exceptions=True)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(api, "score", fragile)
+        first, broken, last = asyncio.run(concurrently())
+    assert first == {"customer_id": 1}
+    assert isinstance(broken, RuntimeError)
+    assert last == {"customer_id": 2}
+
+
+# ---- operations: request log, request id, CORS, the event loop ---------------------------------
+
+
+def test_request_log_has_one_line_per_request_and_no_personal_data(
+    client: TestClient, settings: Settings, example: dict
+) -> None:
+    personal = {**example, "income": 123457.5, "name": "Victor Herrera", "email": "victor.herrera1@example.com"}
+    responses = [
+        ("POST", PREDICT, client.post(PREDICT, json=personal)),
+        ("POST", PREDICT, client.post(PREDICT, json={**personal, "age": 5})),
+        ("POST", BATCH, client.post(BATCH, json={"customers": [personal]})),
+        ("GET", "/health", client.get("/health", headers={"X-Request-ID": "monitor-check-1"})),
+    ]
+    lines = settings.log_file.read_text().splitlines()
+    assert len(lines) == len(responses)
+    for line, (method, path, response) in zip(lines, responses, strict=True):
+        request_id = response.headers["X-Request-ID"]
+        pattern = rf"{re.escape(request_id)} {method} {re.escape(path)} {response.status_code} \d+\.\d+ms$"
+        assert re.search(pattern, line), line
+    text = "\n".join(lines)
+    for secret in ("123457", "Victor", "Herrera", "example.com", "@"):
+        assert secret not in text
+
+
+def test_request_log_rotates(tmp_path: Path) -> None:
+    handler = api.AccessFile(tmp_path / "api.log", maxBytes=4096, backupCount=2)
+    logger = logging.getLogger("tests.rotation")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(500):
+            logger.warning("%032x GET /health 200 0.10ms", i)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["api.log", "api.log.1", "api.log.2"]
+    assert all(p.stat().st_size <= 4096 for p in tmp_path.iterdir())
+    assert (tmp_path / "api.log").read_text().splitlines()[-1].startswith(f"{499:032x}")
+
+
+def test_request_id_is_echoed_or_generated(client: TestClient) -> None:
+    assert client.get("/health", headers={"X-Request-ID": "abc-123"}).headers["X-Request-ID"] == "abc-123"
+    generated = {client.get("/health").headers["X-Request-ID"] for _ in range(2)}
+    assert len(generated) == 2
+    assert all(re.fullmatch(r"[0-9a-f]{32}", g) for g in generated)
+    for unusable in ("x" * 200, "abc GET /model 200 0.1ms", "id\twith\ttabs"):  # too long, or a forged log line
+        replaced = client.get("/health", headers={"X-Request-ID": unusable}).headers["X-Request-ID"]
+        assert re.fullmatch(r"[0-9a-f]{32}", replaced), unusable
+
+
+def test_cors_closed_by_default(client: TestClient) -> None:
+    response = client.get("/health", headers={"Origin": "http://example.test"})
+    assert "access-control-allow-origin" not in response.headers
+    preflight = client.options(
+        PREDICT, headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+
+
+def test_cors_open_to_the_configured_origin(settings: Settings) -> None:
+    opened = settings.model_copy(update={"cors_origins": "http://example.test"})
+    with TestClient(create_app(opened)) as client:
+        response = client.get("/health", headers={"Origin": "http://example.test"})
+        assert response.headers["access-control-allow-origin"] == "http://example.test"
+        assert "x-request-id" in response.headers["access-control-expose-headers"].lower()
+        preflight = client.options(
+            PREDICT, headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"}
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "http://example.test"
+        other = client.get("/health", headers={"Origin": "http://elsewhere.test"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def live_url(settings: Settings) -> Iterator[str]:
+    """The app under a real uvicorn server on a free loopback port, in a thread."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def test_health_answers_while_a_large_prediction_runs(live_url: str, example: dict) -> None:
+    """A batch of 1,000 customers, each with its own as_of so that none share a feature build, takes about
+    half a second to score here, and /health must not wait for it. Scored on the event loop instead, the
+    /health asked meanwhile waits for most of that time. The bound is relative to the batch's time, so a
+    machine busy with other work slows both sides alike. (Parsing and validating the body stays on the
+    loop, as FastAPI does it: a few tens of milliseconds for this one.)"""
+    first = dt.date(2024, 1, 1)
+    customers = [
+        {**example, "customer_id": i, "as_of": (first + dt.timedelta(days=i)).isoformat()} for i in range(MAX_BATCH)
+    ]
+    with httpx.Client(base_url=live_url, timeout=60) as client, ThreadPoolExecutor(1) as pool:
+        assert client.get("/health").status_code == 200  # warm
+        started = time.perf_counter()
+        large = pool.submit(client.post, BATCH, json={"customers": customers})
+        time.sleep(0.05)  # the body is on its way
+        waits = []  # of every /health asked while the batch was in flight
+        while not large.done():
+            asked = time.perf_counter()
+            assert client.get("/health").status_code == 200
+            waits.append(time.perf_counter() - asked)
+        response = large.result()
+        elapsed = time.perf_counter() - started
+    assert response.status_code == 200, response.text
+    assert len(response.json()["predictions"]) == MAX_BATCH
+    assert waits and max(waits) < elapsed / 3, (elapsed, sorted(waits)[-5:])
+    assert len(waits) >= 3, f"the batch took {elapsed:.2f} s, too short to ask /health three times meanwhile"
