@@ -8,7 +8,7 @@ only what was known at the as-of date T (see DOMAIN.md); a missing table or colu
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -508,3 +508,26 @@ def eligible(bank: Bank, as_of: int) -> np.ndarray:
 
 def feature_frame(matrix: np.ndarray, index: Iterable[int] | None = None) -> pd.DataFrame:
     return pd.DataFrame(matrix, columns=list(FEATURE_NAMES), index=None if index is None else list(index))
+
+
+def concat_banks(banks: list[Bank]) -> Bank:
+    """One-customer Banks of the same as-of date as one Bank, customers in order: build_features and the
+    model then run once for all of them. Per customer nothing changes: its rows keep their order."""
+    if len(banks) == 1:
+        return banks[0]
+    merged: dict[str, object] = {}
+    for name in (f.name for f in fields(Bank)):
+        values = [getattr(bank, name) for bank in banks]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            merged[name] = np.concatenate(values)
+        elif isinstance(first, dict):
+            merged[name] = {
+                key: np.concatenate([v[key] + i if key == "cust" else v[key] for i, v in enumerate(values)])
+                for key in first
+            }
+        elif all(v == first or (v != v and first != first) for v in values):  # equal, or all NaN (or None)
+            merged[name] = first
+        else:
+            raise ValueError(f"Bank.{name} differs between the customers; they cannot share one Bank")
+    return Bank(**merged)

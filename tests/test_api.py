@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 
 import api
 from api import create_app
+from clv import web
 from clv.artifacts import LoadedModel
 from clv.features import FEATURE_NAMES, LEDGER_COLUMNS
 from clv.schema import MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
@@ -535,7 +536,7 @@ def test_request_log_has_one_line_per_request_and_no_personal_data(
 
 
 def test_request_log_rotates(tmp_path: Path) -> None:
-    handler = api.AccessFile(tmp_path / "api.log", maxBytes=4096, backupCount=2)
+    handler = web.AccessFile(tmp_path / "api.log", maxBytes=4096, backupCount=2)
     logger = logging.getLogger("tests.rotation")
     logger.propagate = False
     logger.addHandler(handler)

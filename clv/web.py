@@ -1,0 +1,166 @@
+"""HTTP plumbing of the service: body limit, request log, rate limit, and 422s that never echo the input."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import math
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
+from fastapi import HTTPException, Request
+from limits import parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import FixedWindowRateLimiter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access = logging.getLogger("api.access")
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
+UNION_MEMBERS = frozenset({"datetime", "date"})  # members of clv.schema.DateLike, as pydantic appends them to loc
+
+
+class RateLimited(Exception):
+    def __init__(self, limit: str, retry_after: int) -> None:
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+class RateLimit:
+    """One budget per client address for both prediction routes, as a dependency.
+
+    `limits` (the library under slowapi and Flask-Limiter) with its asyncio in-memory storage: its
+    thread-based storage, which slowapi uses, starts a timer thread every few requests under load,
+    and each start stalls the event loop."""
+
+    def __init__(self, rate: str) -> None:
+        try:
+            self.item = parse(rate)
+        except ValueError as exc:
+            raise ValueError(f"CLV_RATE_LIMIT {rate!r}: not a rate limit such as '120/minute'") from exc
+        self.window = FixedWindowRateLimiter(MemoryStorage())
+
+    async def __call__(self, request: Request) -> None:
+        client = request.client.host if request.client else "unknown"
+        if not await self.window.hit(self.item, "predict", client):
+            reset, _ = await self.window.get_window_stats(self.item, "predict", client)
+            raise RateLimited(str(self.item), max(1, math.ceil(reset - time.time())))
+
+
+def _text(value: object) -> str | int:
+    """A location part or message that is safe to encode: no lone surrogates, nothing echoed."""
+    if isinstance(value, int):
+        return value
+    return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
+def validation_details(errors: Iterable[dict]) -> list[dict]:
+    """The cleaned errors, one per field: a date that is neither a date nor a datetime fails both members
+    of the union and would otherwise be reported twice."""
+    by_field: dict[str, dict] = {}
+    for error in errors:
+        cleaned = clean_error(error)
+        by_field.setdefault(cleaned["field"], cleaned)
+    return list(by_field.values())
+
+
+def clean_error(error: dict) -> dict:
+    """A validation error without the input it refers to (which may not encode: NaN, surrogates)."""
+    loc = [_text(part) for part in error.get("loc", ())]
+    if len(loc) > 1 and loc[-1] in UNION_MEMBERS:  # pydantic names the union member tried; the field is enough
+        loc = loc[:-1]
+    msg = _text(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid" and len(loc) > 1:  # FastAPI puts the character position in loc: not a field
+        msg = f"{msg} at character {loc[-1]}: {_text(error.get('ctx', {}).get('error', ''))}"
+        loc = loc[:1]
+    field_path = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        field_path += f"[{part}]" if isinstance(part, int) else (f".{part}" if field_path else str(part))
+    return {"loc": loc, "field": field_path or "body", "msg": msg, "type": _text(error.get("type", "value_error"))}
+
+
+class BodyLimit:
+    """413 for a body over the limit, before it is read whole or parsed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # a chunked body with no length: stop reading at the limit
+                raise HTTPException(413, f"request body over {self.max_bytes:,} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = orjson.dumps({"detail": f"request body over {self.max_bytes:,} bytes"})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class AccessLog:
+    """One line per request (id, method, path, status, latency; no personal data) and an X-Request-ID."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        # a caller's id is kept when it is a plain token: nothing that could forge or split a log line
+        request_id = given.decode() if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        status = 500
+
+        async def tagged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tagged)
+        finally:
+            access.info("%s %s %s %d %.2fms", request_id, scope["method"], scope["path"], status,
+                        (time.perf_counter() - started) * 1000)  # fmt: skip
+
+
+class AccessFile(logging.handlers.RotatingFileHandler):
+    """A RotatingFileHandler that decides to roll over from the file's position alone. The stock one stats
+    the path twice and formats each line twice to decide, which is a tenth of a prediction's overhead."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.stream is None:
+            self.stream = self._open()
+        return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes - 1024  # a line is far shorter
+
+
+def attach_access_log(path: Path) -> logging.Handler:
+    """The request lines go to a rotating file (api.log) for as long as the app runs."""
+    handler = AccessFile(path, maxBytes=10_000_000, backupCount=5)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+    return handler
