@@ -137,12 +137,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("serving model %s", service.loaded.version)
         settle_heap()
     except ModelArtifactError as exc:
-        service.reason = str(exc)
-        if service.settings.train_on_start and "no model in" in str(exc):
-            service.reason = "training a first model; this takes about a minute"
-            service.training = asyncio.create_task(train_first(service))
-        else:
-            logger.error("%s", exc)
+        model_dir = service.settings.model_dir
+        service.reason = str(exc)  # a broken model is reported, never silently replaced
+        if not artifacts.has_latest(model_dir):
+            if service.settings.train_on_start:
+                service.reason = "training a first model; this takes about a minute"
+                service.training = asyncio.create_task(train_first(service))
+            else:
+                service.reason = f"no model in {model_dir}; run `python model.py train --model-dir {model_dir}`"
+        if service.training is None:
+            logger.error("%s", service.reason)
     yield
     gc.unfreeze()
     if service.training is not None:

@@ -141,6 +141,10 @@ def verify(path: Path) -> dict:
     return json.loads((path / "metadata.json").read_text())
 
 
+def has_latest(model_dir: Path) -> bool:
+    return (Path(model_dir) / LATEST).exists()
+
+
 def resolve(model_dir: Path, version: str | None = None) -> Path:
     """The folder of `version` (a name or timestamp), or of `latest`; `model_dir` may itself be one."""
     model_dir = Path(model_dir)
