@@ -25,21 +25,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from clv.schema import EXAMPLE  # noqa: E402 - the README request, from the one schema
+
 HOST = "127.0.0.1"  # loopback only
-# The original system's README example, unchanged.
-EXAMPLE = {
-    "customer_id": 1,
-    "age": 35,
-    "income": 75000,
-    "credit_score": 720,
-    "tenure_months": 24,
-    "region": "North",
-    "acquisition_channel": "Online",
-    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
-    "transactions": [
-        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
-    ],
-}
 TARGET_RATIO_AT_8 = 0.30
 TARGET_P50_AT_1_MS = 3.0
 REFERENCE_APP = '''"""The reference: a bare FastAPI POST endpoint that parses the JSON body and returns a small JSON."""

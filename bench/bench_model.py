@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import data_gen
 from clv import artifacts, dates
 from clv.features import bank_from_request, build_features
-from clv.schema import CustomerIn
+from clv.schema import EXAMPLE, CustomerIn
 from clv.training import train_and_save
 from model import metrics_table
 
@@ -34,21 +34,6 @@ CLEAR_MAPE = 0.8  # ... and decile MAPE at most this share of the baseline's
 TARGET_TRAIN_S = 30.0
 TARGET_LARGE_S = 60.0
 TARGET_ONE_MS = 2.0
-
-# The original system's README example (tests/conftest.py EXAMPLE)
-EXAMPLE = {
-    "customer_id": 1,
-    "age": 35,
-    "income": 75000,
-    "credit_score": 720,
-    "tenure_months": 24,
-    "region": "North",
-    "acquisition_channel": "Online",
-    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
-    "transactions": [
-        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
-    ],
-}
 
 
 class Stages(logging.Handler):

@@ -78,8 +78,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.ledger_dropout = ledger_dropout
         self.random_state = random_state
 
-    def _booster(self, **loss: object) -> GradientBoostingRegressor:
-        return GradientBoostingRegressor(
+    def _booster(self, kind: type = GradientBoostingRegressor, **loss: object) -> GradientBoostingRegressor:
+        return kind(
             n_estimators=self.n_estimators,
             learning_rate=self.learning_rate,
             max_depth=self.max_depth,
@@ -153,17 +153,10 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             return self._pipeline(self._booster(), X, y), None
         if self.target_ == "log":
             return self._pipeline(self._booster(), X, _signed_log(y)), None
-        classifier = GradientBoostingClassifier(
-            n_estimators=self.n_estimators,
-            learning_rate=self.learning_rate,
-            max_depth=self.max_depth,
-            min_samples_leaf=self.min_samples_leaf,
-            subsample=self.subsample,
-            max_features=self.max_features,
-            random_state=self.random_state,
-        )
         nonzero = y != 0
-        return self._pipeline(classifier, X, nonzero), self._pipeline(self._booster(), X[nonzero], y[nonzero])
+        return self._pipeline(self._booster(GradientBoostingClassifier), X, nonzero), self._pipeline(
+            self._booster(), X[nonzero], y[nonzero]
+        )
 
     def _compile(self) -> None:
         ensembles = [self.point_[-1], self.quantiles_[0][-1], self.quantiles_[1][-1]]

@@ -75,6 +75,21 @@ MAX_TRANSACTIONS = 10_000
 MAX_BATCH = 1_000
 MAX_LEDGER_MONTHS = 120
 
+# The original system's README request: it must keep working unchanged (tests, benchmarks, /docs).
+EXAMPLE = {
+    "customer_id": 1,
+    "age": 35,
+    "income": 75000,
+    "credit_score": 720,
+    "tenure_months": 24,
+    "region": "North",
+    "acquisition_channel": "Online",
+    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
+    "transactions": [
+        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
+    ],
+}
+
 
 def codes(enum: type[StrEnum]) -> dict[str, int]:
     """Category value to its integer code: the enumeration's order, fixed by this file."""
@@ -201,6 +216,8 @@ class LedgerMonthIn(_Strict):
 
 class CustomerIn(_Strict):
     """One customer to score: the original system's request body, plus optional as_of, join_date and ledger."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
     customer_id: Annotated[int, Field(ge=0, le=2**62)]
     age: Annotated[float, Field(ge=18, le=120)]

@@ -13,25 +13,12 @@ from fastapi.testclient import TestClient
 import data_gen
 from api import create_app
 from clv import artifacts
+from clv.schema import EXAMPLE
 from clv.settings import Settings
 from clv.training import train_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The original system's README example: it must keep working unchanged.
-EXAMPLE = {
-    "customer_id": 1,
-    "age": 35,
-    "income": 75000,
-    "credit_score": 720,
-    "tenure_months": 24,
-    "region": "North",
-    "acquisition_channel": "Online",
-    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
-    "transactions": [
-        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
-    ],
-}
 SMALL_BANK = data_gen.Config(customers=1200, start=dt.date(2021, 1, 1), end=dt.date(2024, 12, 31), seed=5, oracle=True)
 
 
