@@ -222,12 +222,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         """Everything a served prediction needs in one pass: point, interval, confidence, contributions."""
         check_is_fitted(self)
         point, lo, hi, contrib = self._outputs(X)
-        return {"point": point, "low": lo, "high": hi, "confidence": self.confidence(point, lo, hi), "contrib": contrib}
+        confidence = self._confidence(point, lo, hi)
+        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib}
 
     def confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """1 / (1 + interval width / max(|prediction|, scale)): 1 for a point, 0.5 when the width equals
         the prediction; `scale`, the median absolute training label, keeps values near zero meaningful."""
         check_is_fitted(self)
+        return self._confidence(point, low, high)
+
+    def _confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + (high - low) / np.maximum(np.abs(point), self.scale_))
 
     def explain(self, X: np.ndarray, top: int = 5) -> list[list[dict[str, float | str]]]:

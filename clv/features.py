@@ -288,6 +288,8 @@ def _sum(index: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.nda
 
 def _months_between(start: np.ndarray, end: float) -> np.ndarray:
     """Whole calendar months from day `start` to day `end`."""
+    if np.isnan(start).all():  # no dates to count from (an API request without join_date)
+        return np.full(start.shape, np.nan)
     end_arr = np.asarray(end, np.int64)
     safe = _zero_nan(start).astype(np.int64)
     months = dates.month_of(end_arr) - dates.month_of(safe)
@@ -310,9 +312,9 @@ def build_features(bank: Bank, as_of: int) -> np.ndarray:
         f[f"acquisition_{c}"] = (bank.acquisition == i).astype(np.float64)
     tenure = _months_between(bank.join_day, t)
     given = bank.tenure_months + (t - bank.tenure_day) / 30.4375  # a tenure counted at another day
-    first = bank.first_day()
     tenure = np.where(np.isnan(tenure), given, tenure)
-    tenure = np.where(np.isnan(tenure), _months_between(first, t), tenure)
+    if np.isnan(tenure).any():  # neither a join date nor a tenure: count from the first activity
+        tenure = np.where(np.isnan(tenure), _months_between(bank.first_day(), t), tenure)
     f["tenure_months"] = np.maximum(tenure, 0)
     f.update(_product_features(bank, t, n))
     f.update(_transaction_features(bank, t, n))

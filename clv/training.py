@@ -23,8 +23,8 @@ from clv.schema import TABLES
 logger = logging.getLogger(__name__)
 
 MARGIN_12M = FEATURE_NAMES.index("margin_12m")
-MAX_TRAIN_CUSTOMERS = 30_000
-IMPORTANCE_ROWS = 5_000
+MAX_TRAIN_CUSTOMERS = 15_000
+IMPORTANCE_ROWS = 2_000
 INFLOW_365D = FEATURE_NAMES.index("inflow_365d")
 
 
