@@ -26,6 +26,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from clv import artifacts, dates
 from clv.artifacts import LoadedModel, ModelArtifactError
@@ -302,7 +303,7 @@ async def predict_single(together: Together, loaded: LoadedModel, customer: Cust
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     limit = [Depends(RateLimit(settings.rate_limit))]
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs and /redoc served from the package, no CDN
         title="Bank CLV service",
         version="1.0",
         description="Customer lifetime value: discounted net margin over the next months, with an 80% interval.",

@@ -390,3 +390,17 @@ def test_narrow_screen_fits_375px(browser, server) -> None:
     page.screenshot(path=SHOTS / "page-375.png", full_page=True)
     context.close()
     assert not watch.problems, "\n".join(watch.problems)
+
+
+def test_the_api_docs_render_offline(browser, server) -> None:
+    """/docs draws the OpenAPI page from files the service serves itself (the machines may have no internet)."""
+    context, page, watch = _open(browser, server)
+    outside: list[str] = []
+    page.on("request", lambda request: None if request.url.startswith(server) else outside.append(request.url))
+    page.goto("/docs")
+    page.wait_for_selector(".swagger-ui .info .title")
+    assert "Bank CLV service" in page.inner_text(".swagger-ui .info .title")
+    assert page.locator(".opblock-summary-path", has_text="/predict/clv").count() >= 1
+    context.close()
+    assert not outside, f"/docs fetched from outside the service: {outside}"
+    assert not watch.problems, "\n".join(watch.problems)
