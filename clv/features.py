@@ -7,7 +7,6 @@ only what was known at the as-of date T (see DOMAIN.md); a missing table or colu
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 import numpy as np
@@ -506,10 +505,6 @@ def former(bank: Bank, as_of: int) -> np.ndarray:
 def eligible(bank: Bank, as_of: int) -> np.ndarray:
     """Customers the model learns from and is judged on as of T: joined by then and not gone."""
     return joined(bank, as_of) & ~former(bank, as_of)
-
-
-def feature_frame(matrix: np.ndarray, index: Iterable[int] | None = None) -> pd.DataFrame:
-    return pd.DataFrame(matrix, columns=list(FEATURE_NAMES), index=None if index is None else list(index))
 
 
 def concat_banks(banks: list[Bank]) -> Bank:
