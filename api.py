@@ -161,33 +161,27 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def _late_dates(customer: CustomerIn, as_of: dt.date, prefix: tuple) -> list[dict]:
     """Every date after as_of, named by its field."""
-    errors = []
+    late: list[tuple] = []
     groups = (("products", "start_date"), ("products", "end_date"), ("transactions", "transaction_date"))
     for group, name in groups:
-        for i, item in enumerate(getattr(customer, group)):
-            value = getattr(item, name)
-            if value is not None and value > as_of:
-                errors.append(
-                    {"loc": [*prefix, group, i, name], "msg": f"is after as_of {as_of}", "type": "after_as_of"}
-                )
+        late += [
+            (group, i, name)
+            for i, item in enumerate(getattr(customer, group))
+            if (getattr(item, name) or as_of) > as_of
+        ]
     if customer.join_date is not None and customer.join_date > as_of:
-        errors.append({"loc": [*prefix, "join_date"], "msg": f"is after as_of {as_of}", "type": "after_as_of"})
+        late.append(("join_date",))
     month_of_as_of = f"{as_of.year:04d}-{as_of.month:02d}"  # "YYYY-MM" strings order as the months do
-    for i, row in enumerate(customer.ledger):
-        if row.month > month_of_as_of:
-            errors.append(
-                {"loc": [*prefix, "ledger", i, "month"], "msg": f"is after as_of {as_of}", "type": "after_as_of"}
-            )
-    return errors
+    late += [("ledger", i, "month") for i, row in enumerate(customer.ledger) if row.month > month_of_as_of]
+    return [{"loc": [*prefix, *where], "msg": f"is after as_of {as_of}", "type": "after_as_of"} for where in late]
 
 
 def check_dates(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False) -> None:
     """InputError naming every date after its customer's as_of."""
-    default_as_of = dt.date.fromisoformat(loaded.metadata["data_last_date"])
     errors = []
     for i, customer in enumerate(customers):
         errors += _late_dates(
-            customer, customer.as_of or default_as_of, ("body", "customers", i) if batch else ("body",)
+            customer, customer.as_of or loaded.default_as_of, ("body", "customers", i) if batch else ("body",)
         )
     if errors:
         raise InputError(errors)
@@ -198,8 +192,7 @@ def score(loaded: LoadedModel, customers: list[CustomerIn]) -> list[dict]:
 
     Customers of one as-of date, with a ledger or without, share one Bank (a Bank with a ledger table
     reads a customer without ledger rows as months of zero margin, not as unknown)."""
-    default_as_of = dt.date.fromisoformat(loaded.metadata["data_last_date"])
-    as_ofs = [customer.as_of or default_as_of for customer in customers]
+    as_ofs = [customer.as_of or loaded.default_as_of for customer in customers]
     groups: dict[tuple[dt.date, bool], list[int]] = {}
     for i, customer in enumerate(customers):
         groups.setdefault((as_ofs[i], bool(customer.ledger)), []).append(i)

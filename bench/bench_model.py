@@ -7,7 +7,6 @@ Run `python bench/bench_model.py` (a few minutes on 2 cores; `--skip-large` leav
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import gc
 import logging
 import resource
@@ -125,7 +124,7 @@ def one_customer(model_dir: Path, runs: int) -> list[tuple[str, bool]]:
     loaded = artifacts.load(model_dir)
     model = loaded.model
     customer = CustomerIn.model_validate(EXAMPLE)
-    day = dates.to_day(dt.date.fromisoformat(loaded.metadata["data_last_date"]))
+    day = dates.to_day(loaded.default_as_of)
 
     def score() -> dict:
         return model.predict_all(build_features(bank_from_request(customer, day), day))

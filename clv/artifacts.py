@@ -43,6 +43,11 @@ class LoadedModel:
     def version(self) -> str:
         return self.metadata["version"]
 
+    @property
+    def default_as_of(self) -> dt.date:
+        """The last date of the data the model was trained on: what a request is scored as of by default."""
+        return dt.date.fromisoformat(self.metadata["data_last_date"])
+
 
 def library_versions() -> dict[str, str]:
     return {

@@ -70,7 +70,6 @@ class CompiledForest:
         self.right = np.concatenate(right)
         self.value = np.concatenate(value)
         self.roots = np.array(roots)
-        self.offsets = self.roots
         self.tree_ensemble = np.array(owner)
         self.n_ensembles = len(ensembles)
         self.first_tree = np.searchsorted(self.tree_ensemble, np.arange(self.n_ensembles))
@@ -124,7 +123,7 @@ class CompiledForest:
         Z = self.inputs(X)
         if Z.shape[0] > ROW_WALK_LIMIT:
             Z = np.ascontiguousarray(Z)
-            return np.column_stack([tree.apply(Z) for tree in self.trees]) + self.offsets
+            return np.column_stack([tree.apply(Z) for tree in self.trees]) + self.roots  # local ids to global
         Z64 = Z.astype(np.float64)
         node = np.broadcast_to(self.roots, (Z.shape[0], self.roots.size))
         rows = np.arange(Z.shape[0])[:, None]
