@@ -501,7 +501,7 @@ def assemble(
     faker_seq, status_seq = display_seq.spawn(2)
     names, emails = display_names(n, faker_seq)
     join = attrs["join_day"]
-    tenure = dates.month_of(end_day) - dates.month_of(join) - (dates.day_of_month(end_day) < dates.day_of_month(join))
+    tenure = dates.months_between(join, end_day)
     customers = pa.table({
         "customer_id": pa.array(np.arange(1, n + 1)),
         "name": pa.array(names),

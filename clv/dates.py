@@ -75,3 +75,9 @@ def shift_months(value: dt.date, months: int) -> dt.date:
     year, month = value.year + month // 12, month % 12 + 1
     last = month_end(dt.date(year, month, 1)).day
     return dt.date(year, month, min(value.day, last))
+
+
+def months_between(start: np.ndarray, end: int) -> np.ndarray:
+    """Whole calendar months from each day `start` to day `end` (a month counts once its day is reached)."""
+    start = np.asarray(start, dtype="int64")
+    return month_of(end) - month_of(start) - (day_of_month(end) < day_of_month(start))

@@ -218,20 +218,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         _, lo, hi, _ = self._outputs(X, contributions=False)
         return lo, hi
 
-    def predict_all(self, X: np.ndarray) -> dict[str, np.ndarray]:
+    def predict_all(self, X: np.ndarray, contributions: bool = True) -> dict[str, np.ndarray]:
         """Everything a served prediction needs in one pass: point, interval, confidence, contributions."""
         check_is_fitted(self)
-        point, lo, hi, contrib = self._outputs(X)
-        confidence = self._confidence(point, lo, hi)
+        point, lo, hi, contrib = self._outputs(X, contributions)
+        confidence = self.confidence(point, lo, hi)
         return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib}
 
     def confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """1 / (1 + interval width / max(|prediction|, scale)): 1 for a point, 0.5 when the width equals
         the prediction; `scale`, the median absolute training label, keeps values near zero meaningful."""
-        check_is_fitted(self)
-        return self._confidence(point, low, high)
-
-    def _confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + (high - low) / np.maximum(np.abs(point), self.scale_))
 
     def explain(self, X: np.ndarray, top: int = 5) -> list[list[dict[str, float | str]]]:
@@ -249,8 +245,13 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return float(_signed_exp(bias)) if self.target_ == "log" else bias
 
 
+def driver_order(contrib: np.ndarray, top: int) -> np.ndarray:
+    """Per row of contributions, the columns of the `top` largest in size, largest first."""
+    return np.argsort(-np.abs(contrib), axis=-1, kind="stable")[..., :top]
+
+
 def top_drivers(x: np.ndarray, contrib: np.ndarray, top: int) -> list[dict[str, float | str]]:
-    order = np.argsort(-np.abs(contrib), kind="stable")[:top]
+    order = driver_order(contrib, top)
     return [
         {
             "feature": FEATURE_NAMES[j],

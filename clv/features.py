@@ -52,13 +52,7 @@ LEDGER_FEATURES: tuple[str, ...] = (
     "investments_balance_change_3m",
     "loans_balance_change_12m",
 )
-FEATURE_NAMES: tuple[str, ...] = (
-    "age",
-    "income",
-    "credit_score",
-    *(f"region_{r}" for r in REGIONS),
-    *(f"acquisition_{c}" for c in ACQUISITION),
-    "tenure_months",
+PRODUCT_FEATURES: tuple[str, ...] = (
     *(f"open_{t}" for t in PRODUCT_CODES),
     "open_products",
     "products_ever",
@@ -69,6 +63,15 @@ FEATURE_NAMES: tuple[str, ...] = (
     "months_since_last_open",
     *(f"{family}_balance" for family in FAMILIES),
     "credit_limit",
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    "age",
+    "income",
+    "credit_score",
+    *(f"region_{r}" for r in REGIONS),
+    *(f"acquisition_{c}" for c in ACQUISITION),
+    "tenure_months",
+    *PRODUCT_FEATURES,
     "card_utilisation",
     "recency_days",
     "history_days",
@@ -98,8 +101,8 @@ class Bank:
     """Tables as numpy columns; rows point to customers by position 0..n-1 (`cust`).
 
     Days are integers since 1970-01-01, months integers since 1970-01, unknown categories -1,
-    unknown numbers NaN. `snapshot_day` is the day the product balances describe: balances are
-    used only as of that day or later, never to look back.
+    unknown numbers NaN. `snapshot_day` is the day the product balances and tenure_months describe:
+    balances are used only as of that day or later, never to look back.
     """
 
     customer_id: np.ndarray
@@ -110,7 +113,6 @@ class Bank:
     acquisition: np.ndarray
     join_day: np.ndarray
     tenure_months: np.ndarray
-    tenure_day: float = np.nan  # the day tenure_months was counted at, when no join date is known
     products: dict[str, np.ndarray] = field(default_factory=dict)
     transactions: dict[str, np.ndarray] = field(default_factory=dict)
     ledger: dict[str, np.ndarray] | None = None
@@ -225,7 +227,6 @@ def bank_from_frames(
         }
     # product balances are those at the end of the data: never read them as of an earlier date
     bank.snapshot_day = float(bank.last_day())
-    bank.tenure_day = bank.snapshot_day
     return bank
 
 
@@ -233,7 +234,6 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
     """One API request to a one-customer Bank. Its product balances and tenure are those of `as_of`."""
     products = customer.products
     txns = customer.transactions
-    epoch = dates.EPOCH.toordinal()
     bank = Bank(
         customer_id=np.array([customer.customer_id]),
         age=np.array([customer.age], np.float64),
@@ -241,25 +241,22 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
         credit_score=np.array([customer.credit_score], np.float64),
         region=np.array([REGIONS.index(customer.region)]),
         acquisition=np.array([ACQUISITION.index(customer.acquisition_channel)]),
-        join_day=np.array(
-            [np.nan if customer.join_date is None else customer.join_date.toordinal() - epoch], np.float64
-        ),
+        join_day=np.array([np.nan if customer.join_date is None else dates.to_day(customer.join_date)], np.float64),
         tenure_months=np.array([customer.tenure_months], np.float64),
-        tenure_day=float(as_of),
         snapshot_day=float(as_of),
     )
     bank.products = {
         "cust": np.zeros(len(products), np.int64),
         "type": np.array([PRODUCT_CODES[p.product_type] for p in products], np.int64),
-        "start": np.array([p.start_date.toordinal() - epoch for p in products], np.float64),
-        "end": np.array([np.nan if p.end_date is None else p.end_date.toordinal() - epoch for p in products]),
+        "start": np.array([dates.to_day(p.start_date) for p in products], np.float64),
+        "end": np.array([np.nan if p.end_date is None else dates.to_day(p.end_date) for p in products]),
         "balance": np.array([p.balance for p in products], np.float64),
         "credit_limit": np.array([np.nan if p.credit_limit is None else p.credit_limit for p in products]),
         "closed": np.array([p.status == ProductStatus.CLOSED for p in products], bool),
     }
     bank.transactions = {
         "cust": np.zeros(len(txns), np.int64),
-        "day": np.array([t.transaction_date.toordinal() - epoch for t in txns], np.float64),
+        "day": np.array([dates.to_day(t.transaction_date) for t in txns], np.float64),
         "amount": np.array([t.amount for t in txns], np.float64),
         "type": np.array([-1 if t.transaction_type is None else TYPE_CODES[t.transaction_type] for t in txns]),
         "channel": np.array([-1 if t.channel is None else CHANNEL_CODES[t.channel] for t in txns]),
@@ -268,7 +265,7 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
         rows = customer.ledger
         bank.ledger = {
             "cust": np.zeros(len(rows), np.int64),
-            "month": np.array([(int(r.month[:4]) - 1970) * 12 + int(r.month[5:]) - 1 for r in rows], np.int64),
+            "month": np.array([r.month for r in rows], "datetime64[M]").astype(np.int64),
             **{
                 name: np.array([np.nan if getattr(r, name) is None else getattr(r, name) for r in rows], np.float64)
                 for name in LEDGER_COLUMNS
@@ -289,10 +286,7 @@ def _months_between(start: np.ndarray, end: float) -> np.ndarray:
     """Whole calendar months from day `start` to day `end`."""
     if np.isnan(start).all():  # no dates to count from (an API request without join_date)
         return np.full(start.shape, np.nan)
-    end_arr = np.asarray(end, np.int64)
-    safe = _zero_nan(start).astype(np.int64)
-    months = dates.month_of(end_arr) - dates.month_of(safe)
-    months = months - (dates.day_of_month(end_arr) < dates.day_of_month(safe))
+    months = dates.months_between(_zero_nan(start).astype(np.int64), int(end))
     return np.where(np.isnan(start), np.nan, months.astype(np.float64))
 
 
@@ -310,7 +304,7 @@ def build_features(bank: Bank, as_of: int) -> np.ndarray:
     for i, c in enumerate(ACQUISITION):
         f[f"acquisition_{c}"] = (bank.acquisition == i).astype(np.float64)
     tenure = _months_between(bank.join_day, t)
-    given = bank.tenure_months + (t - bank.tenure_day) / 30.4375  # a tenure counted at another day
+    given = bank.tenure_months + (t - bank.snapshot_day) / 30.4375  # tenure_months is counted at the snapshot
     tenure = np.where(np.isnan(tenure), given, tenure)
     if np.isnan(tenure).any():  # neither a join date nor a tenure: count from the first activity
         tenure = np.where(np.isnan(tenure), _months_between(bank.first_day(), t), tenure)
@@ -330,14 +324,7 @@ def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
     p = bank.products
     out: dict[str, np.ndarray] = {}
     if not p:
-        nan = np.full(n, np.nan)
-        for name in (*(f"open_{k}" for k in PRODUCT_CODES), "open_products", "products_ever", "opened_3m"):
-            out[name] = nan
-        for name in ("opened_12m", "closed_3m", "closed_12m", "months_since_last_open", "credit_limit"):
-            out[name] = nan
-        for family in FAMILIES:
-            out[f"{family}_balance"] = nan
-        return out
+        return dict.fromkeys(PRODUCT_FEATURES, np.full(n, np.nan))
     started, ended, is_open = _product_state(p, t)
     cust, ptype = p["cust"], p["type"]
     for code, name in enumerate(PRODUCT_CODES):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from clv import dates
-from clv.estimator import BankingCLVModel
+from clv.estimator import BankingCLVModel, driver_order
 from clv.features import FEATURE_NAMES, Bank, build_features, former, joined
 
 TOP_DRIVERS = 3
@@ -29,7 +29,7 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
         "confidence_score": out["confidence"].round(4),
     })  # fmt: skip
     contrib = out["contrib"]
-    top = np.argsort(-np.abs(contrib), axis=1, kind="stable")[:, :TOP_DRIVERS]
+    top = driver_order(contrib, TOP_DRIVERS)
     names = np.asarray(FEATURE_NAMES, dtype=object)
     for k in range(TOP_DRIVERS):
         frame[f"driver_{k + 1}"] = np.where(out["gone"], GONE if k == 0 else "", names[top[:, k]])

@@ -179,8 +179,8 @@ def evaluate(
     oracle: pd.Series | None = None,
 ) -> dict:
     """Held-out metrics of the model, the baselines and (when known) the oracle, under one stable shape."""
-    out = model.predict_all(X)
-    blind = model.predict_all(without_ledger(X))
+    out = model.predict_all(X, contributions=False)
+    blind = model.predict_all(without_ledger(X), contributions=False)
     result = {
         "model": metrics.report(y, out["point"], out["low"], out["high"]),
         "model_without_ledger": metrics.report(y, blind["point"], blind["low"], blind["high"]),

@@ -84,21 +84,18 @@ class CompiledForest:
         internal = self.left != np.arange(n_nodes)
         parent_of[self.left[internal]] = np.flatnonzero(internal)
         parent_of[self.right[internal]] = np.flatnonzero(internal)
-        mine = np.isin(np.arange(n_nodes), self._nodes_of(ensemble))
+        # an ensemble's trees, and so its nodes, are contiguous
+        first = self.first_tree[ensemble]
+        last = self.first_tree[ensemble + 1] if ensemble + 1 < self.n_ensembles else self.roots.size
+        self.attributed = slice(first, last)
+        end = self.roots[last] if last < self.roots.size else n_nodes
         # nodes in order of depth: a child comes after its parent in scikit-learn's layout
-        for node in np.flatnonzero(mine & (parent_of >= 0)):
+        for node in np.flatnonzero(parent_of[self.roots[first] : end] >= 0) + self.roots[first]:
             parent = parent_of[node]
             credit[node] = credit[parent]
             credit[node, self.input_owner[self.feature[parent]]] += self.value[node] - self.value[parent]
         self.credit = credit
-        self.attribute = ensemble
-        trees = np.flatnonzero(self.tree_ensemble == ensemble)
-        self.bias = self.init[ensemble] + self.value[self.roots[trees]].sum()
-
-    def _nodes_of(self, ensemble: int) -> np.ndarray:
-        trees = np.flatnonzero(self.tree_ensemble == ensemble)
-        ends = np.append(self.roots[1:], self.value.size)
-        return np.concatenate([np.arange(self.roots[t], ends[t]) for t in trees])
+        self.bias = self.init[ensemble] + self.value[self.roots[self.attributed]].sum()
 
     def evaluate(self, X: np.ndarray, contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Raw outputs (rows, ensembles) and attributions (rows, features) or None. Many rows go in chunks
@@ -139,7 +136,7 @@ class CompiledForest:
 
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
         """Path attributions of the attributed ensemble: (rows, features); bias + sum = raw output."""
-        mine = leaves[:, self.tree_ensemble == self.attribute]
+        mine = leaves[:, self.attributed]
         out = np.empty((leaves.shape[0], self.n_features))
         step = max(1, (1 << 22) // (mine.shape[1] * self.n_features))  # rows per chunk: about 32 MB
         for start in range(0, mine.shape[0], step):

@@ -129,7 +129,7 @@ def test_deleting_everything_after_the_cutoff_leaves_the_features_unchanged(
     truncated = bank_of({"customers": c, "products": p, "transactions": x, "customer_metrics": m})
     assert truncated.last_day() <= dates.to_day(as_of)
     # products.csv's balances (here scrambled) still describe the original last date, not T: say so
-    truncated.snapshot_day = truncated.tenure_day = original.snapshot_day
+    truncated.snapshot_day = original.snapshot_day
     ids = original.customer_id[joined(original, dates.to_day(as_of))]
     assert np.array_equal(np.sort(ids), np.sort(truncated.customer_id))
     assert_same_features(rows_by_id(original, as_of, ids), rows_by_id(truncated, as_of, ids))
