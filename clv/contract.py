@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from clv import dates
 from clv.schema import REQUIRED_TABLES, TABLES, Column
 
 logger = logging.getLogger(__name__)
@@ -133,12 +134,15 @@ def read_bank(data_dir: Path) -> dict[str, pd.DataFrame]:
     return tables
 
 
+def dense_ids(ids: np.ndarray) -> bool:
+    """Integer ids close enough together that a lookup table over their range beats sorting or searching."""
+    return ids.dtype.kind in "iu" and ids.size > 0 and int(ids.max()) - int(ids.min()) < 16 * ids.size + 1024
+
+
 def _known(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """np.isin for integer ids: a lookup table when the ids are dense (millions of rows in a blink)."""
-    if values.dtype.kind in "iu" and known.dtype.kind in "iu" and known.size:
-        span = int(known.max()) - int(known.min())
-        if span < 16 * known.size + 1024:
-            return np.isin(values, known, kind="table")
+    if values.dtype.kind in "iu" and dense_ids(known):
+        return np.isin(values, known, kind="table")
     return np.isin(values, known)
 
 
@@ -159,10 +163,13 @@ def _check_links(tables: dict[str, pd.DataFrame], paths: dict[str, Path | None])
         unknown = present.copy()
         unknown[present] = ~_known(ids[present].to_numpy(np.int64), products["product_id"].to_numpy(np.int64))
         _fail(paths["transactions"], "product_id", unknown, ids, "is not in products")
-    last = txns["transaction_date"].max()
-    if "customer_metrics" in tables and len(tables["customer_metrics"]):
-        month_end = pd.Period(tables["customer_metrics"]["month"].max(), "M").end_time.normalize()
-        last = max(last, month_end)
+    ledger = tables.get("customer_metrics")
+    last_month = None
+    if ledger is not None and len(ledger):
+        last_month = np.datetime64(str(ledger["month"].max()), "M").astype(np.int64)
+    last_txn = txns["transaction_date"].max()
+    last_day = dates.data_last_day(None if pd.isna(last_txn) else dates.to_day(last_txn.date()), last_month)
+    last = pd.Timestamp(dates.from_day(last_day))
     today = pd.Timestamp(dt.date.today())
     checks = [("transactions", "transaction_date", today)]
     checks += [("customers", "join_date", last), ("products", "start_date", last), ("products", "end_date", last)]

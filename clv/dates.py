@@ -81,3 +81,13 @@ def months_between(start: np.ndarray, end: int) -> np.ndarray:
     """Whole calendar months from each day `start` to day `end` (a month counts once its day is reached)."""
     start = np.asarray(start, dtype="int64")
     return month_of(end) - month_of(start) - (day_of_month(end) < day_of_month(start))
+
+
+def data_last_day(last_transaction_day: int | None, last_ledger_month: int | None) -> int:
+    """The last date of a bank's data: its last transaction, or the end of its last ledger month."""
+    candidates = [] if last_transaction_day is None else [int(last_transaction_day)]
+    if last_ledger_month is not None:
+        candidates.append(int(month_start(int(last_ledger_month) + 1)) - 1)
+    if not candidates:
+        raise ValueError("the data has no transaction and no ledger month to date it by")
+    return max(candidates)

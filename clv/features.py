@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from clv import dates
+from clv.contract import dense_ids
 from clv.schema import (
     FAMILIES,
     PRODUCT_FAMILY,
@@ -134,14 +135,9 @@ class Bank:
 
     def last_day(self) -> int:
         """The last date of the data: last transaction, or the end of the last ledger month."""
-        candidates = []
-        if self.transactions and self.transactions["day"].size:
-            candidates.append(int(self.transactions["day"].max()))
-        if self.ledger is not None and self.ledger["month"].size:
-            candidates.append(int(dates.month_start(int(self.ledger["month"].max()) + 1)) - 1)
-        if not candidates:
-            raise ValueError("the data has no transaction and no ledger month to date it by")
-        return max(candidates)
+        days = self.transactions["day"] if self.transactions else np.zeros(0)
+        months = self.ledger["month"] if self.ledger is not None else np.zeros(0)
+        return dates.data_last_day(days.max() if days.size else None, months.max() if months.size else None)
 
 
 def _codes(values: pd.Series | None, mapping: dict[str, int], n: int) -> np.ndarray:
@@ -177,7 +173,7 @@ def bank_from_frames(
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
     ids = customers["customer_id"].to_numpy(np.int64)
     low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-    if high - low < 16 * ids.size + 1024:  # dense ids: a lookup table beats a binary search
+    if dense_ids(ids) or not ids.size:
         table = np.zeros(high - low + 1, np.int64)
         table[ids - low] = np.arange(ids.size)
 
