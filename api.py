@@ -30,8 +30,10 @@ from fastapi_offline import FastAPIOffline
 
 from clv import artifacts, dates
 from clv.artifacts import LoadedModel, ModelArtifactError
+from clv.bank import bank_from_request, concat_banks
 from clv.estimator import top_drivers
-from clv.features import FEATURE_NAMES, bank_from_request, build_features, concat_banks, former
+from clv.features import FEATURE_NAMES, build_features
+from clv.labels import former
 from clv.schema import BatchIn, BatchOut, CustomerIn, PredictionOut
 from clv.scoring import predict_rows
 from clv.settings import Settings
@@ -99,11 +101,10 @@ def first_model(settings: Settings) -> LoadedModel:
     from clv.training import train_and_save  # training code only on the first run
 
     if not any(settings.data_dir.glob("transactions.*")):
-        import data_gen
+        from clv.generator import Config, simulate, write_tables
 
         logger.info("no data in %s: generating %d customers", settings.data_dir, settings.first_run_customers)
-        config = data_gen.Config(customers=settings.first_run_customers)
-        data_gen.write_tables(data_gen.simulate(config), settings.data_dir)
+        write_tables(simulate(Config(customers=settings.first_run_customers)), settings.data_dir)
     logger.info("no model in %s: training a first one on %s", settings.model_dir, settings.data_dir)
     train_and_save(settings.data_dir, settings.model_dir)
     return artifacts.load(settings.model_dir)

@@ -31,11 +31,11 @@ def peak_bytes(who: int = resource.RUSAGE_SELF) -> int:
 
 def stage_simulate(customers: int, seed: int) -> dict[str, float]:
     """Simulate only: how much memory the simulation itself needs."""
-    import data_gen
+    from clv import generator
 
     before = peak_bytes()
     started = time.perf_counter()
-    tables = data_gen.simulate(data_gen.Config(customers=customers, seed=seed))
+    tables = generator.simulate(generator.Config(customers=customers, seed=seed))
     return {
         "simulate_s": time.perf_counter() - started,
         "import_peak": before,
@@ -46,14 +46,14 @@ def stage_simulate(customers: int, seed: int) -> dict[str, float]:
 
 def stage_generate(customers: int, seed: int) -> dict[str, float]:
     """Simulate and write, then the reference: pandas writing the same tables (only to_csv is timed)."""
-    import data_gen
+    from clv import generator
 
     with tempfile.TemporaryDirectory(prefix="bench_data_gen_") as tmp:
         out = Path(tmp) / "generated"
         started = time.perf_counter()
-        tables = data_gen.simulate(data_gen.Config(customers=customers, seed=seed))
+        tables = generator.simulate(generator.Config(customers=customers, seed=seed))
         simulated = time.perf_counter()
-        paths = data_gen.write_tables(tables, out)
+        paths = generator.write_tables(tables, out)
         written = time.perf_counter()
         figures = {
             "simulate_s": simulated - started,

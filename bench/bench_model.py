@@ -18,9 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import data_gen
-from clv import artifacts, dates
-from clv.features import bank_from_request, build_features
+from clv import artifacts, dates, generator
+from clv.bank import bank_from_request
+from clv.features import build_features
 from clv.schema import EXAMPLE, CustomerIn
 from clv.training import train_and_save
 from model import metrics_table
@@ -54,9 +54,9 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "MISSED"
 
 
-def generate(config: data_gen.Config, out: Path) -> float:
+def generate(config: generator.Config, out: Path) -> float:
     started = time.perf_counter()
-    data_gen.write_tables(data_gen.simulate(config), out)
+    generator.write_tables(generator.simulate(config), out)
     return time.perf_counter() - started
 
 
@@ -77,7 +77,7 @@ def timed_training(data_dir: Path, model_dir: Path) -> tuple[float, dict, list[s
 
 def accuracy(work: Path) -> tuple[Path, list[tuple[str, bool]]]:
     print("== 1. default bank: 10,000 customers, held-out metrics ==", flush=True)
-    seconds = generate(data_gen.Config(oracle=True), work / "default")
+    seconds = generate(generator.Config(oracle=True), work / "default")
     print(f"generated in {seconds:.1f} s", flush=True)
     wall, meta, stages = timed_training(work / "default", work / "models")
     for line in stages:
@@ -109,7 +109,7 @@ def accuracy(work: Path) -> tuple[Path, list[tuple[str, bool]]]:
 
 def large(work: Path, customers: int) -> list[tuple[str, bool]]:
     print(f"\n== 3. {customers:,} customers: features and training end to end ==", flush=True)
-    seconds = generate(data_gen.Config(customers=customers, seed=7), work / "large")
+    seconds = generate(generator.Config(customers=customers, seed=7), work / "large")
     print(f"generated in {seconds:.1f} s", flush=True)
     wall, meta, stages = timed_training(work / "large", work / "large_models")
     for line in stages:

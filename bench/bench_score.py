@@ -15,10 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import data_gen
-from clv import artifacts
+from clv import artifacts, generator
+from clv.bank import bank_from_frames
 from clv.contract import read_bank
-from clv.features import bank_from_frames
 from clv.io import atomic_path
 from clv.scoring import score_bank
 from clv.training import train_and_save
@@ -41,11 +40,11 @@ def main() -> None:
         model_dir = args.model_dir
         if model_dir is None:
             print("training a model on the default bank (10,000 customers) ...", flush=True)
-            data_gen.write_tables(data_gen.simulate(data_gen.Config()), work / "train")
+            generator.write_tables(generator.simulate(generator.Config()), work / "train")
             model_dir = work / "models"
             train_and_save(work / "train", model_dir)
         print(f"generating {args.customers:,} customers ...", flush=True)
-        data_gen.write_tables(data_gen.simulate(data_gen.Config(customers=args.customers, seed=7)), work / "bank")
+        generator.write_tables(generator.simulate(generator.Config(customers=args.customers, seed=7)), work / "bank")
         model = artifacts.load(model_dir).model
 
         started = time.perf_counter()

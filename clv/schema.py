@@ -69,6 +69,16 @@ PRODUCT_FAMILY: dict[ProductType, str] = {
 }
 FAMILIES: tuple[str, ...] = ("deposits", "cards", "loans", "investments")
 
+# The profit ledger (customer_metrics): one list of its value columns for the tables, the API and the features.
+LEDGER_BALANCES: tuple[str, ...] = tuple(f"{family}_balance" for family in FAMILIES)
+LEDGER_PARTS: tuple[str, ...] = ("interest_margin", "fee_income", "cost_to_serve", "credit_loss")
+LEDGER_COLUMNS: tuple[str, ...] = ("net_margin", *LEDGER_BALANCES, *LEDGER_PARTS)
+
+# What CLV means by default: discounted net margin of the next 12 months at 10% a year, with an 80% interval.
+HORIZON_MONTHS = 12
+DISCOUNT_RATE = 0.10
+INTERVAL_LEVEL = 0.8
+
 MAX_AMOUNT = 1e9
 MAX_PRODUCTS = 50
 MAX_TRANSACTIONS = 10_000
@@ -144,11 +154,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "customer_metrics": (
         Column("customer_id", "int", required=True),
         Column("month", "month", required=True),
-        *(Column(f"{family}_balance", "float") for family in FAMILIES),
-        Column("interest_margin", "float"),
-        Column("fee_income", "float"),
-        Column("cost_to_serve", "float"),
-        Column("credit_loss", "float"),
+        *(Column(name, "float") for name in (*LEDGER_BALANCES, *LEDGER_PARTS)),
         Column("net_margin", "float", required=True),
     ),
 }

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from clv import dates
+from clv.bank import Bank
 from clv.estimator import BankingCLVModel, driver_order
-from clv.features import FEATURE_NAMES, Bank, build_features, former, joined
+from clv.features import FEATURE_NAMES, build_features
+from clv.labels import former, joined
 
 TOP_DRIVERS = 3
 GONE = "no open product"

@@ -15,9 +15,11 @@ from sklearn.inspection import permutation_importance
 
 from clv import artifacts, dates, metrics
 from clv.artifacts import fingerprint
-from clv.contract import DataContractError, find_table, read_bank
+from clv.bank import Bank, load_bank
+from clv.contract import DataContractError, find_table
 from clv.estimator import BankingCLVModel, without_ledger
-from clv.features import FEATURE_NAMES, Bank, bank_from_frames, build_features, eligible, future_value
+from clv.features import FEATURE_NAMES, build_features
+from clv.labels import eligible, future_value
 from clv.schema import TABLES
 
 logger = logging.getLogger(__name__)
@@ -42,13 +44,6 @@ class TrainResult:
     cutoff: dt.date
     data_last_date: dt.date
     report: dict = field(default_factory=dict)
-
-
-def load_bank(data_dir: Path) -> Bank:
-    tables = read_bank(data_dir)
-    return bank_from_frames(
-        tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
-    )
 
 
 def default_cutoff(bank: Bank, horizon_months: int) -> dt.date:

@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-import data_gen
 from api import create_app
-from clv import artifacts
+from clv import artifacts, generator
 from clv.schema import EXAMPLE
 from clv.settings import Settings
 from clv.training import train_and_save
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SMALL_BANK = data_gen.Config(customers=1200, start=dt.date(2021, 1, 1), end=dt.date(2024, 12, 31), seed=5, oracle=True)
+SMALL_BANK = generator.Config(customers=1200, start=dt.date(2021, 1, 1), end=dt.date(2024, 12, 31), seed=5, oracle=True)
 
 
 @pytest.fixture
@@ -31,7 +30,7 @@ def example() -> dict:
 def bank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated bank (1,200 customers, 2021-2024, with the oracle)."""
     out = tmp_path_factory.mktemp("bank")
-    data_gen.write_tables(data_gen.simulate(SMALL_BANK), out)
+    generator.write_tables(generator.simulate(SMALL_BANK), out)
     return out
 
 

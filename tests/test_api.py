@@ -26,11 +26,11 @@ import api
 from api import create_app
 from clv import web
 from clv.artifacts import LoadedModel
-from clv.features import FEATURE_NAMES, LEDGER_COLUMNS
-from clv.schema import MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
+from clv.bank import load_bank
+from clv.features import FEATURE_NAMES
+from clv.schema import LEDGER_COLUMNS, MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
 from clv.scoring import score_bank
 from clv.settings import Settings
-from clv.training import load_bank
 from tests.conftest import EXAMPLE
 
 PREDICT = "/predict/clv"

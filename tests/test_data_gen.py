@@ -14,8 +14,9 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import data_gen
+from clv import generator
 from clv.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
+from clv.simulation import MAX_PRODUCTS_PER_CUSTOMER
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
@@ -79,25 +80,25 @@ def to_frames(tables: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[data_gen.Config, Path]:
+def bank(tmp_path_factory: pytest.TempPathFactory) -> tuple[generator.Config, Path]:
     """A small bank with its oracle, written to CSV once for the whole module."""
-    config = data_gen.Config(customers=600, seed=7, oracle=True)
+    config = generator.Config(customers=600, seed=7, oracle=True)
     out = tmp_path_factory.mktemp("bank")
-    data_gen.write_tables(data_gen.simulate(config), out)
+    generator.write_tables(generator.simulate(config), out)
     return config, out
 
 
 @pytest.fixture(scope="module")
-def frames(bank: tuple[data_gen.Config, Path]) -> dict[str, pd.DataFrame]:
+def frames(bank: tuple[generator.Config, Path]) -> dict[str, pd.DataFrame]:
     """The small bank's CSV files read back, dates parsed."""
     return read_tables(bank[1])
 
 
 @pytest.fixture(scope="module")
-def big() -> tuple[data_gen.Config, dict[str, pd.DataFrame]]:
+def big() -> tuple[generator.Config, dict[str, pd.DataFrame]]:
     """A bank large enough for rates and shares to be stable (in memory, not written)."""
-    config = data_gen.Config(customers=3000, seed=11)
-    return config, to_frames(data_gen.simulate(config))
+    config = generator.Config(customers=3000, seed=11)
+    return config, to_frames(generator.simulate(config))
 
 
 # ---- determinism --------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Pat
     contents = {}
     for label, seed in (("a", 3), ("b", 3), ("c", 4)):
         out = tmp_path / label
-        data_gen.write_tables(data_gen.simulate(data_gen.Config(customers=200, seed=seed)), out)
+        generator.write_tables(generator.simulate(generator.Config(customers=200, seed=seed)), out)
         contents[label] = {path.name: path.read_bytes() for path in sorted(out.iterdir())}
     assert sorted(contents["a"]) == [f"{name}.csv" for name in sorted(TABLE_NAMES)]
     assert contents["a"] == contents["b"]
@@ -120,14 +121,14 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Pat
 
 
 @pytest.mark.parametrize("name", TABLE_NAMES)
-def test_csv_header_is_the_schema_contract(bank: tuple[data_gen.Config, Path], name: str) -> None:
+def test_csv_header_is_the_schema_contract(bank: tuple[generator.Config, Path], name: str) -> None:
     with (bank[1] / f"{name}.csv").open(newline="") as file:
         header = next(csv.reader(file))
     assert header == [column.name for column in TABLES[name]]
 
 
 @pytest.mark.parametrize("name", TABLE_NAMES)
-def test_every_row_validates_against_its_record_model(bank: tuple[data_gen.Config, Path], name: str) -> None:
+def test_every_row_validates_against_its_record_model(bank: tuple[generator.Config, Path], name: str) -> None:
     # read as text so that each field is validated as written; an empty field is a missing value
     frame = pd.read_csv(bank[1] / f"{name}.csv", dtype=str, keep_default_na=False)
     assert len(frame) > 0
@@ -164,7 +165,7 @@ def test_references_point_to_existing_rows(frames: dict[str, pd.DataFrame]) -> N
 
 
 def test_dates_are_inside_the_window_and_the_relationship(
-    bank: tuple[data_gen.Config, Path], frames: dict[str, pd.DataFrame]
+    bank: tuple[generator.Config, Path], frames: dict[str, pd.DataFrame]
 ) -> None:
     config = bank[0]
     start, end = pd.Timestamp(config.start), pd.Timestamp(config.end)
@@ -220,7 +221,7 @@ def test_ledger_adds_up(frames: dict[str, pd.DataFrame]) -> None:
 # ---- realism ----------------------------------------------------------------------------------------
 
 
-def test_annual_churn_is_plausible(big: tuple[data_gen.Config, dict[str, pd.DataFrame]]) -> None:
+def test_annual_churn_is_plausible(big: tuple[generator.Config, dict[str, pd.DataFrame]]) -> None:
     config, frames = big
     by_customer = frames["products"].groupby("customer_id")
     first_open = by_customer["start_date"].min()
@@ -237,7 +238,7 @@ def test_annual_churn_is_plausible(big: tuple[data_gen.Config, dict[str, pd.Data
         assert 0.05 <= rate <= 0.20, f"{year}: {left.sum()} of {active.sum()} active customers churned ({rate:.1%})"
 
 
-def test_future_value_is_skewed_and_sometimes_negative(big: tuple[data_gen.Config, dict[str, pd.DataFrame]]) -> None:
+def test_future_value_is_skewed_and_sometimes_negative(big: tuple[generator.Config, dict[str, pd.DataFrame]]) -> None:
     config, frames = big
     value = realized_value(frames, default_as_of(config.end)).sort_values(ascending=False).to_numpy()
     assert len(value) > 1000
@@ -251,15 +252,15 @@ def test_future_value_is_skewed_and_sometimes_negative(big: tuple[data_gen.Confi
     assert value.mean() > 0
 
 
-def test_every_customer_holds_one_to_five_products(big: tuple[data_gen.Config, dict[str, pd.DataFrame]]) -> None:
+def test_every_customer_holds_one_to_five_products(big: tuple[generator.Config, dict[str, pd.DataFrame]]) -> None:
     frames = big[1]
     held = frames["products"].groupby("customer_id").size().reindex(frames["customers"]["customer_id"], fill_value=0)
-    assert held.between(1, data_gen.MAX_PRODUCTS_PER_CUSTOMER).all(), held.value_counts().sort_index()
+    assert held.between(1, MAX_PRODUCTS_PER_CUSTOMER).all(), held.value_counts().sort_index()
     assert held.max() > 1 and held.min() == 1
 
 
 def test_oracle_ranks_the_future_well_but_not_perfectly(
-    bank: tuple[data_gen.Config, Path], frames: dict[str, pd.DataFrame]
+    bank: tuple[generator.Config, Path], frames: dict[str, pd.DataFrame]
 ) -> None:
     config = bank[0]
     as_of = default_as_of(config.end)

@@ -20,9 +20,10 @@ from sklearn.exceptions import NotFittedError
 
 from clv import artifacts, dates, metrics
 from clv.artifacts import ModelArtifactError
+from clv.bank import load_bank
 from clv.estimator import LEDGER_COLUMNS, BankingCLVModel, without_ledger
 from clv.features import FEATURE_NAMES
-from clv.training import Rows, evaluate_saved, held_out, last12_baseline, load_bank, rows_at
+from clv.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
 from clv.trees import ROW_WALK_LIMIT
 from tests.conftest import ROOT
 

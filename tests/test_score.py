@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from clv import artifacts
+from clv.bank import load_bank
 from clv.scoring import GONE, score_bank
-from clv.training import load_bank, train_and_save
+from clv.training import train_and_save
 from tests.conftest import ROOT
 
 COLUMNS = ["customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score"]

@@ -1,0 +1,256 @@
+"""A bank as numpy columns: whole tables (`bank_from_frames`), one API request (`bank_from_request`), or
+several requests at once (`concat_banks`). Features and labels read a `Bank`, never the tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clv import dates
+from clv.contract import dense_ids, read_bank
+from clv.schema import (
+    FAMILIES,
+    LEDGER_COLUMNS,
+    PRODUCT_FAMILY,
+    AcquisitionChannel,
+    Channel,
+    CustomerIn,
+    ProductStatus,
+    ProductType,
+    Region,
+    TransactionType,
+    codes,
+)
+
+REGIONS = list(codes(Region))
+ACQUISITION = list(codes(AcquisitionChannel))
+PRODUCT_CODES = codes(ProductType)
+TYPE_CODES = codes(TransactionType)
+CHANNEL_CODES = codes(Channel)
+STATUS_CODES = codes(ProductStatus)
+FAMILY_OF_TYPE = np.array([FAMILIES.index(PRODUCT_FAMILY[t]) for t in ProductType])
+CLOSED = STATUS_CODES[ProductStatus.CLOSED]
+
+
+@dataclass
+class Bank:
+    """Tables as numpy columns; rows point to customers by position 0..n-1 (`cust`).
+
+    Days are integers since 1970-01-01, months integers since 1970-01, unknown categories -1,
+    unknown numbers NaN. `snapshot_day` is the day the product balances and tenure_months describe:
+    balances are used only as of that day or later, never to look back.
+    """
+
+    customer_id: np.ndarray
+    age: np.ndarray
+    income: np.ndarray
+    credit_score: np.ndarray
+    region: np.ndarray
+    acquisition: np.ndarray
+    join_day: np.ndarray
+    tenure_months: np.ndarray
+    products: dict[str, np.ndarray] = field(default_factory=dict)
+    transactions: dict[str, np.ndarray] = field(default_factory=dict)
+    ledger: dict[str, np.ndarray] | None = None
+    snapshot_day: float = np.nan
+
+    @property
+    def size(self) -> int:
+        return int(self.customer_id.size)
+
+    def first_day(self) -> np.ndarray:
+        """Join day, or the first product or transaction when no join date is known."""
+        first = self.join_day.copy()
+        for table, column in ((self.products, "start"), (self.transactions, "day")):
+            if table and table["cust"].size:
+                seen = np.full(self.size, np.inf)
+                np.minimum.at(seen, table["cust"], table[column])
+                first = np.where(np.isnan(first), seen, first)
+        return np.where(np.isinf(first), np.nan, first)
+
+    def last_day(self) -> int:
+        """The last date of the data: last transaction, or the end of the last ledger month."""
+        days = self.transactions["day"] if self.transactions else np.zeros(0)
+        months = self.ledger["month"] if self.ledger is not None else np.zeros(0)
+        return dates.data_last_day(days.max() if days.size else None, months.max() if months.size else None)
+
+    def product_state(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per product row: started by T, ended by T, open at T."""
+        p = self.products
+        started = p["start"] <= t
+        ended = ~np.isnan(p["end"]) & (p["end"] <= t)
+        # a product closed after T was open at T; "Closed" without an end date counts as closed already
+        return started, ended, started & ~ended & ~(p["closed"] & np.isnan(p["end"]))
+
+
+def per_customer(cust: np.ndarray, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Sum of `weights` (or a count) per customer position 0..n-1 of rows pointing to `cust`."""
+    return np.bincount(cust, weights=weights, minlength=n).astype(np.float64)
+
+
+def load_bank(data_dir: Path) -> Bank:
+    """Read and check a bank's folder (clv.contract), as a Bank."""
+    tables = read_bank(data_dir)
+    return bank_from_frames(
+        tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
+    )
+
+
+def _codes(values: pd.Series | None, categories: list[str], n: int) -> np.ndarray:
+    """Category values as codes in `categories` order; unknown or missing -1 (hashed, never one by one)."""
+    if values is None:
+        return np.full(n, -1, np.int64)
+    return pd.Categorical(values, categories=categories).codes.astype(np.int64)
+
+
+def _days(values: pd.Series | None, n: int) -> np.ndarray:
+    if values is None:
+        return np.full(n, np.nan)
+    parsed = pd.to_datetime(values, errors="coerce").to_numpy("datetime64[D]")
+    days = parsed.astype("int64").astype(np.float64)
+    days[np.isnat(parsed)] = np.nan
+    return days
+
+
+def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
+    if column not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+
+
+def _positions(ids: np.ndarray):
+    """A function from customer ids to their positions in `ids`: a table over dense ids, else a search."""
+    low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
+    if dense_ids(ids) or not ids.size:
+        table = np.zeros(high - low + 1, np.int64)
+        table[ids - low] = np.arange(ids.size)
+        return lambda values: table[np.clip(values.to_numpy(np.int64) - low, 0, high - low)]
+    order = np.argsort(ids, kind="stable")
+    ids_sorted = ids[order]
+    return lambda values: order[np.minimum(np.searchsorted(ids_sorted, values.to_numpy(np.int64)), ids.size - 1)]
+
+
+def bank_from_frames(
+    customers: pd.DataFrame | None,
+    transactions: pd.DataFrame,
+    products: pd.DataFrame | None = None,
+    ledger: pd.DataFrame | None = None,
+) -> Bank:
+    """Whole tables (as read by clv.contract) to a Bank. Customers come from customers.csv or, without
+    it, from the transactions."""
+    if customers is None or customers.empty:
+        customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
+    ids = customers["customer_id"].to_numpy(np.int64)
+    position = _positions(ids)
+    n = ids.size
+    bank = Bank(
+        customer_id=ids,
+        age=_num(customers, "age"),
+        income=_num(customers, "income"),
+        credit_score=_num(customers, "credit_score"),
+        region=_codes(customers.get("region"), REGIONS, n),
+        acquisition=_codes(customers.get("acquisition_channel"), ACQUISITION, n),
+        join_day=_days(customers.get("join_date"), n),
+        tenure_months=_num(customers, "tenure_months"),
+    )
+    bank.transactions = {
+        "cust": position(transactions["customer_id"]),
+        "day": _days(transactions["transaction_date"], len(transactions)),
+        "amount": _num(transactions, "amount"),
+        "type": _codes(transactions.get("transaction_type"), list(TYPE_CODES), len(transactions)),
+        "channel": _codes(transactions.get("channel"), list(CHANNEL_CODES), len(transactions)),
+    }
+    if products is not None and len(products):
+        bank.products = {
+            "cust": position(products["customer_id"]),
+            "type": _codes(products.get("product_type"), list(PRODUCT_CODES), len(products)),
+            "start": _days(products["start_date"], len(products)),
+            "end": _days(products.get("end_date"), len(products)),
+            "balance": _num(products, "balance"),
+            "credit_limit": _num(products, "credit_limit"),
+            "closed": _codes(products.get("status"), list(STATUS_CODES), len(products)) == CLOSED,
+        }
+    if ledger is not None and len(ledger):
+        bank.ledger = {
+            "cust": position(ledger["customer_id"]),
+            "month": ledger["month"].to_numpy(str).astype("datetime64[M]").astype(np.int64),
+            **{c: _num(ledger, c) for c in ledger.columns if c not in ("customer_id", "month")},
+        }
+    # product balances are those at the end of the data: never read them as of an earlier date
+    bank.snapshot_day = float(bank.last_day())
+    return bank
+
+
+def _column(items: list, name: str) -> np.ndarray:
+    """One field of request items as floats; a missing value is NaN."""
+    return np.array([np.nan if getattr(item, name) is None else getattr(item, name) for item in items], np.float64)
+
+
+def _day_column(items: list, name: str) -> np.ndarray:
+    return np.array([np.nan if getattr(item, name) is None else dates.to_day(getattr(item, name)) for item in items])
+
+
+def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
+    """One API request to a one-customer Bank. Its product balances and tenure are those of `as_of`."""
+    products, txns = customer.products, customer.transactions
+    bank = Bank(
+        customer_id=np.array([customer.customer_id]),
+        age=np.array([customer.age], np.float64),
+        income=np.array([customer.income], np.float64),
+        credit_score=np.array([customer.credit_score], np.float64),
+        region=np.array([REGIONS.index(customer.region)]),
+        acquisition=np.array([ACQUISITION.index(customer.acquisition_channel)]),
+        join_day=np.array([np.nan if customer.join_date is None else dates.to_day(customer.join_date)], np.float64),
+        tenure_months=np.array([customer.tenure_months], np.float64),
+        snapshot_day=float(as_of),
+    )
+    bank.products = {
+        "cust": np.zeros(len(products), np.int64),
+        "type": np.array([PRODUCT_CODES[p.product_type] for p in products], np.int64),
+        "start": _day_column(products, "start_date"),
+        "end": _day_column(products, "end_date"),
+        "balance": _column(products, "balance"),
+        "credit_limit": _column(products, "credit_limit"),
+        "closed": np.array([p.status == ProductStatus.CLOSED for p in products], bool),
+    }
+    bank.transactions = {
+        "cust": np.zeros(len(txns), np.int64),
+        "day": _day_column(txns, "transaction_date"),
+        "amount": _column(txns, "amount"),
+        "type": np.array([-1 if t.transaction_type is None else TYPE_CODES[t.transaction_type] for t in txns]),
+        "channel": np.array([-1 if t.channel is None else CHANNEL_CODES[t.channel] for t in txns]),
+    }
+    if customer.ledger:
+        rows = customer.ledger
+        bank.ledger = {
+            "cust": np.zeros(len(rows), np.int64),
+            "month": np.array([r.month for r in rows], "datetime64[M]").astype(np.int64),
+            **{name: _column(rows, name) for name in LEDGER_COLUMNS},
+        }
+    return bank
+
+
+def concat_banks(banks: list[Bank]) -> Bank:
+    """One-customer Banks of the same as-of date as one Bank, customers in order: build_features and the
+    model then run once for all of them. Per customer nothing changes: its rows keep their order."""
+    if len(banks) == 1:
+        return banks[0]
+    merged: dict[str, object] = {}
+    for name in (f.name for f in fields(Bank)):
+        values = [getattr(bank, name) for bank in banks]
+        first = values[0]
+        if isinstance(first, np.ndarray):
+            merged[name] = np.concatenate(values)
+        elif isinstance(first, dict):
+            merged[name] = {
+                key: np.concatenate([v[key] + i if key == "cust" else v[key] for i, v in enumerate(values)])
+                for key in first
+            }
+        elif all(v == first or (v != v and first != first) for v in values):  # equal, or all NaN (or None)
+            merged[name] = first
+        else:
+            raise ValueError(f"Bank.{name} differs between the customers; they cannot share one Bank")
+    return Bank(**merged)

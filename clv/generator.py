@@ -1,0 +1,380 @@
+"""The synthetic bank's tables: simulate a block of customers month by month (clv.simulation) and lay
+the months out as the four tables of the data contract (customers, products, transactions, ledger)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from faker import Faker
+
+from clv import dates
+from clv.io import atomic_path, write_csv
+from clv.schema import (
+    HORIZON_MONTHS,
+    LEDGER_PARTS,
+    AcquisitionChannel,
+    Channel,
+    ProductStatus,
+    ProductType,
+    Region,
+    TransactionType,
+)
+from clv.simulation import (
+    CARD,
+    CHK,
+    DEP,
+    FEE,
+    INV,
+    LOAN,
+    LOAN_PAY,
+    MORT,
+    MORT_PAY,
+    SAV,
+    SPEND,
+    TRF,
+    WDR,
+    State,
+    draw_customers,
+    expected_value,
+    family_balances,
+    first_products,
+    open_products,
+    sigmoid,
+    step,
+)
+
+logger = logging.getLogger(__name__)
+
+PRODUCT_TYPES = [t.value for t in ProductType]
+KIND_TYPE = np.array([list(TransactionType).index(t) for t in (
+    TransactionType.DEPOSIT, TransactionType.WITHDRAWAL, TransactionType.TRANSFER,
+    TransactionType.BILL_PAYMENT, TransactionType.FEE, TransactionType.CARD_PURCHASE,
+    TransactionType.LOAN_PAYMENT, TransactionType.LOAN_PAYMENT)], dtype=np.int8)  # fmt: skip
+# The product each kind moves money on: first held product of the list.
+KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
+ONLINE, MOBILE, BRANCH, ATM = range(4)
+TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
+
+
+@dataclass(frozen=True)
+class Config:
+    customers: int = 10_000
+    start: dt.date = dt.date(2020, 1, 1)
+    end: dt.date = dt.date(2024, 12, 31)
+    seed: int = 42
+    oracle: bool = False
+
+    @property
+    def oracle_as_of(self) -> dt.date:
+        """The as-of date of oracle_clv: the last month end minus the horizon (the default training cutoff)."""
+        return dates.add_months(dates.last_month_end(self.end), -HORIZON_MONTHS)
+
+
+class Columns:
+    """Collects per-month columns and hands each out as one array."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[str, list[np.ndarray]] = {}
+
+    def add(self, **columns: np.ndarray) -> None:
+        for name, values in columns.items():
+            self.chunks.setdefault(name, []).append(values)
+
+    def column(self, name: str) -> np.ndarray:
+        return np.concatenate(self.chunks[name])
+
+
+@dataclass(frozen=True)
+class Block:
+    """A set of customers simulated together with their own random streams. Product and transaction ids
+    interleave across blocks (the k-th id of block b of B is k * B + b + 1), so they are unique across the
+    bank whatever the number of blocks, and 1, 2, 3, ... when there is one block."""
+
+    customer_id: np.ndarray
+    seed: np.random.SeedSequence
+    index: int = 0
+    count: int = 1
+
+    def ids(self, local: np.ndarray) -> np.ndarray:
+        return np.asarray(local, np.int64) * self.count + self.index + 1
+
+
+class _Run:
+    """One block simulated month by month: its state, the ids of its products, and the rows it collects."""
+
+    def __init__(self, config: Config, block: Block) -> None:
+        main_seq, display_seq, self.oracle_seq = block.seed.spawn(3)
+        self.faker_seq, self.status_seq = display_seq.spawn(2)
+        self.rng = np.random.default_rng(main_seq)
+        self.config, self.block = config, block
+        self.n = n = block.customer_id.size
+        self.attrs = draw_customers(n, config.start, config.end, self.rng)
+        self.state = State.of(self.attrs)
+        self.pid = np.zeros((n, 6), np.int64)  # the id of each customer's current product in each slot
+        self.products, self.closes, self.ledger, self.txns = Columns(), Columns(), Columns(), Columns()
+        self.opened = 0
+        self.oracle: np.ndarray | None = None
+
+    def record_opens(self, rows: np.ndarray, types: np.ndarray, start_day: np.ndarray) -> None:
+        local = np.arange(self.opened, self.opened + rows.size)
+        self.opened += rows.size
+        self.pid[rows, types] = self.block.ids(local)
+        limit = np.where(types == CARD, self.state.limit[rows], np.nan)  # the card's own limit, not a later one
+        self.products.add(local=local, owner=rows, type=types, start=start_day, limit=limit)
+
+    def join(self, month: int, first: int) -> np.ndarray:
+        """Customers whose join month has come open their first products; returns their rows."""
+        state, rng = self.state, self.rng
+        joining = np.flatnonzero(
+            (dates.month_of(self.attrs["join_day"]) <= month) & ~state.active & (state.opened_ever == 0)
+        )
+        if not joining.size:
+            return joining
+        rows, types = np.nonzero(first_products(state, joining, rng))
+        rows = joining[rows]
+        open_products(state, rows, types, rng)
+        join_day = self.attrs["join_day"][rows]
+        # customers who joined before the window opened these products some time before it
+        start_day = np.where(
+            join_day < first, join_day + np.floor(rng.random(rows.size) * (first - join_day)), join_day
+        ).astype(np.int64)
+        age_months = (first - start_day) / 30.4
+        for k in (MORT, LOAN):
+            sel = types == k
+            r = state.rate[rows[sel], k] / 12
+            p = state.payment[rows[sel], k]
+            left = np.maximum(np.where(k == MORT, 300, 48) - age_months[sel], 1)
+            state.balance[rows[sel], k] = np.round(p * (1 - (1 + r) ** -left) / r, 2)
+        self.record_opens(rows, types, start_day)
+        state.active[joining] = True
+        return joining
+
+    def month(self, month: int, oracle_month: int) -> None:
+        """One calendar month: joins, the month's step, its closes and opens, ledger rows and transactions."""
+        state, rng, end_day = self.state, self.rng, dates.to_day(self.config.end)
+        first = int(dates.month_start(month))
+        last_day = min(first + int(dates.days_in_month(month)) - 1, end_day)
+        was_new = np.zeros(self.n, bool)
+        was_new[self.join(month, first)] = True
+        rows = np.flatnonzero(state.active)
+        ev = step(state, rng)
+        # in the month a customer joins, nothing closes or opens before the day it joined
+        floor = np.clip(self.attrs["join_day"], first, last_day)
+        close_day = np.where(ev["churned"], rng.integers(floor, last_day + 1), 0)
+        c_rows, c_types = np.nonzero(ev["closed"])
+        own_day = rng.integers(floor[c_rows], last_day + 1)
+        local = (self.pid[c_rows, c_types] - self.block.index - 1) // self.block.count
+        self.closes.add(local=local, end=np.where(ev["churned"][c_rows], close_day[c_rows], own_day))
+        o_rows, o_types = np.nonzero(ev["opened"])
+        open_products(state, o_rows, o_types, rng)
+        self.record_opens(o_rows, o_types, rng.integers(floor[o_rows], last_day + 1))
+        if month == oracle_month and self.config.oracle:
+            self.oracle = expected_value(state, np.random.default_rng(self.oracle_seq))
+        self.ledger.add(
+            owner=rows,
+            month=np.full(rows.size, month),
+            **{f"{family}_balance": balance[rows] for family, balance in family_balances(state).items()},
+            **{k: ev[k][rows] for k in (*LEDGER_PARTS, "net_margin")},
+        )
+        counts = ev["counts"] * ~was_new[:, None]
+        self.txns.add(**materialize(counts, ev["steady"], self.pid, state, first, last_day - first + 1, rng))
+
+
+def simulate(config: Config, block: Block | None = None) -> dict[str, pa.Table]:
+    """Run the synthetic bank for one block of customers (default: the whole bank, ids 1..N); return its
+    tables by name, and `oracle_clv` when asked."""
+    if block is None:
+        block = Block(np.arange(1, config.customers + 1), np.random.SeedSequence(config.seed))
+    run = _Run(config, block)
+    start_month = int(dates.month_of(dates.to_day(config.start)))
+    end_month = int(dates.month_of(dates.to_day(config.end)))
+    oracle_month = int(dates.month_of(dates.to_day(config.oracle_as_of)))
+    for month in range(start_month, end_month + 1):
+        run.month(month, oracle_month)
+    logger.debug("simulated %d customers over %d months", run.n, end_month - start_month + 1)
+    tables = {
+        "customers": customers_table(run),
+        "products": products_table(run),
+        "transactions": transactions_table(run),
+        "customer_metrics": ledger_table(run),
+    }
+    if run.oracle is not None:
+        keep = run.attrs["join_day"] <= dates.to_day(config.oracle_as_of)
+        tables["oracle_clv"] = pa.table({
+            "customer_id": pa.array(block.customer_id[keep]),
+            "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
+            "expected_clv": pa.array(np.round(run.oracle[keep], 2)),
+        })  # fmt: skip
+    return tables
+
+
+def materialize(
+    counts: np.ndarray,
+    steady: np.ndarray,
+    pid: np.ndarray,
+    state: State,
+    first: int,
+    days: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Expand a month's (customer x kind) counts into transaction rows, on products held all month."""
+    n, kinds = counts.shape
+    flat = np.repeat(np.arange(n * kinds), counts.ravel())
+    cust, kind = flat // kinds, flat % kinds
+    product = np.zeros((n, kinds), np.int64)
+    for k, candidates in enumerate(KIND_PRODUCTS):
+        for p in reversed(candidates):  # the first candidate held wins
+            product[:, k] = np.where(steady[:, p], pid[:, p], product[:, k])
+    income = state.income[cust]
+    size = rng.lognormal(0.0, 0.8, flat.size)
+    typical = (
+        np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])[kind] * income * np.exp(0.3 * state.wallet[cust])
+    )
+    amount = np.select(
+        [kind == DEP, kind == FEE, kind == MORT_PAY, kind == LOAN_PAY, kind == TRF],
+        [
+            typical * size,
+            -8.0,
+            -state.payment[cust, MORT],
+            -state.payment[cust, LOAN],
+            typical * size * np.where(rng.random(flat.size) < 0.45 - 0.2 * state.drifting[cust], 1, -1),
+        ],
+        -typical * size,
+    )
+    amount = np.where(kind == SPEND, -45 * size, amount)
+    digital = rng.random(flat.size) < state.digital[cust]
+    mobile = rng.random(flat.size) < sigmoid(-0.06 * (state.age[cust] - 40))
+    counter = np.where((kind == WDR) & (rng.random(flat.size) < 0.75), ATM, BRANCH)
+    channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
+    day = first + np.floor(rng.random(flat.size) * days).astype(np.int64)
+    order = np.argsort((day - first).astype(np.int16), kind="stable")  # 16-bit keys sort by radix
+    return {
+        "owner": cust[order].astype(np.int32),
+        "product_id": product[cust, kind][order],
+        "day": day[order].astype(np.int32),
+        "type": KIND_TYPE[kind][order],
+        "amount": np.round(amount, 2)[order],
+        "channel": channel[order].astype(np.int8),
+    }
+
+
+def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int16)), pa.array(values))
+
+
+def _dates(days: np.ndarray) -> pa.Array:
+    return pa.array(days.astype(np.int32)).cast(pa.date32())
+
+
+def display_names(ids: np.ndarray, seq: np.random.SeedSequence) -> tuple[np.ndarray, np.ndarray]:
+    """Names and emails for display only, sampled from a small pool that one seeded Faker draws."""
+    fake = Faker("en_US")
+    fake.seed_instance(int(seq.generate_state(1)[0]))
+    first = np.array([fake.first_name() for _ in range(400)])
+    last = np.array([fake.last_name() for _ in range(600)])
+    rng = np.random.default_rng(seq)
+    f, s = first[rng.integers(0, first.size, ids.size)], last[rng.integers(0, last.size, ids.size)]
+    names = np.char.add(np.char.add(f, " "), s)
+    emails = np.char.add(
+        np.char.add(np.char.lower(np.char.add(np.char.add(f, "."), s)), ids.astype(str)), "@example.com"
+    )
+    return names, emails
+
+
+def customers_table(run: _Run) -> pa.Table:
+    ids, attrs = run.block.customer_id, run.attrs
+    names, emails = display_names(ids, run.faker_seq)
+    join = attrs["join_day"]
+    tenure = dates.months_between(join, dates.to_day(run.config.end))
+    return pa.table({
+        "customer_id": pa.array(ids),
+        "name": pa.array(names),
+        "email": pa.array(emails),
+        "age": pa.array(attrs["age"].astype(np.int64)),
+        "income": pa.array(attrs["income"]),
+        "credit_score": pa.array(attrs["credit_score"].astype(np.int64)),
+        "region": _dictionary(attrs["region"], [r.value for r in Region]),
+        "acquisition_channel": _dictionary(attrs["acquisition"], [c.value for c in AcquisitionChannel]),
+        "join_date": _dates(join),
+        "tenure_months": pa.array(tenure.astype(np.int64)),
+    })  # fmt: skip
+
+
+def products_table(run: _Run) -> pa.Table:
+    """Products with their balance and status at the end date; statuses draw from their own stream."""
+    state, products = run.state, run.products
+    local, owner, ptype = products.column("local"), products.column("owner"), products.column("type")
+    product_id = run.block.ids(local)
+    end = np.full(local.size, -1, np.int64)
+    end[run.closes.column("local")] = run.closes.column("end")
+    is_open = end < 0
+    current = run.pid[owner, ptype] == product_id
+    balance = np.where(is_open & current, state.balance[owner, ptype], 0.0)
+    rate = np.where(ptype == INV, np.nan, state.rate[owner, ptype])  # an investment has no rate
+    rng = np.random.default_rng(run.status_seq)
+    active, inactive, suspended, closed = range(4)  # the order of ProductStatus
+    quiet = is_open & (ptype == SAV) & (balance < 50)
+    late = is_open & np.isin(ptype, (CARD, LOAN)) & (rng.random(ptype.size) < 0.02 * np.exp(state.risk[owner]))
+    status = np.select([~is_open, late, quiet], [closed, suspended, inactive], active)
+    return pa.table({
+        "product_id": pa.array(product_id),
+        "customer_id": pa.array(run.block.customer_id[owner]),
+        "product_type": _dictionary(ptype, PRODUCT_TYPES),
+        "start_date": _dates(products.column("start")),
+        "end_date": pa.array(end.astype(np.int32), mask=is_open).cast(pa.date32()),
+        "balance": pa.array(np.round(balance, 2)),
+        "credit_limit": pa.array(products.column("limit"), from_pandas=True),
+        "interest_rate": pa.array(np.round(rate * 100, 2), from_pandas=True),
+        "status": _dictionary(status, [s.value for s in ProductStatus]),
+    })  # fmt: skip
+
+
+def transactions_table(run: _Run) -> pa.Table:
+    txns = run.txns
+    day = txns.column("day")
+    return pa.table({
+        "transaction_id": pa.array(run.block.ids(np.arange(day.size))),
+        "customer_id": pa.array(run.block.customer_id[txns.column("owner")]),
+        "product_id": pa.array(txns.column("product_id")),
+        "transaction_date": _dates(day),
+        "transaction_type": _dictionary(txns.column("type"), [t.value for t in TransactionType]),
+        "amount": pa.array(txns.column("amount")),
+        "channel": _dictionary(txns.column("channel"), [c.value for c in Channel]),
+    })  # fmt: skip
+
+
+def ledger_table(run: _Run) -> pa.Table:
+    ledger = run.ledger
+    months = ledger.column("month")
+    first_month = int(months.min())
+    labels = dates.month_label(np.arange(first_month, int(months.max()) + 1))
+    columns = {
+        "customer_id": pa.array(run.block.customer_id[ledger.column("owner")]),
+        "month": _dictionary(months - first_month, list(labels)),
+    }
+    for name in ledger.chunks:
+        if name not in ("owner", "month"):
+            columns[name] = pa.array(ledger.column(name))
+    return pa.table(columns)
+
+
+def write_tables(tables: dict[str, pa.Table], out: Path, file_format: str = "csv") -> list[Path]:
+    """Write every table beside the others, each under a temporary name first, then renamed."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, table in tables.items():
+        path = out / f"{name}.{file_format}"
+        if file_format == "csv":
+            write_csv(table, path)
+        else:
+            with atomic_path(path) as tmp:
+                pq.write_table(table, tmp)
+        paths.append(path)
+        logger.info("wrote %s rows to %s", f"{table.num_rows:,}", path)
+    return paths
