@@ -6,21 +6,22 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils import Tags
+from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
 
-from clv.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.trees import CompiledForest
 
 TARGETS = ("auto", "squared_error", "log", "two_part")
 ZERO_HEAVY = 0.10  # share of zero labels from which "auto" fits the two-part model
-LEDGER_COLUMNS = np.array([FEATURE_NAMES.index(name) for name in LEDGER_FEATURES])
 
 
 def _signed_log(y: np.ndarray) -> np.ndarray:
@@ -29,13 +30,6 @@ def _signed_log(y: np.ndarray) -> np.ndarray:
 
 def _signed_exp(z: np.ndarray) -> np.ndarray:
     return np.sign(z) * np.expm1(np.abs(z))
-
-
-def without_ledger(X: np.ndarray) -> np.ndarray:
-    """The same rows as a caller without a profit ledger sees them (the API's request)."""
-    masked = X.copy()
-    masked[:, LEDGER_COLUMNS] = np.nan
-    return masked
 
 
 class BankingCLVModel(RegressorMixin, BaseEstimator):
@@ -48,8 +42,18 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         "auto": two_part when at least 10% of the labels are zero, else squared_error (what won on
         held-out Gini and decile MAPE on the synthetic bank and on a transactions-only log).
     interval_level : nominal coverage of `predict_interval` (conformalized quantile regression).
-    ledger_dropout : also learn from copies of the rows without their ledger features, so that a
-        customer scored without a profit ledger (an API request) gets a fitted answer.
+    calibration_share : share of customers (`groups` in fit) held back to calibrate the interval.
+    ledger_features : names of the columns of X that come from the profit ledger. When given, fit needs
+        a DataFrame, also learns from copies of the rows without them (so a customer scored without a
+        ledger, an API request, gets a fitted answer) and calibrates the interval apart for such rows.
+
+    Attributes
+    ----------
+    n_features_in_, feature_names_in_ : the columns seen in fit (names only when X had them).
+    ledger_columns_ : positions of `ledger_features` in X.
+    target_ : the target fitted ("auto" resolved).
+    margin_ : conformal margin added to each side of the quantile band: {"ledger", "no_ledger"} with
+        ledger features, else {"all"}.
     """
 
     def __init__(
@@ -63,8 +67,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         max_features: float = 0.3,
         interval_level: float = 0.8,
         calibration_share: float = 0.25,
-        ledger_dropout: bool = True,
-        random_state: int = 42,
+        ledger_features: tuple[str, ...] = (),
+        random_state: int | None = 42,
     ) -> None:
         self.target = target
         self.n_estimators = n_estimators
@@ -75,8 +79,90 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.max_features = max_features
         self.interval_level = interval_level
         self.calibration_share = calibration_share
-        self.ledger_dropout = ledger_dropout
+        self.ledger_features = ledger_features
         self.random_state = random_state
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        # a missing feature is information here (no ledger, no card): the fitted imputer fills it and
+        # adds an indicator column, so NaN in X is valid input (inf is still refused)
+        tags.input_tags.allow_nan = True
+        return tags
+
+    # ---- fit --------------------------------------------------------------------------------------
+
+    def fit(self, X, y, groups=None) -> BankingCLVModel:
+        """Fit on rows X (a DataFrame when `ledger_features` is set) and labels y; `groups` (customer ids)
+        keeps a customer's rows together when a share of customers is held back to calibrate the interval."""
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", y_numeric=True)
+        self.ledger_columns_ = self._ledger_columns()
+        calibrate = self._calibration_rows(X.shape[0], groups)
+        self.target_ = self._resolve_target(y)
+        if self.ledger_columns_.size and not np.isnan(X[:, self.ledger_columns_]).all():
+            X_fit, y_fit, calibrate_fit = np.vstack([X, self._mask(X)]), np.tile(y, 2), np.tile(calibrate, 2)
+        else:  # no ledger named, or none in the data: the copies would be the rows themselves
+            X_fit, y_fit, calibrate_fit = X, y, calibrate
+        self.imputer_ = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True).fit(X_fit)
+        alpha = (1 - self.interval_level) / 2
+        proper, y_proper = X_fit[~calibrate_fit], y_fit[~calibrate_fit]
+        # scikit-learn builds trees without the GIL: the quantile boosters fit beside the point model
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            quantiles = [
+                pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
+                for a in (alpha, 1 - alpha)
+            ]
+            self.point_, self.size_ = self._fit_point(X_fit, y_fit)
+            self.quantiles_ = tuple(future.result() for future in quantiles)
+        self.scale_ = float(max(np.median(np.abs(y)), 1.0))
+        self._compile()
+        self.margin_ = self._conformal_margins(X[calibrate], y[calibrate])
+        return self
+
+    def _ledger_columns(self) -> np.ndarray:
+        """Positions of `ledger_features` among the columns fit saw."""
+        if isinstance(self.ledger_features, str):
+            raise TypeError(f"ledger_features must be a tuple of column names, got the string {self.ledger_features!r}")
+        names = list(self.ledger_features)
+        if not names:
+            return np.zeros(0, np.intp)
+        columns = getattr(self, "feature_names_in_", None)
+        if columns is None:
+            raise ValueError(
+                f"ledger_features names {len(names)} columns, so fit needs X as a pandas DataFrame with string "
+                "column names; got X without column names"
+            )
+        position = {name: j for j, name in enumerate(columns)}
+        missing = [name for name in names if name not in position]
+        if missing:
+            raise ValueError(f"ledger_features not among the columns of X: {missing}")
+        return np.array([position[name] for name in names], np.intp)
+
+    def _calibration_rows(self, n_samples: int, groups) -> np.ndarray:
+        """Rows of the customers held back to calibrate the interval (a `calibration_share` of them)."""
+        groups = np.arange(n_samples) if groups is None else np.asarray(groups)
+        check_consistent_length(np.empty(n_samples), groups)
+        unique = np.unique(groups)
+        held = round(self.calibration_share * unique.size)
+        if not 0 < held < unique.size:
+            raise ValueError(
+                f"n_samples={n_samples} in {unique.size} groups is too few: calibration_share="
+                f"{self.calibration_share} holds back {held} of them, and the interval needs at least one "
+                "group to calibrate on and one to fit on"
+            )
+        chosen = np.random.default_rng(self.random_state).choice(unique, held, replace=False)
+        return np.isin(groups, chosen)
+
+    def _resolve_target(self, y: np.ndarray) -> str:
+        zero = np.mean(y == 0)
+        if self.target == "auto":
+            return "two_part" if ZERO_HEAVY <= zero < 1 else "squared_error"
+        if self.target == "two_part" and zero in (0, 1):
+            raise ValueError(
+                f"target='two_part' needs zero and non-zero labels; {zero:.0%} are zero (use 'auto' or 'squared_error')"
+            )
+        return self.target
 
     def _booster(self, kind: type = GradientBoostingRegressor, **loss: object) -> GradientBoostingRegressor:
         return kind(
@@ -97,56 +183,6 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         model.fit(self.imputer_.transform(rows), y)
         return Pipeline([("impute", self.imputer_), ("model", model)])
 
-    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> BankingCLVModel:
-        """Fit on feature rows X and labels y; `groups` (customer ids) keeps a customer's rows together
-        when a share of customers is held back to calibrate the interval."""
-        if self.target not in TARGETS:
-            raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-        X = np.asarray(X, np.float64)
-        y = np.asarray(y, np.float64)
-        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
-        self.target_ = self.target
-        if self.target == "auto":
-            self.target_ = "two_part" if np.mean(y == 0) >= ZERO_HEAVY else "squared_error"
-        if self.target_ == "two_part" and np.all(y != 0):
-            raise ValueError("target='two_part' needs some zero labels; none are zero (use 'auto' or 'squared_error')")
-        has_ledger = not np.isnan(X[:, LEDGER_COLUMNS]).all()
-        rng = np.random.default_rng(self.random_state)
-        unique = np.unique(groups)
-        held = rng.choice(unique, round(self.calibration_share * unique.size), replace=False)
-        calibrate = np.isin(groups, held)
-        if self.ledger_dropout and has_ledger:
-            X_fit, y_fit, calibrate_fit = (
-                np.vstack([X, without_ledger(X)]),
-                np.concatenate([y, y]),
-                np.tile(calibrate, 2),
-            )
-        else:
-            X_fit, y_fit, calibrate_fit = X, y, calibrate
-
-        self.imputer_ = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True).fit(X_fit)
-        alpha = (1 - self.interval_level) / 2
-        proper, y_proper = X_fit[~calibrate_fit], y_fit[~calibrate_fit]
-        # scikit-learn builds trees without the GIL: the quantile boosters fit beside the point model
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            quantiles = [
-                pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
-                for a in (alpha, 1 - alpha)
-            ]
-            self.point_, self.size_ = self._fit_point(X_fit, y_fit)
-            self.quantiles_ = tuple(future.result() for future in quantiles)
-        self.n_features_in_ = X.shape[1]
-        self.scale_ = float(max(np.median(np.abs(y)), 1.0))
-        self._compile()
-        # conformal correction, apart for rows with and without a ledger (CQR, Romano et al. 2019)
-        self.margin_ = {}
-        for name, rows in (("ledger", X[calibrate]), ("no_ledger", without_ledger(X[calibrate]))):
-            _, lo, hi, _ = self._outputs(rows, contributions=False, conformal=False)
-            scores = np.maximum(lo - y[calibrate], y[calibrate] - hi)
-            level = min(1.0, np.ceil((scores.size + 1) * self.interval_level) / scores.size)
-            self.margin_[name] = float(np.quantile(scores, level, method="higher"))
-        return self
-
     def _fit_point(self, X: np.ndarray, y: np.ndarray) -> tuple[Pipeline, Pipeline | None]:
         """The point model, and for the two-part target the size model beside it."""
         if self.target_ == "squared_error":
@@ -157,6 +193,17 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return self._pipeline(self._booster(GradientBoostingClassifier), X, nonzero), self._pipeline(
             self._booster(), X[nonzero], y[nonzero]
         )
+
+    def _conformal_margins(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """CQR (Romano et al. 2019) on the held-back rows, apart for rows with and without a ledger."""
+        rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
+        margin = {}
+        for name, part in rows.items():
+            _, lo, hi, _ = self._outputs(part, contributions=False, conformal=False)
+            scores = np.maximum(lo - y, y - hi)
+            level = min(1.0, np.ceil((scores.size + 1) * self.interval_level) / scores.size)
+            margin[name] = float(np.quantile(scores, level, method="higher"))
+        return margin
 
     def _compile(self) -> None:
         ensembles = [self.point_[-1], self.quantiles_[0][-1], self.quantiles_[1][-1]]
@@ -177,16 +224,31 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
         if "point_" in state:
-            self.__dict__.setdefault("target_", self.target)  # saved before target_ existed
             self._compile()
+
+    # ---- predict ----------------------------------------------------------------------------------
+
+    def _validated(self, X) -> np.ndarray:
+        """X as float64 rows of the fitted width and names: the one check per public call."""
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
+        if names is not None and isinstance(X, pd.DataFrame) and list(X.columns) == list(names):
+            # the columns fit saw, in its order: scikit-learn's array checks on the values, without its
+            # per-column DataFrame inspection (half a millisecond a call, which a served request would pay)
+            values = X.to_numpy()
+            if values.dtype == np.float64:
+                return check_array(values, ensure_all_finite="allow-nan")
+        return validate_data(self, X, reset=False, dtype=np.float64, ensure_all_finite="allow-nan")
+
+    def _mask(self, X: np.ndarray) -> np.ndarray:
+        masked = X.copy()
+        masked[:, self.ledger_columns_] = np.nan
+        return masked
 
     def _outputs(
         self, X: np.ndarray, contributions: bool = True, conformal: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Point, interval low and high, and per-feature contributions to the point, for rows X."""
-        X = np.asarray(X, np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"expected rows of {self.n_features_in_} features, got shape {X.shape}")
+        """Point, interval low and high, and per-feature contributions to the point, for validated rows X."""
         forest = self.forest_
         raw, contrib = forest.evaluate(X, contributions)
         if self.target_ == "squared_error":
@@ -202,26 +264,26 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
                 contrib = _rescale(contrib, forest.bias, raw[:, 3], forest.bias, point)
         lo, hi = np.minimum(raw[:, 1], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 2])
         if conformal:
-            has_ledger = ~np.isnan(X[:, LEDGER_COLUMNS]).all(axis=1)
-            margin = np.where(has_ledger, self.margin_["ledger"], self.margin_["no_ledger"])
+            if self.ledger_columns_.size:
+                has_ledger = ~np.isnan(X[:, self.ledger_columns_]).all(axis=1)
+                margin = np.where(has_ledger, self.margin_["ledger"], self.margin_["no_ledger"])
+            else:
+                margin = self.margin_["all"]
             # widen the band the margin was calibrated on (in fit): the quantile band stretched to hold the point
             lo, hi = np.minimum(lo, point) - margin, np.maximum(hi, point) + margin
         return point, np.minimum(lo, point), np.maximum(hi, point), contrib
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        check_is_fitted(self)
-        return self._outputs(X, contributions=False)[0]
+    def predict(self, X) -> np.ndarray:
+        return self._outputs(self._validated(X), contributions=False)[0]
 
-    def predict_interval(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Low and high ends of the `interval_level` prediction interval."""
-        check_is_fitted(self)
-        _, lo, hi, _ = self._outputs(X, contributions=False)
+        _, lo, hi, _ = self._outputs(self._validated(X), contributions=False)
         return lo, hi
 
-    def predict_all(self, X: np.ndarray, contributions: bool = True) -> dict[str, np.ndarray]:
+    def predict_all(self, X, contributions: bool = True) -> dict[str, np.ndarray | None]:
         """Everything a served prediction needs in one pass: point, interval, confidence, contributions."""
-        check_is_fitted(self)
-        point, lo, hi, contrib = self._outputs(X, contributions)
+        point, lo, hi, contrib = self._outputs(self._validated(X), contributions)
         confidence = self.confidence(point, lo, hi)
         return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib}
 
@@ -230,12 +292,26 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         the prediction; `scale`, the median absolute training label, keeps values near zero meaningful."""
         return 1.0 / (1.0 + (high - low) / np.maximum(np.abs(point), self.scale_))
 
-    def explain(self, X: np.ndarray, top: int = 5) -> list[list[dict[str, float | str]]]:
+    def explain(self, X, top: int = 5) -> list[list[dict[str, float | str | None]]]:
         """Per row, the `top` features that move its prediction most from the average (bias), signed."""
+        X = self._validated(X)
+        contrib = self._outputs(X, conformal=False)[3]
+        names = getattr(self, "feature_names_in_", None)
+        if names is None:
+            names = [f"x{j}" for j in range(self.n_features_in_)]
+        return [top_drivers(X[i], contrib[i], top, names) for i in range(X.shape[0])]
+
+    def without_ledger(self, X):
+        """X (an array, or a DataFrame with its columns and index) with the fitted ledger columns missing:
+        the rows as a caller without a profit ledger sends them (the API's request)."""
         check_is_fitted(self)
-        X = np.asarray(X, np.float64)
-        contrib = self._outputs(X)[3]
-        return [top_drivers(X[i], contrib[i], top) for i in range(X.shape[0])]
+        if not hasattr(X, "columns"):
+            return self._mask(np.array(X, dtype=np.float64))
+        ledger = [str(self.feature_names_in_[j]) for j in self.ledger_columns_]  # fitted by name, so named
+        missing = [name for name in ledger if name not in X.columns]
+        if missing:
+            raise ValueError(f"X lacks the ledger columns {missing} the model was fitted with")
+        return X.assign(**dict.fromkeys(ledger, np.nan))
 
     @property
     def expected_value_(self) -> float:
@@ -250,15 +326,17 @@ def driver_order(contrib: np.ndarray, top: int) -> np.ndarray:
     return np.argsort(-np.abs(contrib), axis=-1, kind="stable")[..., :top]
 
 
-def top_drivers(x: np.ndarray, contrib: np.ndarray, top: int) -> list[dict[str, float | str]]:
-    order = driver_order(contrib, top)
+def top_drivers(
+    x: np.ndarray, contrib: np.ndarray, top: int, names: Sequence[str]
+) -> list[dict[str, float | str | None]]:
+    """The `top` drivers of one row: feature name (`names[j]` for column j), its value, its contribution."""
     return [
         {
-            "feature": FEATURE_NAMES[j],
+            "feature": str(names[j]),
             "value": None if np.isnan(x[j]) else float(x[j]),
             "contribution": round(float(contrib[j]), 2),
         }
-        for j in order
+        for j in driver_order(contrib, top)
     ]
 
 

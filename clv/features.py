@@ -7,6 +7,7 @@ only what was known at T (docs/protocol.md); a missing table or column gives NaN
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from clv import dates
 from clv.bank import ACQUISITION, CHANNEL_CODES, FAMILY_OF_TYPE, PRODUCT_CODES, REGIONS, TYPE_CODES, Bank, per_customer
@@ -79,7 +80,7 @@ def _months_between(start: np.ndarray, end: float) -> np.ndarray:
     return np.where(np.isnan(start), np.nan, months.astype(np.float64))
 
 
-def build_features(bank: Bank, as_of: int) -> np.ndarray:
+def build_features(bank: Bank, as_of: int) -> pd.DataFrame:
     """Feature rows (customers x FEATURE_NAMES, in the Bank's customer order) as of day `as_of`, from what
     was known on that day."""
     n = bank.size
@@ -107,7 +108,7 @@ def build_features(bank: Bank, as_of: int) -> np.ndarray:
     matrix = np.empty((n, len(FEATURE_NAMES)))
     for j, name in enumerate(FEATURE_NAMES):
         matrix[:, j] = f[name]
-    return matrix
+    return pd.DataFrame(matrix, columns=FEATURE_NAMES, copy=False)
 
 
 def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
