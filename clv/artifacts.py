@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -16,10 +17,11 @@ import joblib
 import numpy as np
 import pandas as pd
 import sklearn
+from pydantic import ValidationError
 
+from clv.card import ARTIFACT_FORMAT, ModelCard, ModelMetadata
 from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES
-from clv.io import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -33,20 +35,26 @@ class ModelArtifactError(RuntimeError):
     """A model folder is missing, incomplete or changed since it was written."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadedModel:
+    """A verified model with its metadata; the service swaps one for another whole, never field by field."""
+
     model: BankingCLVModel
-    metadata: dict
+    metadata: ModelMetadata
     path: Path
 
     @property
     def version(self) -> str:
-        return self.metadata["version"]
+        return self.metadata.version
 
     @property
     def default_as_of(self) -> dt.date:
         """The last date of the data the model was trained on: what a request is scored as of by default."""
-        return dt.date.fromisoformat(self.metadata["data_last_date"])
+        return self.metadata.data_last_date
+
+    @functools.cached_property
+    def card(self) -> ModelCard:
+        return ModelCard.of(self.metadata, self.model.scale_)
 
 
 def library_versions() -> dict[str, str]:
@@ -87,21 +95,19 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], model_d
     staging.mkdir()
     try:
         # what this save knows wins over the caller's keys: a re-saved model gets its own version
-        metadata = {
-            **metadata,
-            "version": version,
-            "trained_at": now.isoformat(timespec="seconds"),
-            "libraries": library_versions(),
-            "feature_names": list(FEATURE_NAMES),
-        }
+        feature_names = [str(name) for name in model.feature_names_in_]
+        typed = ModelMetadata.model_validate({
+            **metadata, "format": ARTIFACT_FORMAT, "version": version, "trained_at": now.replace(microsecond=0),
+            "libraries": library_versions(), "feature_names": feature_names,
+        })  # fmt: skip
         joblib.dump(model, staging / "model.joblib", compress=3)
-        joblib.dump(list(FEATURE_NAMES), staging / "feature_names.joblib")
+        joblib.dump(feature_names, staging / "feature_names.joblib")
         joblib.dump(importance, staging / "feature_importance.joblib")
-        write_json(metadata, staging / "metadata.json")
+        (staging / "metadata.json").write_text(typed.model_dump_json(indent=2) + "\n")
         manifest = {
             name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES
         }
-        write_json(manifest, staging / MANIFEST)
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         os.replace(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -121,8 +127,8 @@ def point_latest(model_dir: Path, folder: str) -> None:
     os.replace(tmp, link)
 
 
-def verify(path: Path) -> dict:
-    """Check every file against the manifest; return the metadata."""
+def verify(path: Path) -> ModelMetadata:
+    """Check every file against the manifest, the layout's format and the feature names; return the metadata."""
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise ModelArtifactError(f"{path}: no {MANIFEST}; the version is incomplete, train again")
@@ -143,7 +149,29 @@ def verify(path: Path) -> dict:
             )
         if sha256(file) != listed[name][1]:
             raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
-    return json.loads((path / "metadata.json").read_text())
+    return read_metadata(path)
+
+
+def read_metadata(path: Path) -> ModelMetadata:
+    """metadata.json of a version, refused when another version of this code wrote it."""
+    text = (path / "metadata.json").read_text()
+    saved = json.loads(text).get("format", 1)
+    if saved != ARTIFACT_FORMAT:
+        raise ModelArtifactError(
+            f"{path}: saved in model format {saved}, this code reads format {ARTIFACT_FORMAT}; "
+            "retrain with `python model.py train`"
+        )
+    try:
+        metadata = ModelMetadata.model_validate_json(text)
+    except ValidationError as exc:
+        raise ModelArtifactError(f"{path / 'metadata.json'}: not this code's metadata ({exc.error_count()} "
+                                 "fields differ); retrain with `python model.py train`") from exc  # fmt: skip
+    if metadata.feature_names != list(FEATURE_NAMES):
+        differ = sorted(set(metadata.feature_names) ^ set(FEATURE_NAMES))[:3] or ["their order"]
+        raise ModelArtifactError(
+            f"{path}: its features differ from this code's ({', '.join(differ)}); retrain with `python model.py train`"
+        )
+    return metadata
 
 
 def has_latest(model_dir: Path) -> bool:
@@ -169,7 +197,7 @@ def resolve(model_dir: Path, version: str | None = None) -> Path:
 def load(model_dir: Path, version: str | None = None) -> LoadedModel:
     path = resolve(model_dir, version)
     metadata = verify(path)
-    saved = metadata.get("libraries", {})
+    saved = metadata.libraries
     for name, current in library_versions().items():
         if saved.get(name) not in (None, current):
             logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import numbers
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 
 class Region(StrEnum):
@@ -84,6 +86,7 @@ MAX_PRODUCTS = 50
 MAX_TRANSACTIONS = 10_000
 MAX_BATCH = 1_000
 MAX_LEDGER_MONTHS = 120
+MAX_ID = 2**53 - 1  # the largest integer a JSON client (JavaScript's number) holds exactly
 
 # The original system's README request: it must keep working unchanged (tests, benchmarks, /docs).
 EXAMPLE = {
@@ -164,12 +167,36 @@ REQUIRED_TABLES = ("transactions",)
 # ---- pydantic models: the API's body, and the rows the generator writes ----------------------
 
 
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?)?")
+
+
+def _iso_text(value: object) -> object:
+    """Only ISO text (or a date object): pydantic would also read a number, or digits, as a Unix time."""
+    if isinstance(value, dt.date) or (isinstance(value, str) and ISO_DATE.fullmatch(value)):
+        return value
+    raise ValueError("must be an ISO date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM:SS, offset optional)")
+
+
 def _as_date(value: dt.date | dt.datetime) -> dt.date:
     """Dates arrive as ISO dates or datetimes, naive or with an offset; the calendar date written counts."""
     return value.date() if isinstance(value, dt.datetime) else value
 
 
-DateLike = Annotated[dt.datetime | dt.date, AfterValidator(_as_date)]
+# A date (YYYY-MM-DD) or a date and time, the offset optional: one of the two string formats, never both.
+DATE_SCHEMA = {
+    "oneOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
+    "description": "An ISO date (YYYY-MM-DD) or date and time; the calendar date written counts.",
+}
+DateLike = Annotated[
+    dt.datetime | dt.date, BeforeValidator(_iso_text), AfterValidator(_as_date), WithJsonSchema(DATE_SCHEMA)
+]
+
+
+def _a_number(value: object) -> object:
+    """Only numbers: pydantic would also read true as 1, or a string of digits as its number."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError("must be a number")
+    return value
 
 
 def _finite(value: float) -> float:
@@ -178,8 +205,11 @@ def _finite(value: float) -> float:
     return value
 
 
-Money = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT), AfterValidator(_finite)]
-PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT), AfterValidator(_finite)]
+NUMBER_ONLY = BeforeValidator(_a_number)  # after the bounds in an Annotated, so that the document shows them
+Money = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT), NUMBER_ONLY, AfterValidator(_finite)]
+PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT), NUMBER_ONLY, AfterValidator(_finite)]
+# a calendar month, YYYY-MM, from year 0001 (the first a date can hold)
+MONTH_PATTERN = r"^(000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})-(0[1-9]|1[0-2])$"
 
 
 class _Strict(BaseModel):
@@ -195,7 +225,7 @@ class ProductIn(_Strict):
     status: ProductStatus = ProductStatus.ACTIVE
     end_date: DateLike | None = None
     credit_limit: PositiveMoney | None = None
-    interest_rate: Annotated[float, Field(ge=-100, le=100)] | None = None
+    interest_rate: Annotated[float, Field(ge=-100, le=100), NUMBER_ONLY] | None = None
 
 
 class TransactionIn(_Strict):
@@ -208,7 +238,7 @@ class TransactionIn(_Strict):
 class LedgerMonthIn(_Strict):
     """One month of the customer's profit ledger (customer_metrics.csv), when the caller has it."""
 
-    month: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", examples=["2024-12"])]
+    month: Annotated[str, Field(pattern=MONTH_PATTERN, examples=["2024-12"])]
     net_margin: Money
     deposits_balance: PositiveMoney | None = None
     cards_balance: PositiveMoney | None = None
@@ -225,58 +255,30 @@ class CustomerIn(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
-    customer_id: Annotated[int, Field(ge=0, le=2**62)]
-    age: Annotated[float, Field(ge=18, le=120)]
-    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT)]
-    credit_score: Annotated[float, Field(ge=300, le=850)]
-    tenure_months: Annotated[float, Field(ge=0, le=1200)]
+    customer_id: Annotated[int, Field(ge=0, le=MAX_ID), NUMBER_ONLY]  # 1.0 is whole, as JSON Schema's integer says
+    age: Annotated[float, Field(ge=18, le=120), NUMBER_ONLY]
+    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT), NUMBER_ONLY]
+    credit_score: Annotated[float, Field(ge=300, le=850), NUMBER_ONLY]
+    tenure_months: Annotated[float, Field(ge=0, le=1200), NUMBER_ONLY]
     region: Region
     acquisition_channel: AcquisitionChannel
-    products: Annotated[list[ProductIn], Field(max_length=MAX_PRODUCTS)] = []
-    transactions: Annotated[list[TransactionIn], Field(max_length=MAX_TRANSACTIONS)] = []
-    ledger: Annotated[list[LedgerMonthIn], Field(max_length=MAX_LEDGER_MONTHS)] = []
+    # null is accepted, and documented, as no items
+    products: Annotated[list[ProductIn], Field(max_length=MAX_PRODUCTS)] | None = []
+    transactions: Annotated[list[TransactionIn], Field(max_length=MAX_TRANSACTIONS)] | None = []
+    ledger: Annotated[list[LedgerMonthIn], Field(max_length=MAX_LEDGER_MONTHS)] | None = []
     join_date: DateLike | None = Field(default=None, description="When known, tenure is counted from it.")
     as_of: DateLike | None = Field(
         default=None, description="Date to score as of; default: the last date of the model's data."
     )
 
-    @field_validator("products", "transactions", "ledger", mode="before")
+    @field_validator("products", "transactions", "ledger")
     @classmethod
-    def _null_is_empty(cls, value: object) -> object:
+    def _null_is_empty(cls, value: list | None) -> list:
         return [] if value is None else value
 
 
 class BatchIn(_Strict):
     customers: Annotated[list[CustomerIn], Field(min_length=1, max_length=MAX_BATCH)]
-
-
-class Interval(BaseModel):
-    low: float
-    high: float
-    level: float
-
-
-class Driver(BaseModel):
-    feature: str
-    value: float | None
-    contribution: float
-
-
-class PredictionOut(BaseModel):
-    customer_id: int
-    predicted_clv: float = Field(description="Discounted net margin over the next horizon_months.")
-    clv_interval: Interval
-    confidence_score: float = Field(ge=0, le=1, description="1 / (1 + interval width / max(|prediction|, scale)).")
-    horizon_months: int
-    as_of: dt.date
-    drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
-    drivers_base: float = Field(description="The average prediction the drivers start from.")
-    model_version: str
-    prediction_timestamp: dt.datetime
-
-
-class BatchOut(BaseModel):
-    predictions: list[PredictionOut]
 
 
 class CustomerRecord(_Strict):
@@ -313,7 +315,7 @@ class LedgerRecord(_Strict):
     """A row of customer_metrics.csv: one customer's profit in one calendar month."""
 
     customer_id: Annotated[int, Field(ge=1)]
-    month: Annotated[str, Field(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+    month: Annotated[str, Field(pattern=MONTH_PATTERN)]
     deposits_balance: PositiveMoney
     cards_balance: PositiveMoney
     loans_balance: PositiveMoney

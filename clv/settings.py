@@ -4,23 +4,69 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("data")
+
+
+class SettingsError(ValueError):
+    """A CLV_* variable with a value that cannot be used; the message names the variable."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLV_", protected_namespaces=())
 
-    data_dir: Path = Path("data")
+    data_dir: Path = DEFAULT_DATA_DIR
     model_dir: Path = Path("models")
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="server processes")
     rate_limit: str = "120/minute"
+    rate_limit_storage: str = Field("memory://", description="memory:// per process, or redis://host:port shared")
     cors_origins: str = ""  # comma-separated; empty keeps CORS closed
     log_file: Path = Path("api.log")
-    max_body_bytes: int = 2 * 1024 * 1024
-    train_on_start: bool = True  # train a model at start-up when there is none
-    first_run_customers: int = 10_000
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    train_on_start: bool = True  # with no model: train one at start (and generate a demo bank for data/ only)
+    first_run_customers: int = Field(10_000, ge=100)
+    reload_seconds: float = Field(10.0, gt=0, description="how often the service looks for a new latest model")
+    drift_window: int = Field(2_000, ge=50, description="recent request feature rows kept for the drift metrics")
+    dask_scheduler: str | None = Field(None, description="tcp://host:8786 of a Dask cluster; none: a local one")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate limit such as '120/minute'") from None
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _a_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(f"{value!r} is not memory:// or a redis:// address")
+        return value
 
     @property
     def cors_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def demo_data(self) -> bool:
+        """The default data folder: the only one the first run may fill with a generated bank."""
+        return self.data_dir == DEFAULT_DATA_DIR
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment; a bad CLV_* value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = f"CLV_{str(error['loc'][0]).upper()}" if error["loc"] else "CLV_*"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{name}={error.get('input')!r}: {message}") from None

@@ -1,0 +1,127 @@
+"""The model's metadata and its card, typed: what training measured and saved, what `/model` shows.
+
+`ModelMetadata` is `metadata.json` in a model's folder; `ModelCard` is the part of it that the service
+shows at `/model` and the page draws. A metric that cannot be computed (a total error over a zero sum)
+is None, never NaN, so that every document is valid JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Version of the saved model's layout: a model saved in another layout is refused at load, with the
+# advice to retrain, instead of being read into the wrong places.
+ARTIFACT_FORMAT = 2
+CONFIDENCE_DEFINITION = "1 / (1 + (high - low) / max(|predicted|, scale))"
+
+
+class _Card(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class MetricSet(_Card):
+    """The held-out metrics of one set of predictions (docs/metrics.md)."""
+
+    normalized_gini: float | None
+    spearman: float | None
+    decile_mape: float | None
+    total_error: float | None
+    mae: float | None
+    rmse: float | None
+    r2: float | None
+    interval_coverage: float | None = None
+    oracle_ratio: float | None = None
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _nan_is_none(cls, value: object) -> object:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class Metrics(_Card):
+    model: MetricSet
+    model_without_ledger: MetricSet
+    baseline_last12: MetricSet
+    baseline_mean: MetricSet
+    oracle: MetricSet | None = Field(None, description="Present when the data carries its oracle for the cutoff.")
+
+
+class Decile(_Card):
+    decile: int
+    customers: int
+    mean_predicted: float
+    mean_actual: float
+
+
+class Importance(_Card):
+    feature: str
+    importance: float = Field(description="Drop in R² on held-out customers when the feature is shuffled.")
+    std: float
+
+
+class RowCounts(_Card):
+    train: int
+    test: int
+    cutoffs: list[dt.date]
+
+
+class Evaluation(_Card):
+    """Held-out metrics of a model against the baselines and (when known) the oracle."""
+
+    metrics: Metrics
+    deciles: list[Decile]
+    test_customers: int
+    train_mean: float
+
+
+class ModelMetadata(Evaluation):
+    """metadata.json: how a model was trained, on what, and how well it did."""
+
+    format: int
+    version: str
+    trained_at: dt.datetime
+    data_dir: str
+    data_fingerprint: str
+    data_last_date: dt.date
+    cutoff: dt.date
+    horizon_months: int
+    discount_rate: float
+    seed: int
+    interval_level: float
+    params: dict[str, Any]
+    importance: list[Importance]
+    rows: RowCounts
+    seconds: float
+    libraries: dict[str, str]
+    feature_names: list[str]
+
+
+class ModelCard(_Card):
+    """What `/model` shows: data, cutoff, held-out metrics against the baselines, deciles, importance."""
+
+    version: str
+    trained_at: dt.datetime
+    data_dir: str
+    data_last_date: dt.date
+    cutoff: dt.date
+    horizon_months: int
+    discount_rate: float
+    interval_level: float
+    metrics: Metrics
+    deciles: list[Decile]
+    importance: list[Importance] = Field(description="The 15 most important features, most important first.")
+    rows: RowCounts
+    libraries: dict[str, str]
+    params: dict[str, Any]
+    seconds: float
+    confidence_definition: str = CONFIDENCE_DEFINITION
+    confidence_scale: float = Field(description="The median absolute training label: the `scale` of the definition.")
+
+    @classmethod
+    def of(cls, metadata: ModelMetadata, confidence_scale: float) -> ModelCard:
+        shown = metadata.model_dump(include=set(cls.model_fields) - {"importance"})
+        return cls(**shown, importance=metadata.importance[:15], confidence_scale=confidence_scale)

@@ -1,0 +1,70 @@
+"""What the service answers, typed: predictions, health, and the shape of every refusal."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class Interval(BaseModel):
+    low: float
+    high: float
+    level: float = Field(description="Nominal coverage of the interval, e.g. 0.8.")
+
+
+class Driver(BaseModel):
+    feature: str
+    value: float | None = Field(description="The customer's value of the feature; null when unknown.")
+    contribution: float = Field(description="How much the feature moves this prediction from drivers_base.")
+
+
+class PredictionOut(BaseModel):
+    customer_id: int
+    predicted_clv: float = Field(description="Discounted net margin over the next horizon_months.")
+    clv_interval: Interval
+    confidence_score: float = Field(ge=0, le=1, description="1 / (1 + interval width / max(|prediction|, scale)).")
+    horizon_months: int
+    as_of: dt.date
+    drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
+    drivers_base: float = Field(description="The average prediction the drivers start from.")
+    model_version: str
+    prediction_timestamp: dt.datetime
+
+
+class BatchOut(BaseModel):
+    predictions: list[PredictionOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_version: str
+    trained_at: dt.datetime
+    uptime_seconds: float
+
+
+class Unavailable(BaseModel):
+    """No model serves: why, and what to do about it."""
+
+    status: Literal["unavailable"]
+    reason: str
+
+
+class Problem(BaseModel):
+    """A refusal that is not about one field: 413, 429, 503, 500."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="Where the error is, as FastAPI names it: ['body', 'age'].")
+    field: str = Field(description="The same place as a path: customers[3].age; 'body' for the body as a whole.")
+    msg: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """422: every field that is wrong, named, without echoing the input."""
+
+    detail: list[FieldError]
