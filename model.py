@@ -10,13 +10,15 @@ from pathlib import Path
 
 from clv import artifacts
 from clv.artifacts import ModelArtifactError
+from clv.bank import load_bank
 from clv.cli import OneLineParser, OptionError, parse_date
 from clv.contract import DataContractError
 from clv.estimator import BankingCLVModel
 from clv.io import atomic_path
+from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
 from clv.scoring import score_bank
-from clv.settings import Settings
-from clv.training import evaluate_saved, load_bank, train_and_save
+from clv.settings import Settings, SettingsError, load_settings
+from clv.training import evaluate_saved, train_and_save
 
 __all__ = ["BankingCLVModel", "main", "train_and_save"]
 
@@ -31,12 +33,13 @@ def metrics_table(metrics: dict) -> str:
         if not values:
             lines.append(f"{name:18s}" + f"{'(no oracle_clv.csv for this cutoff)':>36s}")
             continue
-        cells = "".join(f"{values[c]:>18.3f}" if c in values else f"{'':>18s}" for c in METRIC_COLUMNS)
+        cells = "".join(f"{values[c]:>18.3f}" if values.get(c) is not None else f"{'':>18s}" for c in METRIC_COLUMNS)
         lines.append(f"{name:18s}{cells}")
     return "\n".join(lines)
 
 
 def print_report(meta: dict, as_json: bool) -> None:
+    """The metrics table and the deciles of a report (`evaluate`'s, or a model's metadata as JSON)."""
     if as_json:
         print(json.dumps({k: meta[k] for k in ("metrics", "deciles") if k in meta} | {"cutoff": meta.get("cutoff")}))
         return
@@ -50,8 +53,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     path, meta = train_and_save(
         args.data_dir, args.model_dir, args.cutoff, args.horizon_months, args.discount_rate, args.seed
     )
-    print(f"model {meta['version']} saved to {path} (cutoff {meta['cutoff']}, {meta['seconds']} s)")
-    print_report(meta, as_json=False)
+    print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
+    print_report(meta.model_dump(mode="json"), as_json=False)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -91,56 +94,74 @@ def cmd_promote(args: argparse.Namespace) -> None:
     print(f"{path.name} is now latest")
 
 
-def parser() -> argparse.ArgumentParser:
-    settings = Settings()
-    top = OneLineParser(prog="model.py", description=__doc__)
-    sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-
-    def common(p: argparse.ArgumentParser, data: bool = True) -> None:
-        if data:
-            p.add_argument(
-                "--data-dir", type=Path, default=settings.data_dir, help=f"data folder (default {settings.data_dir})"
-            )
+def add_folders(p: argparse.ArgumentParser, settings: Settings, data: bool = True) -> None:
+    if data:
         p.add_argument(
-            "--model-dir", type=Path, default=settings.model_dir, help=f"models folder (default {settings.model_dir})"
+            "--data-dir", type=Path, default=settings.data_dir, help=f"data folder (default {settings.data_dir})"
         )
+    p.add_argument(
+        "--model-dir", type=Path, default=settings.model_dir, help=f"models folder (default {settings.model_dir})"
+    )
 
+
+def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("train", help="train on a folder, evaluate on held-out customers, save a new version")
-    common(p)
+    add_folders(p, settings)
     p.add_argument("--cutoff", type=parse_date, help="as-of date of the features (default: last month end - horizon)")
-    p.add_argument("--horizon-months", type=int, default=12, help="months of future value (default 12)")
-    p.add_argument("--discount-rate", type=float, default=0.10, help="annual discount rate (default 0.10)")
+    p.add_argument(
+        "--horizon-months", type=int, default=HORIZON_MONTHS, help=f"months of future value (default {HORIZON_MONTHS})"
+    )
+    p.add_argument(
+        "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     p.set_defaults(run=cmd_train)
 
+
+def add_evaluate(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("evaluate", help="held-out metrics of a saved model against the baselines")
-    common(p)
+    add_folders(p, settings)
     p.add_argument("--version", help="version to evaluate (default latest)")
     p.add_argument("--cutoff", type=parse_date, help="as-of date (default: the model's cutoff)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=cmd_evaluate)
 
+
+def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("score", help="score every customer of a folder as of a date into a CSV")
-    common(p)
+    add_folders(p, settings)
     p.add_argument("--version", help="version to use (default latest)")
     p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
     p.add_argument("--output", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)")
     p.set_defaults(run=cmd_score)
 
-    p = sub.add_parser("list", help="saved versions with their headline metrics")
-    common(p, data=False)
-    p.set_defaults(run=cmd_list)
 
+def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("list", help="saved versions with their headline metrics")
+    add_folders(p, settings, data=False)
+    p.set_defaults(run=cmd_list)
     p = sub.add_parser("promote", help="make an older version latest (rollback)")
-    common(p, data=False)
+    add_folders(p, settings, data=False)
     p.add_argument("version", help="version timestamp or folder name")
     p.set_defaults(run=cmd_promote)
+
+
+def parser(settings: Settings) -> argparse.ArgumentParser:
+    top = OneLineParser(prog="model.py", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    for add in (add_train, add_evaluate, add_score, add_versions):
+        add(sub, settings)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    args = parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"model.py: error: {exc}", file=sys.stderr)
+        return 2
+    args = parser(settings).parse_args(argv)
     try:
         if getattr(args, "horizon_months", 12) < 1:
             raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")

@@ -1,4 +1,4 @@
-"""Score a whole bank as of a date: one row per customer who had joined by then."""
+"""Score a bank as of a date: one row per customer who had joined by then, with interval and drivers."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ GONE = "no open product"
 
 def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
     """Predictions, 80% interval, confidence and the top drivers. Customers who had closed every product
-    by the as-of date bring nothing after (DOMAIN.md) and get 0 with driver 'no open product'."""
+    by the as-of date bring nothing after (docs/domain.md) and get 0 with driver 'no open product'."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
     out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
@@ -39,7 +39,7 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
     return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
 
 
-def predict_rows(model: BankingCLVModel, X: np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
+def predict_rows(model: BankingCLVModel, X: pd.DataFrame, gone: np.ndarray) -> dict[str, np.ndarray]:
     """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers."""
     out = model.predict_all(X)
     if gone.any():
