@@ -43,16 +43,28 @@ def model_dir(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def six_month_model(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model of the small bank for a horizon of 6 months at 5% a year."""
+    out = tmp_path_factory.mktemp("six_months")
+    train_and_save(bank_dir, out, horizon_months=6, discount_rate=0.05)
+    return out
+
+
+@pytest.fixture(scope="session")
 def loaded(model_dir: Path) -> artifacts.LoadedModel:
     return artifacts.load(model_dir)
 
 
-@pytest.fixture
-def settings(bank_dir: Path, model_dir: Path, tmp_path: Path) -> Settings:
-    return Settings(data_dir=bank_dir, model_dir=model_dir, log_file=tmp_path / "api.log", rate_limit="100000/minute")
+@pytest.fixture(scope="session")
+def settings(bank_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The service's settings for the small model: its own log file, a rate limit no test reaches."""
+    log_file = tmp_path_factory.mktemp("log") / "api.log"
+    return Settings(data_dir=bank_dir, model_dir=model_dir, log_file=log_file, rate_limit="100000/minute")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(settings: Settings) -> Iterator[TestClient]:
+    """One app and client for a test module (the app's lifespan runs once): for tests that only send
+    requests. A test that needs other settings or its own state makes its own app."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client

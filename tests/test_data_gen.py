@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -129,13 +130,17 @@ def test_csv_header_is_the_schema_contract(bank: tuple[generator.Config, Path], 
 
 @pytest.mark.parametrize("name", TABLE_NAMES)
 def test_every_row_validates_against_its_record_model(bank: tuple[generator.Config, Path], name: str) -> None:
-    # read as text so that each field is validated as written; an empty field is a missing value
+    # read as text so that each field is validated as written (a number as a JSON client would send its text);
+    # an empty field is a missing value
     frame = pd.read_csv(bank[1] / f"{name}.csv", dtype=str, keep_default_na=False)
     assert len(frame) > 0
     model = RECORDS[name]
     nullable = {column.name for column in TABLES[name] if column.nullable}
+    numeric = {column.name for column in TABLES[name] if column.kind in ("int", "float")}
     for i, row in enumerate(frame.to_dict("records")):
-        row = {key: None if value == "" else value for key, value in row.items()}
+        row = {
+            key: None if value == "" else json.loads(value) if key in numeric else value for key, value in row.items()
+        }
         missing = [key for key, value in row.items() if value is None and key not in nullable]
         assert not missing, f"{name}.csv row {i + 1}: empty {missing}"
         try:

@@ -36,9 +36,9 @@ def bank_of(tables: dict[str, pd.DataFrame], ledger: bool = True) -> Bank:
 
 def rows_by_id(bank: Bank, as_of: dt.date, ids: np.ndarray) -> np.ndarray:
     """The feature rows of customers `ids`, in that order."""
-    matrix = build_features(bank, dates.to_day(as_of))
+    frame = build_features(bank, dates.to_day(as_of))
     position = pd.Series(np.arange(bank.size), index=bank.customer_id)
-    return matrix[position.loc[ids].to_numpy()]
+    return frame.to_numpy()[position.loc[ids].to_numpy()]
 
 
 def assert_same_features(expected: np.ndarray, actual: np.ndarray) -> None:
@@ -143,10 +143,11 @@ def test_missing_tables_give_missing_values_not_crashes(tables: dict[str, pd.Dat
     bare = bank_from_frames(None, tables["transactions"][["customer_id", "transaction_date", "amount"]])
     X = build_features(bare, bare.last_day())
     assert X.shape == (bare.size, len(FEATURE_NAMES))
+    assert list(X.columns) == list(FEATURE_NAMES)
     for name in ("age", "open_products", "deposits_balance", *LEDGER_FEATURES, "branch_share_365d"):
-        assert np.isnan(X[:, FEATURE_NAMES.index(name)]).all(), name
-    assert (X[:, FEATURE_NAMES.index("txn_count_365d")] > 0).any()
-    assert (X[:, FEATURE_NAMES.index("tenure_months")] >= 0).all()
+        assert X[name].isna().all(), name
+    assert (X["txn_count_365d"] > 0).any()
+    assert (X["tenure_months"] >= 0).all()
 
 
 # ---- the label --------------------------------------------------------------------------------------
@@ -262,5 +263,7 @@ def test_a_request_gives_the_row_of_the_same_customer_in_the_tables(tables: dict
     ids = ids[pd.Series(joined(table_bank, day), index=table_bank.customer_id).loc[ids].to_numpy()]
     assert ids.size >= 12
     expected = rows_by_id(table_bank, as_of, ids)
-    served = np.vstack([build_features(bank_from_request(request_of(tables, int(i), as_of), day), day) for i in ids])
+    served = np.vstack(
+        [build_features(bank_from_request(request_of(tables, int(i), as_of), day), day).to_numpy() for i in ids]
+    )
     assert_same_features(expected, served)

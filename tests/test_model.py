@@ -1,5 +1,5 @@
-"""BankingCLVModel: scikit-learn manners, a compiled forest equal to scikit-learn, drivers that add up,
-versioned artifacts that refuse tampering, the real CLI, and a model that beats the naive answer."""
+"""The trained model on the small bank: the served model equals scikit-learn, versioned artifacts that refuse
+tampering and other versions' models, the real CLI, and a model that beats the naive answer."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
-from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 
 from clv import artifacts, dates, metrics
 from clv.artifacts import ModelArtifactError
 from clv.bank import load_bank
-from clv.estimator import LEDGER_COLUMNS, BankingCLVModel, without_ledger
-from clv.features import FEATURE_NAMES
+from clv.estimator import BankingCLVModel
+from clv.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
 from clv.trees import ROW_WALK_LIMIT
 from tests.conftest import ROOT
@@ -33,75 +32,30 @@ METRIC_KEYS = {"normalized_gini", "spearman", "decile_mape", "total_error", "mae
 @pytest.fixture(scope="module")
 def rows(bank_dir: Path, loaded: artifacts.LoadedModel) -> Rows:
     """Every eligible customer of the small bank as of the model's cutoff."""
-    cutoff = dt.date.fromisoformat(loaded.metadata["cutoff"])
-    return rows_at(load_bank(bank_dir), [cutoff], loaded.metadata["horizon_months"], loaded.metadata["discount_rate"])
+    meta = loaded.metadata
+    return rows_at(load_bank(bank_dir), [meta.cutoff], meta.horizon_months, meta.discount_rate)
 
 
-@pytest.fixture(scope="module")
-def small_models(rows: Rows) -> dict[str, BankingCLVModel]:
-    """A few quick models, one per target, on the rows of the cutoff. The ledger bank has no zero label,
-    so the two-part model learns from labels whose smallest fifth is set to zero."""
-    small = np.abs(rows.y) < np.quantile(np.abs(rows.y), 0.2)
-    labels = {"squared_error": rows.y, "log": rows.y, "two_part": np.where(small, 0.0, rows.y)}
-    return {
-        target: BankingCLVModel(target=target, n_estimators=30).fit(rows.X, y, groups=rows.customer_id)
-        for target, y in labels.items()
-    }
-
-
-def with_gaps(X: np.ndarray, share: float = 0.2) -> np.ndarray:
+def with_gaps(X: pd.DataFrame, share: float = 0.2) -> pd.DataFrame:
     """X with a random share of its cells missing."""
-    gaps = X.copy()
-    gaps[np.random.default_rng(3).random(X.shape) < share] = np.nan
-    return gaps
+    return X.mask(np.random.default_rng(3).random(X.shape) < share)
 
 
-VARIANTS = {"as_built": lambda X: X, "without_ledger": without_ledger, "with_gaps": with_gaps}
+VARIANTS = {
+    "as_built": lambda model, X: X,
+    "without_ledger": lambda model, X: model.without_ledger(X),
+    "with_gaps": lambda model, X: with_gaps(X),
+}
 
 
-def sklearn_point(model: BankingCLVModel, X: np.ndarray) -> np.ndarray:
-    """The point prediction from the fitted scikit-learn pipelines themselves."""
-    target = getattr(model, "target_", model.target)
-    if target == "squared_error":
-        return model.point_.predict(X)
-    if target == "log":
-        z = model.point_.predict(X)
-        return np.sign(z) * np.expm1(np.abs(z))
-    return model.point_.predict_proba(X)[:, 1] * model.size_.predict(X)
+# ---- the served model is scikit-learn's ---------------------------------------------------------------
 
 
-# ---- scikit-learn manners ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["predict", "predict_interval", "predict_all", "explain"])
-def test_an_unfitted_model_raises_not_fitted(rows: Rows, method: str) -> None:
-    with pytest.raises(NotFittedError):
-        getattr(BankingCLVModel(), method)(rows.X[:2])
-
-
-def test_fit_returns_self_and_params_clone(rows: Rows) -> None:
-    model = BankingCLVModel(n_estimators=30, max_depth=3, random_state=7)
-    assert model.fit(rows.X, rows.y) is model
-    params = model.get_params()
-    assert params["n_estimators"] == 30 and params["max_depth"] == 3 and params["random_state"] == 7
-    twin = clone(model)
-    assert twin.get_params() == params
-    assert not hasattr(twin, "point_")
-    with pytest.raises(NotFittedError):
-        twin.predict(rows.X[:1])
-    # the same seed and data give the same model
-    np.testing.assert_array_equal(twin.fit(rows.X, rows.y).predict(rows.X), model.predict(rows.X))
-    assert clone(model).set_params(n_estimators=5).n_estimators == 5
-
-
-def test_a_bad_target_or_shape_is_refused(rows: Rows, loaded: artifacts.LoadedModel) -> None:
-    with pytest.raises(ValueError, match="target"):
-        BankingCLVModel(target="nonsense").fit(rows.X, rows.y)
-    with pytest.raises(ValueError, match="features"):
-        loaded.model.predict(rows.X[:, :-1])
-
-
-# ---- the compiled forest is scikit-learn ---------------------------------------------------------
+def test_the_model_knows_its_features(loaded: artifacts.LoadedModel) -> None:
+    model = loaded.model
+    assert list(model.feature_names_in_) == list(FEATURE_NAMES) == loaded.metadata.feature_names
+    assert model.n_features_in_ == len(FEATURE_NAMES)
+    assert [FEATURE_NAMES[j] for j in model.ledger_columns_] == list(LEDGER_FEATURES)
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -109,66 +63,30 @@ def test_a_bad_target_or_shape_is_refused(rows: Rows, loaded: artifacts.LoadedMo
 def test_compiled_forest_equals_scikit_learn(
     loaded: artifacts.LoadedModel, rows: Rows, n_rows: int, variant: str
 ) -> None:
-    assert (n_rows <= ROW_WALK_LIMIT) == (n_rows == 1)  # one row walks in numpy, 500 use Cython apply
+    """The compiled trees give what scikit-learn's fitted pipelines give, for a row walked in numpy and for
+    500 through each tree's own apply; and the interval holds the point."""
+    assert (n_rows <= ROW_WALK_LIMIT) == (n_rows == 1)
     model = loaded.model
-    X = VARIANTS[variant](rows.X[:n_rows])
-    assert X.shape[0] == n_rows
-    point = model.predict(X)
-    np.testing.assert_allclose(point, sklearn_point(model, X), rtol=1e-6, atol=1e-6)
-    # the interval: the quantile pipelines' band stretched to hold the point, widened by the conformal margin
-    a, b = (q.predict(X) for q in model.quantiles_)
-    has_ledger = ~np.isnan(X[:, LEDGER_COLUMNS]).all(axis=1)
-    margin = np.where(has_ledger, model.margin_["ledger"], model.margin_["no_ledger"])
-    low, high = model.predict_interval(X)
-    expected_low = np.minimum(np.minimum(np.minimum(a, b), point) - margin, point)
-    expected_high = np.maximum(np.maximum(np.maximum(a, b), point) + margin, point)
-    np.testing.assert_allclose(low, expected_low, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(high, expected_high, rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("target", ["squared_error", "log", "two_part"])
-def test_compiled_forest_equals_scikit_learn_for_every_target(
-    small_models: dict[str, BankingCLVModel], rows: Rows, target: str
-) -> None:
-    model = small_models[target]
-    for X in (rows.X[:1], with_gaps(rows.X[:1]), rows.X[:500], with_gaps(rows.X[:500])):
-        np.testing.assert_allclose(model.predict(X), sklearn_point(model, X), rtol=1e-6, atol=1e-6)
-
-
-# ---- drivers add up -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n_rows", [1, 500])
-def test_attributions_reconcile_with_the_prediction(
-    loaded: artifacts.LoadedModel, small_models: dict[str, BankingCLVModel], rows: Rows, n_rows: int
-) -> None:
-    for name, model in {"served": loaded.model, **small_models}.items():
-        for X in (rows.X[:n_rows], with_gaps(rows.X[:n_rows])):
-            out = model.predict_all(X)
-            assert out["contrib"].shape == (n_rows, len(FEATURE_NAMES))
-            np.testing.assert_allclose(
-                model.expected_value_ + out["contrib"].sum(axis=1), out["point"], rtol=1e-6, atol=1e-6, err_msg=name
-            )
-            np.testing.assert_allclose(out["point"], model.predict(X), rtol=1e-12, err_msg=name)
-
-
-def test_explain_names_the_largest_drivers_first(loaded: artifacts.LoadedModel, rows: Rows) -> None:
-    model = loaded.model
-    drivers = model.explain(rows.X[:3], top=4)
-    contrib = model.predict_all(rows.X[:3])["contrib"]
-    assert len(drivers) == 3
-    for row, found in zip(contrib, drivers, strict=True):
-        assert len(found) == 4
-        sizes = [abs(d["contribution"]) for d in found]
-        assert sizes == sorted(sizes, reverse=True)
-        assert sizes[0] == pytest.approx(np.abs(row).max(), abs=0.01)
-        assert {d["feature"] for d in found} <= set(FEATURE_NAMES)
-
-
-def test_interval_contains_the_point_and_confidence_is_in_0_1(loaded: artifacts.LoadedModel, rows: Rows) -> None:
-    out = loaded.model.predict_all(rows.X)
+    X = VARIANTS[variant](model, rows.X.iloc[:n_rows])
+    values = X.to_numpy()  # the inner pipelines were fitted on arrays
+    out = model.predict_all(X)
+    np.testing.assert_allclose(out["point"], model.point_.predict(values), rtol=1e-6, atol=1e-6)
+    raw = model.forest_.raw(model.forest_.leaves(values))
+    for k, quantile in enumerate(model.quantiles_, start=1):
+        np.testing.assert_allclose(raw[:, k], quantile.predict(values), rtol=1e-6, atol=1e-6)
     assert (out["low"] <= out["point"]).all() and (out["point"] <= out["high"]).all()
     assert ((out["confidence"] > 0) & (out["confidence"] <= 1)).all()
+    np.testing.assert_allclose(model.expected_value_ + out["contrib"].sum(axis=1), out["point"], atol=1e-6)
+
+
+def test_a_frame_of_other_columns_is_refused(loaded: artifacts.LoadedModel, rows: Rows) -> None:
+    with pytest.raises(ValueError, match="missing:\n- loans_balance_change_12m"):
+        loaded.model.predict(rows.X.iloc[:, :-1])
+    with pytest.raises(ValueError, match="66 features"), pytest.warns(UserWarning, match="feature names"):
+        loaded.model.predict(rows.X.iloc[:, :-1].to_numpy())
+    swapped = rows.X[[*FEATURE_NAMES[1:], FEATURE_NAMES[0]]]
+    with pytest.raises(ValueError, match="feature names"):
+        loaded.model.predict(swapped)
 
 
 # ---- artifacts -----------------------------------------------------------------------------------
@@ -185,11 +103,20 @@ def models(model_dir: Path, tmp_path: Path) -> Path:
 def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
     """Save the loaded model again as a new version."""
     importance = joblib.load(loaded.path / "feature_importance.joblib")
-    return artifacts.save(loaded.model, dict(loaded.metadata), importance, model_dir)
+    return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, model_dir)
 
 
 def latest_name(model_dir: Path) -> str:
     return (model_dir / artifacts.LATEST).resolve().name
+
+
+def rewrite_metadata(version: Path, change: dict) -> None:
+    """Change metadata.json and record it in the manifest, as another version of the code would have."""
+    path = version / "metadata.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | change))
+    manifest = json.loads((version / artifacts.MANIFEST).read_text())
+    manifest["metadata.json"] = {"sha256": artifacts.sha256(path), "bytes": path.stat().st_size}
+    (version / artifacts.MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_save_then_load_gives_identical_predictions(
@@ -200,7 +127,7 @@ def test_save_then_load_gives_identical_predictions(
     path = resave(loaded, tmp_path / "again")
     again = artifacts.load(tmp_path / "again")
     assert again.path == path and again.version != loaded.version
-    assert again.metadata["version"] == path.name.removeprefix(artifacts.PREFIX)
+    assert again.metadata.version == path.name.removeprefix(artifacts.PREFIX)
     expected = loaded.model.predict_all(rows.X)
     for other in (copy, again):
         out = other.model.predict_all(rows.X)
@@ -212,7 +139,8 @@ def test_save_then_load_gives_identical_predictions(
 @pytest.mark.parametrize("damage", ["changed", "truncated"])
 @pytest.mark.parametrize("name", ["model.joblib", "metadata.json"])
 def test_a_changed_or_truncated_file_is_refused(models: Path, name: str, damage: str) -> None:
-    file = models / latest_name(models) / name
+    version = latest_name(models)
+    file = models / version / name
     data = bytearray(file.read_bytes())
     if damage == "changed":
         data[len(data) // 2] ^= 0xFF
@@ -222,8 +150,9 @@ def test_a_changed_or_truncated_file_is_refused(models: Path, name: str, damage:
     with pytest.raises(ModelArtifactError, match=re.escape(name)):
         artifacts.load(models)
     with pytest.raises(ModelArtifactError, match=re.escape(name)):
-        artifacts.promote(models, latest_name(models))
-    assert len(artifacts.versions(models)) <= 1  # listing still works
+        artifacts.promote(models, version)
+    if name == "model.joblib":  # its metadata is intact: the listing still shows it, for `promote` to refuse
+        assert [v["version"] for v in artifacts.versions(models)] == [version.removeprefix(artifacts.PREFIX)]
 
 
 @pytest.mark.parametrize("damage", ["changed", "truncated"])
@@ -246,6 +175,26 @@ def test_a_missing_manifest_or_model_is_refused(models: Path, tmp_path: Path) ->
         artifacts.load(models)
     with pytest.raises(ModelArtifactError, match="no model"):
         artifacts.load(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": 1}, "saved in model format 1, this code reads format 2; retrain"),
+        ({"feature_names": [*FEATURE_NAMES[:-1], "margin_24m"]}, r"features differ .*margin_24m.*; retrain"),
+        ({"metrics": {"model": {}}}, "not this code's metadata .*; retrain"),
+    ],
+    ids=["an older format", "other features", "another metadata shape"],
+)
+def test_a_model_of_another_version_of_the_code_is_refused_with_the_advice_to_retrain(
+    models: Path, change: dict, message: str
+) -> None:
+    version = models / latest_name(models)
+    rewrite_metadata(version, change)
+    with pytest.raises(ModelArtifactError, match=message):
+        artifacts.load(models)
+    with pytest.raises(ModelArtifactError, match="retrain"):
+        artifacts.promote(models, version.name)
 
 
 @pytest.mark.parametrize("failing_call", [1, 2, 3])
@@ -279,7 +228,7 @@ def test_promote_rolls_back_and_versions_are_newest_first(loaded: artifacts.Load
     listed = artifacts.versions(models)
     assert [v["version"] for v in listed] == [new, old]
     assert [v["latest"] for v in listed] == [True, False]
-    assert listed[1]["normalized_gini"] == loaded.metadata["metrics"]["model"]["normalized_gini"]
+    assert listed[1]["normalized_gini"] == loaded.metadata.metrics.model.normalized_gini
 
     artifacts.promote(models, old)
     assert artifacts.load(models).version == old
@@ -294,6 +243,21 @@ def test_promote_rolls_back_and_versions_are_newest_first(loaded: artifacts.Load
     with pytest.raises(ModelArtifactError, match=r"model\.joblib"):
         artifacts.promote(models, old)
     assert artifacts.load(models).version == new
+
+
+# ---- another horizon ------------------------------------------------------------------------------
+
+
+def test_a_six_month_horizon_trains_on_six_month_labels(six_month_model: Path, bank_dir: Path) -> None:
+    loaded = artifacts.load(six_month_model)
+    meta = loaded.metadata
+    assert (meta.horizon_months, meta.discount_rate) == (6, 0.05)
+    assert meta.cutoff == dates.add_months(dates.last_month_end(meta.data_last_date), -6) == dt.date(2024, 6, 30)
+    # judged against the six months after the cutoff: the 12-month model's labels are about twice as large
+    six = rows_at(load_bank(bank_dir), [meta.cutoff], 6, 0.05)
+    twelve = rows_at(load_bank(bank_dir), [meta.cutoff - dt.timedelta(days=182)], 12, 0.05)
+    assert 0.35 < six.y.mean() / twelve.y.mean() < 0.65
+    assert meta.metrics.model.normalized_gini > meta.metrics.baseline_mean.normalized_gini + 0.5
 
 
 # ---- the real CLI ----------------------------------------------------------------------------------
@@ -324,7 +288,7 @@ def cli_models(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_a_cli_trained_model_loads_in_process(cli_models: Path, loaded: artifacts.LoadedModel, rows: Rows) -> None:
     from_cli = artifacts.load(cli_models)
     assert type(from_cli.model) is BankingCLVModel  # not __main__.BankingCLVModel
-    assert from_cli.metadata["cutoff"] == loaded.metadata["cutoff"]
+    assert from_cli.metadata.cutoff == loaded.metadata.cutoff
     # the same data and seed give the same model, through the CLI or the library
     np.testing.assert_allclose(from_cli.model.predict(rows.X), loaded.model.predict(rows.X), rtol=1e-9)
 
@@ -360,6 +324,7 @@ def test_cli_list_evaluate_and_promote(cli_models: Path, model_dir: Path, bank_d
     [
         ["train", "--data-dir", "{bank}", "--model-dir", "{models}", "--cutoff", "2030-01-01"],
         ["train", "--data-dir", "{missing}", "--model-dir", "{models}"],
+        ["train", "--data-dir", "{bank}", "--model-dir", "{models}", "--horizon-months", "0"],
         ["evaluate", "--data-dir", "{bank}", "--model-dir", "{missing}"],
         ["promote", "--model-dir", "{models}", "19990101T000000000000Z"],
     ],
@@ -384,24 +349,21 @@ def held_out_rows(bank_dir: Path, loaded: artifacts.LoadedModel) -> Rows:
     """Rows of the customers training held out, at its cutoff and two earlier quarters (a moderate sample)."""
     meta = loaded.metadata
     bank = load_bank(bank_dir)
-    horizon, rate = meta["horizon_months"], meta["discount_rate"]
-    cutoffs = [dt.date.fromisoformat(c) for c in meta["rows"]["cutoffs"]]
-    seen = rows_at(bank, cutoffs, horizon, rate)  # the rows training split, customer by customer
-    test_ids = np.unique(seen.customer_id[held_out(seen.customer_id, meta["seed"])])
-    cutoff = dt.date.fromisoformat(meta["cutoff"])
-    every = rows_at(bank, [*cutoffs, dates.add_months(cutoff, -6), dates.add_months(cutoff, -9)], horizon, rate)
-    main = every.cutoff == dates.to_day(cutoff)
-    test = np.isin(every.customer_id, test_ids)
-    assert (test & main).sum() == meta["rows"]["test"]  # the same customers as training's report
-    return Rows(every.X[test], every.y[test], every.customer_id[test], every.cutoff[test])
+    horizon, rate, cutoff = meta.horizon_months, meta.discount_rate, meta.cutoff
+    every = rows_at(
+        bank, [*meta.rows.cutoffs, dates.add_months(cutoff, -6), dates.add_months(cutoff, -9)], horizon, rate
+    )
+    test = held_out(every.customer_id, meta.seed)
+    assert (test & (every.cutoff == dates.to_day(cutoff))).sum() == meta.rows.test  # training's held-out customers
+    return every.take(test)
 
 
 def test_the_stored_metrics_have_one_stable_shape(loaded: artifacts.LoadedModel) -> None:
-    stored = loaded.metadata["metrics"]
+    stored = loaded.metadata.metrics
     for name in ("model", "model_without_ledger", "baseline_last12", "baseline_mean", "oracle"):
-        assert set(stored[name]) >= METRIC_KEYS, name
-    assert "interval_coverage" in stored["model"]
-    assert stored["model"]["normalized_gini"] > stored["baseline_mean"]["normalized_gini"] + 0.5
+        assert set(getattr(stored, name).model_dump()) >= METRIC_KEYS, name
+    assert stored.model.interval_coverage is not None
+    assert stored.model.normalized_gini > stored.baseline_mean.normalized_gini + 0.5
 
 
 def test_the_model_beats_the_last_12_months_on_held_out_customers(
@@ -411,16 +373,16 @@ def test_the_model_beats_the_last_12_months_on_held_out_customers(
     assert y.size > 400
     meta = loaded.metadata
     predicted = loaded.model.predict(X)
-    naive = last12_baseline(X, meta["horizon_months"], meta["discount_rate"])
+    naive = last12_baseline(X, meta.horizon_months, meta.discount_rate)
     assert metrics.normalized_gini(y, predicted) > metrics.normalized_gini(y, naive) + 0.01
     # Decile calibration is not asserted here: on this 1,200-customer bank the model trains on ~700
-    # customers and its top decile falls short (the issue's note gives the default-bank figures).
+    # customers and its top decile falls short (the README gives the default-bank figures).
 
 
 def test_interval_coverage_is_near_nominal_on_held_out_customers(
     loaded: artifacts.LoadedModel, held_out_rows: Rows
 ) -> None:
-    assert 0.70 <= loaded.metadata["metrics"]["model"]["interval_coverage"] <= 0.90
+    assert 0.70 <= loaded.metadata.metrics.model.interval_coverage <= 0.90
     low, high = loaded.model.predict_interval(held_out_rows.X)
     covered = (held_out_rows.y >= low) & (held_out_rows.y <= high)
     assert 0.70 <= covered.mean() <= 0.90
@@ -432,7 +394,8 @@ def test_evaluate_on_the_training_data_reports_the_held_out_customers_of_trainin
     """`python model.py evaluate` on the training folder must judge the customers training held out,
     so its figures are the train report's, not figures on customers the model learned from."""
     result = evaluate_saved(loaded.model, loaded.metadata, bank_dir)
-    assert result["test_customers"] == loaded.metadata["test_customers"]
+    assert result["test_customers"] == loaded.metadata.test_customers
+    stored = loaded.metadata.metrics.model_dump()
     for name in ("model", "baseline_last12"):
         for key in ("normalized_gini", "decile_mape", "mae"):
-            assert result["metrics"][name][key] == pytest.approx(loaded.metadata["metrics"][name][key]), (name, key)
+            assert result["metrics"][name][key] == pytest.approx(stored[name][key]), (name, key)

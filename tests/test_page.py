@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +13,11 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from clv.features import FEATURE_NAMES
+from tests.conftest import ROOT
+from tests.servers import ApiProcess
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -35,76 +31,28 @@ PROFILES = ("new", "saver", "mortgage", "drifting")
 MONEY = re.compile(r"^−?-?\$[\d,]+\.\d{2}$")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """`python api.py` on a free port, started at once; `ready()` waits for /health."""
-
-    def __init__(self, model_dir: Path, data_dir: Path, log_dir: Path, **env: str) -> None:
-        port = _free_port()
-        environ = {
-            **os.environ,
-            "CLV_MODEL_DIR": str(model_dir),
-            "CLV_DATA_DIR": str(data_dir),
-            "CLV_PORT": str(port),
-            "CLV_HOST": "127.0.0.1",
-            "CLV_LOG_FILE": str(log_dir / "api.log"),
-            "CLV_RATE_LIMIT": "10000/minute",
-            **env,
-        }
-        self.base = f"http://127.0.0.1:{port}"
-        self.log = log_dir / "server.out"
-        self._out = self.log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "api.py"], cwd=ROOT, env=environ, stdout=self._out, stderr=subprocess.STDOUT
-        )
-
-    def ready(self, status: int = 200, timeout: float = 60) -> str:
-        """The base URL once /health answers `status` (503: up, with no model serving)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == status:
-                    return self.base
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"/health did not answer {status} in {timeout:.0f} s:\n{self.log.read_text()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self._out.close()
-
-
 @pytest.fixture(scope="module")
-def unready_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def unready_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
     """The service with no model and no training: it answers 503. Started first, so it boots while the bank and
     the model of the other fixtures are being made."""
     models = tmp_path_factory.mktemp("no_models")
     data = tmp_path_factory.mktemp("no_data")
-    server = Server(models, data, tmp_path_factory.mktemp("unready"), CLV_TRAIN_ON_START="false")
+    server = ApiProcess(
+        tmp_path_factory.mktemp("unready"),
+        CLV_MODEL_DIR=str(models),
+        CLV_DATA_DIR=str(data),
+        CLV_TRAIN_ON_START="false",
+    )
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="module")
 def server(
-    unready_server: Server, model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    unready_server: ApiProcess, model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """The real service with the small trained model."""
-    running = Server(model_dir, bank_dir, tmp_path_factory.mktemp("server"))
+    running = ApiProcess(tmp_path_factory.mktemp("server"), CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir))
     try:
         yield running.ready()
     finally:
@@ -360,7 +308,7 @@ def test_rate_limit_and_network_errors_are_clear(watched) -> None:
     _no_object_object(page)
 
 
-def test_a_service_without_a_model_says_so(browser, unready_server: Server) -> None:
+def test_a_service_without_a_model_says_so(browser, unready_server: ApiProcess) -> None:
     context, page, watch = _open(browser, unready_server.ready(503))
     watch.allow(503)
     page.goto("/")

@@ -80,9 +80,9 @@ def retail_dir(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def test_a_transactions_only_folder_trains_and_scores(retail_dir: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     _, meta = train_and_save(retail_dir, models)
-    metrics = meta["metrics"]
-    assert metrics["model"]["normalized_gini"] > metrics["baseline_last12"]["normalized_gini"]
-    assert meta["params"]["target"] == "auto"
+    metrics = meta.metrics
+    assert metrics.model.normalized_gini > metrics.baseline_last12.normalized_gini
+    assert meta.params["target"] == "auto"
     output = tmp_path / "retail.csv"
     run = score_cli(retail_dir, models, output, "--as-of", "2024-06-30")
     assert run.returncode == 0, run.stderr

@@ -1,0 +1,85 @@
+"""Real servers for the tests, each on a free loopback port and stopped afterwards: the service as
+`python api.py` in its own process, or under uvicorn in a thread of the test process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ApiProcess:
+    """`python api.py` on a free port, started at once with CLV_* settings; `ready()` waits for /health."""
+
+    def __init__(self, log_dir: Path, **env: str) -> None:
+        self.port = free_port()
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")}
+        environ |= {"CLV_PORT": str(self.port), "CLV_HOST": "127.0.0.1", "CLV_LOG_FILE": str(log_dir / "api.log"),
+                    "CLV_RATE_LIMIT": "10000/minute", **env}  # fmt: skip
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = log_dir / "server.out"
+        self._out = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "api.py"], cwd=ROOT, env=environ, stdout=self._out, stderr=subprocess.STDOUT
+        )
+
+    def ready(self, status: int = 200, timeout: float = 60) -> str:
+        """The base URL once /health answers `status` (503: up, with no model serving)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                pytest.fail(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.base}/health", timeout=1).status_code == status:
+                    return self.base
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"/health did not answer {status} in {timeout:.0f} s:\n{self.log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._out.close()
+
+
+@contextmanager
+def uvicorn_thread(app: FastAPI) -> Iterator[str]:
+    """The app under a real uvicorn server on a free loopback port, in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
