@@ -13,6 +13,19 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from clv.features import FEATURE_NAMES
+from clv.schema import (
+    EXAMPLE,
+    MAX_ID,
+    MAX_LEDGER_MONTHS,
+    MAX_PRODUCTS,
+    MAX_TRANSACTIONS,
+    AcquisitionChannel,
+    Channel,
+    ProductStatus,
+    ProductType,
+    Region,
+    TransactionType,
+)
 from tests.conftest import ROOT
 from tests.servers import ApiProcess
 
@@ -351,4 +364,138 @@ def test_the_api_docs_render_offline(browser, server) -> None:
     assert page.locator(".opblock-summary-path", has_text="/predict/clv").count() >= 1
     context.close()
     assert not outside, f"/docs fetched from outside the service: {outside}"
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def _options(page: object, selector: str) -> list[str]:
+    """The values a select offers, without its "(not given)"."""
+    return [v for v in page.locator(selector).first.locator("option").evaluate_all("os => os.map((o) => o.value)") if v]
+
+
+def _array(schema: dict) -> dict:
+    """The list alternative of a nullable list property."""
+    return next(s for s in schema.get("anyOf", [schema]) if s.get("type") == "array")
+
+
+def test_the_form_reads_the_real_openapi_document(watched, server) -> None:
+    """Enumerations, bounds, list limits and the example as the page read them are those of clv/schema.py."""
+    page, _ = watched
+    contract = page.evaluate("window.clvPage.contract()")
+    assert contract["limits"] == {
+        "products": MAX_PRODUCTS,
+        "transactions": MAX_TRANSACTIONS,
+        "ledger": MAX_LEDGER_MONTHS,
+    }
+    assert contract["example"] == EXAMPLE
+    changed = page.evaluate(
+        "() => { window.clvPage.contract().limits.products = 1; return window.clvPage.contract(); }"
+    )
+    assert changed == contract, "the page hands out a copy of its contract, never the contract itself"
+    for selector, enum in (
+        ("#c-region", Region),
+        ("#c-acquisition_channel", AcquisitionChannel),
+        ("#products [data-key=product_type]", ProductType),
+        ("#products [data-key=status]", ProductStatus),
+        ("#transactions [data-key=transaction_type]", TransactionType),
+        ("#transactions [data-key=channel]", Channel),
+    ):
+        assert _options(page, selector) == [m.value for m in enum], selector
+    assert page.get_attribute("#c-customer_id", "max") == str(MAX_ID)
+    assert page.get_attribute("#c-age", "min") == "18" and "18 to 120" in page.inner_text(".f-age .hint")
+    assert page.get_attribute("#c-region", "required") is not None
+    assert page.get_attribute("#c-join_date", "required") is None
+    assert page.get_attribute("#c-join_date", "type") == "date"
+    requested = httpx.get(f"{server}/openapi.json").json()["components"]["schemas"]["TransactionIn"]["required"]
+    for key in ("transaction_date", "amount", "transaction_type", "channel"):
+        field = page.locator(f"#transactions [data-key={key}]").first
+        assert (field.get_attribute("required") is not None) == (key in requested), key
+
+
+def test_a_change_in_the_openapi_document_reaches_the_form(browser, server) -> None:
+    """The document served with a region more, at most 3 products, another income in the example, a higher
+    minimum age and a required channel: the form follows it, which a hand copy in the page would not."""
+    document = httpx.get(f"{server}/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    schemas["Region"]["enum"].append("Central")
+    customer = schemas["CustomerIn"]
+    _array(customer["properties"]["products"])["maxItems"] = 3
+    customer["examples"][0]["income"] = 91234
+    customer["properties"]["age"]["minimum"] = 21
+    schemas["TransactionIn"]["required"].append("channel")
+
+    context, page, watch = _open(browser, server)
+    served: list[str] = []
+    page.route("**/openapi.json", lambda route: served.append(route.request.url) or route.fulfill(json=document))
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url) if "/predict/" in request.url else None)
+    page.goto("/")
+    page.wait_for_selector("#metrics-table")
+    assert served, "the page did not ask for /openapi.json"
+
+    assert "Central" in _options(page, "#c-region")
+    page.select_option("#c-region", "Central")
+    assert page.input_value("#c-income") == "91234"
+    assert page.get_attribute("[data-profile=readme]", "aria-pressed") == "true"
+    assert "21 to 120" in page.inner_text(".f-age .hint")
+    assert page.get_attribute("#transactions [data-key=channel]", "required") is not None
+    assert "(optional)" not in page.inner_text("#transactions .f-channel label")
+
+    page.fill("#c-age", "19")
+    page.click("#predict")
+    assert "at least 21" in page.inner_text(".f-age .error")
+    assert sent == []
+
+    assert "1 of at most 3" in page.inner_text("#products-count")
+    page.click("#add-product")
+    page.click("#add-product")
+    assert page.locator("#products .row").count() == 3
+    assert "3 of at most 3" in page.inner_text("#products-count")
+    assert page.is_disabled("#add-product")
+    page.click("#json-panel summary")
+    page.fill("#json-text", json.dumps({**EXAMPLE, "products": EXAMPLE["products"] * 4}))
+    page.click("#json-load")
+    assert "products: at most 3 allowed, got 4" in page.inner_text("#json-err")
+    assert page.locator("#products .row").count() == 3
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+@pytest.mark.parametrize("failure", ["abort", "500", "unreadable"])
+def test_without_the_openapi_document_there_is_no_form(browser, server, failure: str) -> None:
+    """/openapi.json unreachable, failing or not describing the request: the banner says so, no half-built form,
+    the model card still loads, and the form appears once the document can be read."""
+    context, page, watch = _open(browser, server)
+    if failure == "abort":
+        watch.allow("net::ERR_FAILED")
+        page.route("**/openapi.json", lambda route: route.abort())
+    elif failure == "500":
+        watch.allow(500)
+        page.route("**/openapi.json", lambda route: route.fulfill(status=500, json={"detail": "boom"}))
+    else:
+        page.route("**/openapi.json", lambda route: route.fulfill(json={"openapi": "3.1.0", "paths": {}}))
+    page.goto("/")
+    page.wait_for_selector("#metrics-table")
+    banner = page.locator("#banner .notice")
+    assert banner.count() == 1, "the model card's success must not hide the contract's notice"
+    text = banner.inner_text()
+    assert "/openapi.json" in text and "form is not available" in text
+    assert {"abort": "Could not reach", "500": "answered 500: boom", "unreadable": "CustomerIn"}[failure] in text
+    assert page.is_hidden("#customer-form") and page.is_hidden("#examples")
+    assert page.locator("#customer-form [data-key]").count() == 0
+    assert "once the service's description" in page.inner_text("#form-wait")
+    assert page.evaluate("window.clvPage.contract()") is None
+    _no_object_object(page)
+
+    page.unroute("**/openapi.json")
+    if failure == "unreadable":  # the same document would fail again: no retry, a reload
+        assert banner.locator("button").count() == 0
+        page.reload()
+        page.wait_for_selector("#metrics-table")
+    else:
+        banner.get_by_role("button", name="Check now").click()
+    page.wait_for_selector("#customer-form:not([hidden])")
+    assert page.is_hidden("#banner") and page.is_hidden("#form-wait")
+    assert page.input_value("#c-income") == str(EXAMPLE["income"])
+    assert page.locator("#products .row").count() == 1
+    context.close()
     assert not watch.problems, "\n".join(watch.problems)
