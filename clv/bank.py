@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from clv import dates
-from clv.contract import dense_ids, read_bank
+from clv.contract import dense_ids, month_numbers, read_bank
 from clv.schema import (
     FAMILIES,
     LEDGER_COLUMNS,
@@ -107,10 +107,12 @@ def _codes(values: pd.Series | None, categories: list[str], n: int) -> np.ndarra
 
 
 def _days(values: pd.Series | None, n: int) -> np.ndarray:
+    """Dates as days since 1970-01-01, NaN where missing."""
     if values is None:
         return np.full(n, np.nan)
-    parsed = pd.to_datetime(values, errors="coerce").to_numpy("datetime64[D]")
-    days = parsed.astype("int64").astype(np.float64)
+    stamps = values.to_numpy() if pd.api.types.is_datetime64_dtype(values) else pd.to_datetime(values).to_numpy()
+    parsed = stamps.astype("datetime64[D]")
+    days = parsed.view(np.int64).astype(np.float64)
     days[np.isnat(parsed)] = np.nan
     return days
 
@@ -176,7 +178,7 @@ def bank_from_frames(
     if ledger is not None and len(ledger):
         bank.ledger = {
             "cust": position(ledger["customer_id"]),
-            "month": ledger["month"].to_numpy(str).astype("datetime64[M]").astype(np.int64),
+            "month": month_numbers(ledger["month"]),
             **{c: _num(ledger, c) for c in ledger.columns if c not in ("customer_id", "month")},
         }
     # product balances are those at the end of the data: never read them as of an earlier date

@@ -1,12 +1,15 @@
-"""The data contract: read a bank's folder (CSV or Parquet) and refuse a broken file before any work.
+"""The data contract: read a bank's tables (CSV or Parquet) and refuse a broken file before any work.
 
-Every refusal names the file, the column, the row (1-based, header excluded) and the rule.
+Every refusal names the file, the column, the row (1-based, header excluded) and the rule. A flat folder
+is read whole (`read_bank`); a partition of a partitioned bank is read the same way (`read_tables`), with
+the bank's last date and the rule that says which customers belong to the partition.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +23,29 @@ from clv.schema import REQUIRED_TABLES, TABLES, Column
 
 logger = logging.getLogger(__name__)
 
-ID_COLUMNS = {"customers": "customer_id", "products": "product_id", "transactions": "transaction_id"}
+KEYS = {
+    "customers": ("customer_id",),
+    "products": ("product_id",),
+    "transactions": ("transaction_id",),
+    "customer_metrics": ("customer_id", "month"),
+}
 DATE_RULE = "is not a date (YYYY-MM-DD)"
+MONTH_RULE = "is not a month (YYYY-MM)"
 
 
 class DataContractError(ValueError):
     """A file breaks the data contract; the message says which file, row, column and rule."""
+
+
+class DuplicateKeyError(DataContractError):
+    """Two rows of a table share its key; `key` names it (e.g. "customer_id '17', month '2024-03'")."""
+
+    def __init__(self, message: str, table: str, key: str) -> None:
+        super().__init__(message)
+        self.table, self.key = table, key
+
+    def __reduce__(self) -> tuple:  # raised on a Dask worker, re-raised here whole
+        return type(self), (str(self), self.table, self.key)
 
 
 def find_table(data_dir: Path, name: str) -> Path | None:
@@ -36,22 +56,23 @@ def find_table(data_dir: Path, name: str) -> Path | None:
     return None
 
 
-def _read(path: Path) -> pa.Table:
+def _read(path: Path, threads: bool = True) -> pa.Table:
     try:
         if path.suffix == ".parquet":
-            return pq.read_table(path)
+            return pq.read_table(path, use_threads=threads)
         options = pa_csv.ConvertOptions(strings_can_be_null=True, auto_dict_encode=True, auto_dict_max_cardinality=64)
         return pa_csv.read_csv(path, convert_options=options)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataContractError(f"{path}: cannot be read as {path.suffix[1:].upper()}: {exc}") from exc
 
 
-def _fail(path: Path, column: str, mask: np.ndarray, raw: pd.Series, rule: str) -> None:
+def fail(path: Path, column: str, mask: np.ndarray, raw: pd.Series, rule: str) -> None:
+    """Refuse the first row where `mask` holds, by its number in the file (the Series' index counts rows)."""
     if mask.any():
-        row = int(np.flatnonzero(mask)[0])
-        value = raw.iloc[row]
+        position = int(np.flatnonzero(mask)[0])
+        value = raw.iloc[position]
         shown = value.date() if isinstance(value, pd.Timestamp) else value
-        raise DataContractError(f"{path}: column '{column}' row {row + 1:,}: '{shown}' {rule}")
+        raise DataContractError(f"{path}: column '{column}' row {raw.index[position] + 1:,}: '{shown}' {rule}")
 
 
 def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
@@ -60,35 +81,56 @@ def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
     if not column.nullable and column.required and not present.all():
         row = int(np.flatnonzero(~present)[0])
         raise DataContractError(f"{path}: column '{column.name}' row {row + 1:,}: is empty but required")
-    if column.kind in ("int", "float") and pd.api.types.is_integer_dtype(values):
+    check = {"int": _numbers, "float": _numbers, "date": _dates, "month": _months, "category": _categories}
+    return check[column.kind](path, column, values, present) if column.kind in check else values
+
+
+def _numbers(path: Path, column: Column, values: pd.Series, present: np.ndarray) -> pd.Series:
+    if pd.api.types.is_integer_dtype(values):
         return values  # whole and finite by its type
-    if column.kind in ("int", "float"):
-        numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
-        number = (values if numeric else pd.to_numeric(values.astype("string"), errors="coerce")).astype(np.float64)
-        finite = np.isfinite(number.to_numpy())
-        _fail(path, column.name, present & ~finite, values, "is not a finite number")
-        if column.kind == "int":
-            as_array = number.to_numpy()
-            whole = finite & (np.floor(as_array) == as_array)
-            _fail(path, column.name, present & ~whole, values, "is not a whole number")
-            return number.astype("Int64") if not present.all() else number.astype(np.int64)
-        return number
-    if column.kind == "date":
-        if pd.api.types.is_datetime64_any_dtype(values):
-            parsed = values
-        else:
-            text = values.astype("string")
-            parsed = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=False)
-        if hasattr(parsed.dt, "tz") and parsed.dt.tz is not None:
-            parsed = parsed.dt.tz_localize(None)
-        _fail(path, column.name, present & parsed.isna().to_numpy(), values, DATE_RULE)
-        return parsed.dt.normalize()
-    if column.kind == "month":
-        text = values.astype("string")
-        ok = text.str.fullmatch(r"\d{4}-(0[1-9]|1[0-2])").fillna(False).to_numpy(bool)
-        _fail(path, column.name, present & ~ok, values, "is not a month (YYYY-MM)")
-        return text
-    if column.kind == "category" and column.enum is not None:
+    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+    number = (values if numeric else pd.to_numeric(values.astype("string"), errors="coerce")).astype(np.float64)
+    finite = np.isfinite(number.to_numpy())
+    fail(path, column.name, present & ~finite, values, "is not a finite number")
+    if column.kind == "int":
+        as_array = number.to_numpy()
+        whole = finite & (np.floor(as_array) == as_array)
+        fail(path, column.name, present & ~whole, values, "is not a whole number")
+        return number.astype("Int64") if not present.all() else number.astype(np.int64)
+    return number
+
+
+def _dates(path: Path, column: Column, values: pd.Series, present: np.ndarray) -> pd.Series:
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        parsed = pd.to_datetime(values.astype("string"), errors="coerce", format="ISO8601", utc=False)
+    if hasattr(parsed.dt, "tz") and parsed.dt.tz is not None:
+        parsed = parsed.dt.tz_localize(None)
+    fail(path, column.name, present & parsed.isna().to_numpy(), values, DATE_RULE)
+    stamps = parsed.to_numpy()
+    if ((stamps.astype("datetime64[D]") == stamps) | ~present).all():
+        return parsed  # already whole days (a Parquet date, a date-only text)
+    return parsed.dt.normalize()
+
+
+MONTH = r"\d{4}-(0[1-9]|1[0-2])"
+
+
+def _months(path: Path, column: Column, values: pd.Series, present: np.ndarray) -> pd.Series:
+    if isinstance(values.dtype, pd.CategoricalDtype):  # each label checked once, not each row
+        labels = pd.Series(values.cat.categories.astype(str))
+        bad = np.flatnonzero(~labels.str.fullmatch(MONTH).to_numpy(bool))
+        fail(path, column.name, present & np.isin(values.cat.codes.to_numpy(), bad), values, MONTH_RULE)
+        return values
+    text = values.astype("string")
+    ok = text.str.fullmatch(MONTH).fillna(False).to_numpy(bool)
+    fail(path, column.name, present & ~ok, values, MONTH_RULE)
+    return text
+
+
+def _categories(path: Path, column: Column, values: pd.Series, present: np.ndarray) -> pd.Series:
+    if column.enum is not None:
         allowed = {m.value for m in column.enum}
         seen = set(pd.Series(values.dropna().unique()).astype(str))
         unknown = sorted(seen - allowed)
@@ -98,9 +140,14 @@ def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
     return values
 
 
-def read_table(path: Path, name: str) -> pd.DataFrame:
+def read_table(path: Path, name: str, threads: bool = True) -> pd.DataFrame:
+    """One file read and checked; `threads` False where other processes have the other cores."""
+    return check_frame(path, name, _read(path, threads))
+
+
+def check_frame(path: Path, name: str, table: pa.Table, first_row: int = 0) -> pd.DataFrame:
+    """The contract's table `name` from an Arrow table of its file (rows `first_row` on), checked and typed."""
     contract = {c.name: c for c in TABLES[name]}
-    table = _read(path)
     missing = [c for c in contract.values() if c.required and c.name not in table.column_names]
     if missing:
         raise DataContractError(f"{path}: missing required column '{missing[0].name}'")
@@ -109,19 +156,60 @@ def read_table(path: Path, name: str) -> pd.DataFrame:
         logger.warning("%s: ignoring columns not in the contract: %s", path, ", ".join(extra))
         table = table.drop_columns(extra)
     frame = table.to_pandas(date_as_object=False)
+    if first_row:
+        frame.index = pd.RangeIndex(first_row, first_row + len(frame))
     for column in contract.values():
         if column.name in frame:
             frame[column.name] = _check_column(path, column, frame[column.name])
-    id_column = ID_COLUMNS.get(name)
-    if id_column in frame:
-        ids = frame[id_column]
-        if not (ids.is_monotonic_increasing and ids.is_unique):  # ids written in order: nothing to look up
-            _fail(path, id_column, ids.duplicated().to_numpy(), ids, "is a duplicate id")
+    _check_key(path, name, frame)
     return frame
 
 
-def read_bank(data_dir: Path) -> dict[str, pd.DataFrame]:
-    """Read and check every table of a folder; transactions are required, the rest optional."""
+def _check_key(path: Path, name: str, frame: pd.DataFrame) -> None:
+    """No two rows share the table's key (an id, or a customer's month in the ledger)."""
+    columns = KEYS[name]
+    if not all(column in frame for column in columns) or frame.empty:
+        return
+    key = _key(frame, columns)
+    if key is None:  # ids too large to pack with the month: let pandas compare the columns
+        later = frame.duplicated(list(columns)).to_numpy()
+    elif (key[1:] > key[:-1]).all():
+        return  # written in key order, as the generator writes: nothing repeats
+    else:
+        order = np.argsort(key, kind="stable")
+        later = np.zeros(key.size, bool)
+        later[order[1:][key[order][1:] == key[order][:-1]]] = True
+    if later.any():
+        second = int(np.flatnonzero(later)[0])
+        same = (frame[list(columns)] == frame.iloc[second][list(columns)]).all(axis=1).to_numpy()
+        first = int(np.flatnonzero(same)[0])
+        shown = ", ".join(f"{column} '{frame[column].iloc[second]}'" for column in columns)
+        rows = f"rows {frame.index[first] + 1:,} and {frame.index[second] + 1:,}"
+        raise DuplicateKeyError(f"{path}: {rows} have the same {shown}: a duplicate key", name, shown)
+
+
+def _key(frame: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray | None:
+    """The key as one int64 per row (a customer's month packed as month * 2**40 + id), or None."""
+    ids = frame[columns[0]].to_numpy()
+    if ids.dtype.kind not in "iu":
+        return None
+    if len(columns) == 1:
+        return ids.astype(np.int64, copy=False)
+    if ids.min() < 0 or ids.max() >= 2**40:
+        return None
+    return month_numbers(frame[columns[1]]) * 2**40 + ids
+
+
+def month_numbers(values: pd.Series) -> np.ndarray:
+    """'YYYY-MM' labels (text or categories) as months since 1970-01."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        labels = np.asarray(values.cat.categories.astype(str), "datetime64[M]").astype(np.int64)
+        return labels[values.cat.codes.to_numpy()]
+    return values.to_numpy(str).astype("datetime64[M]").astype(np.int64)
+
+
+def find_tables(data_dir: Path) -> dict[str, Path]:
+    """The contract's files in a flat folder; transactions are required."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DataContractError(f"{data_dir}: no such folder")
@@ -129,9 +217,35 @@ def read_bank(data_dir: Path) -> dict[str, pd.DataFrame]:
     for name in REQUIRED_TABLES:
         if paths[name] is None:
             raise DataContractError(f"{data_dir}: missing {name}.csv (or {name}.parquet), the one required file")
-    tables = {name: read_table(path, name) for name, path in paths.items() if path is not None}
-    _check_links(tables, paths)
+    return {name: path for name, path in paths.items() if path is not None}
+
+
+def read_bank(data_dir: Path) -> dict[str, pd.DataFrame]:
+    """Read and check every table of a flat folder; transactions are required, the rest optional."""
+    return read_tables(find_tables(data_dir))
+
+
+def read_tables(
+    paths: dict[str, Path], last_day: int | None = None, belongs: Callable[[np.ndarray], np.ndarray] | None = None
+) -> dict[str, pd.DataFrame]:
+    """Read and check the named files: each one alone, then the links between them. `last_day` is the
+    bank's last date when these are one partition of it (default: their own); `belongs(ids)` says which
+    customer ids the partition may hold."""
+    tables = {name: read_table(path, name, threads=belongs is None) for name, path in paths.items()}
+    if belongs is not None:  # the other tables' customers must be in customers, checked below
+        for name in ["customers"] if "customers" in tables else list(tables):
+            ids = tables[name]["customer_id"]
+            fail(paths[name], "customer_id", ~belongs(ids.to_numpy(np.int64)), ids, "belongs to another partition")
+    _check_links(tables, paths, last_day)
     return tables
+
+
+def data_last_day(tables: dict[str, pd.DataFrame]) -> int:
+    """The tables' last date: their last transaction, or the end of their last ledger month."""
+    ledger = tables.get("customer_metrics")
+    last_month = int(month_numbers(ledger["month"]).max()) if ledger is not None and len(ledger) else None
+    last_txn = tables["transactions"]["transaction_date"].max()
+    return dates.data_last_day(None if pd.isna(last_txn) else dates.to_day(last_txn.date()), last_month)
 
 
 def dense_ids(ids: np.ndarray) -> bool:
@@ -139,37 +253,31 @@ def dense_ids(ids: np.ndarray) -> bool:
     return ids.dtype.kind in "iu" and ids.size > 0 and int(ids.max()) - int(ids.min()) < 16 * ids.size + 1024
 
 
-def _known(values: np.ndarray, known: np.ndarray) -> np.ndarray:
+def known(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     """np.isin for integer ids: a lookup table when the ids are dense (millions of rows in a blink)."""
     if values.dtype.kind in "iu" and dense_ids(known):
         return np.isin(values, known, kind="table")
     return np.isin(values, known)
 
 
-def _check_links(tables: dict[str, pd.DataFrame], paths: dict[str, Path | None]) -> None:
+def _check_links(tables: dict[str, pd.DataFrame], paths: dict[str, Path], last_day: int | None = None) -> None:
     """Rows point to known customers and products; no date lies after the data's last date."""
     customers = tables.get("customers")
     if customers is not None:
-        known = customers["customer_id"].to_numpy()
+        customer_ids = customers["customer_id"].to_numpy()
         for name in ("products", "transactions", "customer_metrics"):
             if name in tables:
                 ids = tables[name]["customer_id"]
-                _fail(paths[name], "customer_id", ~_known(ids.to_numpy(), known), ids, "is not in customers")
+                fail(paths[name], "customer_id", ~known(ids.to_numpy(), customer_ids), ids, "is not in customers")
     products = tables.get("products")
     txns = tables["transactions"]
     if products is not None and "product_id" in txns:
         ids = txns["product_id"]
         present = ids.notna().to_numpy()
         unknown = present.copy()
-        unknown[present] = ~_known(ids[present].to_numpy(np.int64), products["product_id"].to_numpy(np.int64))
-        _fail(paths["transactions"], "product_id", unknown, ids, "is not in products")
-    ledger = tables.get("customer_metrics")
-    last_month = None
-    if ledger is not None and len(ledger):
-        last_month = np.datetime64(str(ledger["month"].max()), "M").astype(np.int64)
-    last_txn = txns["transaction_date"].max()
-    last_day = dates.data_last_day(None if pd.isna(last_txn) else dates.to_day(last_txn.date()), last_month)
-    last = pd.Timestamp(dates.from_day(last_day))
+        unknown[present] = ~known(ids[present].to_numpy(np.int64), products["product_id"].to_numpy(np.int64))
+        fail(paths["transactions"], "product_id", unknown, ids, "is not in products")
+    last = pd.Timestamp(dates.from_day(data_last_day(tables) if last_day is None else last_day))
     today = pd.Timestamp(dt.date.today())
     checks = [("transactions", "transaction_date", today)]
     checks += [("customers", "join_date", last), ("products", "start_date", last), ("products", "end_date", last)]
@@ -178,4 +286,4 @@ def _check_links(tables: dict[str, pd.DataFrame], paths: dict[str, Path | None])
         if frame is not None and column in frame:
             late = (frame[column] > limit).to_numpy(bool)
             rule = f"is after the data's last date {limit.date()}" if limit is last else "is in the future"
-            _fail(paths[name], column, late, frame[column], rule)
+            fail(paths[name], column, late, frame[column], rule)

@@ -73,14 +73,20 @@ def test_a_missing_transactions_file_is_named(folder: Path) -> None:
     assert "missing transactions.csv (or transactions.parquet)" in refused(folder)
 
 
-@pytest.mark.parametrize(("table", "column"), [("customers", "customer_id"), ("products", "product_id")])
-def test_duplicate_ids_are_refused(folder: Path, table: str, column: str) -> None:
+@pytest.mark.parametrize(
+    ("table", "key"),
+    [("customers", ["customer_id"]), ("products", ["product_id"]), ("transactions", ["transaction_id"]),
+     ("customer_metrics", ["customer_id", "month"])],
+)  # fmt: skip
+def test_a_duplicate_key_is_refused_naming_file_rows_and_key(folder: Path, table: str, key: list[str]) -> None:
+    """A repeated ledger month would double that month's margin in the label; a repeated id, a row."""
     path = folder / f"{table}.csv"
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    frame.loc[7, column] = frame.loc[3, column]
+    frame.loc[7, key] = frame.loc[3, key].to_numpy()
     frame.to_csv(path, index=False)
     message = refused(folder)
-    assert f"{table}.csv: column '{column}' row 8:" in message and "is a duplicate id" in message
+    named = ", ".join(f"{column} '{frame.loc[3, column]}'" for column in key)
+    assert f"{table}.csv: rows 4 and 8 have the same {named}: a duplicate key" in message, message
 
 
 def test_dates_after_the_data_are_refused(folder: Path) -> None:
