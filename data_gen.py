@@ -1,7 +1,8 @@
 """The synthetic bank's command line: `python data_gen.py --help`.
 
 A bank whose customers' future margin follows hidden traits that their past only partly shows
-(clv.simulation), written as the four tables of the data contract (clv.generator). `--write-oracle`
+(clv.simulation), written as the four tables of the data contract (clv.generator): flat CSV or Parquet
+files, or with `--partitions` a partitioned Parquet bank generated part by part on Dask. `--write-oracle`
 also writes each customer's expected 12-month value as of the last month end minus 12 months,
 estimated by simulating that future many times.
 """
@@ -17,8 +18,10 @@ import time
 from pathlib import Path
 
 from clv import dates
-from clv.cli import OneLineParser, OptionError, parse_date
-from clv.generator import Config, simulate, write_tables
+from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date
+from clv.cluster import runner
+from clv.generator import Config, Plan, generate, simulate, write_tables
+from clv.settings import SettingsError, load_settings
 
 logger = logging.getLogger("data_gen")
 
@@ -36,29 +39,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--end-date", type=parse_date, default=Config.end, help="last day, YYYY-MM-DD")
     parser.add_argument("--seed", type=int, default=Config.seed, help="random seed (default 42)")
     parser.add_argument("--out", type=Path, default=Path("data"), help="output folder (default data)")
-    parser.add_argument("--write-oracle", action="store_true", help="also write oracle_clv.csv (for evaluation)")
+    parser.add_argument("--write-oracle", action="store_true", help="also write oracle_clv (for evaluation)")
+    parser.add_argument("--format", choices=("csv", "parquet"), help="file format (default csv; parquet partitioned)")
+    parser.add_argument("--partitions", type=int, help="a partitioned Parquet bank of this many partitions")
+    add_cluster_options(parser)
     return parser.parse_args(argv)
+
+
+def check(args: argparse.Namespace) -> None:
+    """One-line errors for options that cannot work together."""
+    if args.customers < 1:
+        raise OptionError(f"--customers {args.customers}: must be at least 1")
+    if args.end_date < args.start_date + dt.timedelta(days=60):
+        raise OptionError(f"--end-date {args.end_date}: must be two months or more after --start-date")
+    if args.end_date > dt.date.today():
+        raise OptionError(f"--end-date {args.end_date}: is in the future; a bank's data ends today at the latest")
+    if args.write_oracle and args.end_date < dates.shift_months(args.start_date, 13):
+        raise OptionError("--write-oracle: needs 13 months or more between --start-date and --end-date")
+    if args.partitions is not None:
+        if not 1 <= args.partitions <= args.customers:
+            raise OptionError(f"--partitions {args.partitions}: must be between 1 and --customers")
+        if args.format == "csv":
+            raise OptionError("--partitions: a partitioned bank is written as Parquet; use --format parquet")
+    check_writable(args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     try:
+        settings = load_settings()
         args = parse_args(argv)
-        if args.customers < 1:
-            raise OptionError(f"--customers {args.customers}: must be at least 1")
-        if args.end_date < args.start_date + dt.timedelta(days=60):
-            raise OptionError(f"--end-date {args.end_date}: must be two months or more after --start-date")
-        if args.write_oracle and args.end_date < dates.shift_months(args.start_date, 13):
-            raise OptionError("--write-oracle: needs 13 months or more between --start-date and --end-date")
-        check_writable(args.out)
-    except OptionError as exc:
+        check(args)
+    except (OptionError, SettingsError) as exc:
         print(f"data_gen.py: error: {exc}", file=sys.stderr)
         return 2
     config = Config(args.customers, args.start_date, args.end_date, args.seed, args.write_oracle)
     started = time.perf_counter()
-    tables = simulate(config)
-    paths = write_tables(tables, args.out)
-    rows = ", ".join(f"{p.name} {tables[p.stem].num_rows:,}" for p in paths)
+    if args.partitions is None:
+        tables = simulate(config)
+        paths = write_tables(tables, args.out, args.format or "csv")
+        rows = ", ".join(f"{p.name} {tables[p.stem].num_rows:,}" for p in paths)
+    else:
+        scheduler = args.scheduler or settings.dask_scheduler
+        with runner(scheduler, args.workers, args.memory_limit, args.quiet) as run:
+            manifest = generate(Plan(config, args.partitions), args.out, run)
+        rows = ", ".join(f"{name} {count:,}" for name, count in manifest.tables.items())
     logger.info("done in %.1f s: %s", time.perf_counter() - started, rows)
     return 0
 

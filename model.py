@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -10,13 +11,14 @@ from pathlib import Path
 
 from clv import artifacts
 from clv.artifacts import ModelArtifactError
-from clv.bank import load_bank
-from clv.cli import OneLineParser, OptionError, parse_date
+from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive
+from clv.cluster import Runner, runner
 from clv.contract import DataContractError
 from clv.estimator import BankingCLVModel
-from clv.io import atomic_path
+from clv.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
+from clv.prepare import prepare
 from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
-from clv.scoring import score_bank
+from clv.scoring import write_scores
 from clv.settings import Settings, SettingsError, load_settings
 from clv.training import evaluate_saved, train_and_save
 
@@ -49,17 +51,26 @@ def print_report(meta: dict, as_json: bool) -> None:
         print(f"{row['decile']:>6d} {row['customers']:>10d} {row['mean_predicted']:>15.2f} {row['mean_actual']:>12.2f}")
 
 
+def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[Runner]:
+    """Dask for a partitioned bank, or when a cluster is named or sized; this process for a flat folder."""
+    scheduler = args.scheduler or args.settings.dask_scheduler
+    partitioned = is_partitioned(args.data_dir)
+    return runner(scheduler, args.workers, args.memory_limit, args.quiet, cluster=partitioned)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    path, meta = train_and_save(
-        args.data_dir, args.model_dir, args.cutoff, args.horizon_months, args.discount_rate, args.seed
-    )
+    with cluster_for(args) as run:
+        path, meta = train_and_save(
+            args.data_dir, args.model_dir, args.cutoff, args.horizon_months, args.discount_rate, args.seed, run
+        )
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
     print_report(meta.model_dump(mode="json"), as_json=False)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     loaded = artifacts.load(args.model_dir, args.version)
-    result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff)
+    with cluster_for(args) as run:
+        result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff, run)
     if not args.json:
         print(f"model {loaded.version} on {args.data_dir} as of {result['cutoff']} ({result['evaluated_on']})")
     print_report(result, args.json)
@@ -67,12 +78,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 def cmd_score(args: argparse.Namespace) -> None:
     loaded = artifacts.load(args.model_dir, args.version)
-    bank = load_bank(args.data_dir)
-    frame = score_bank(loaded.model, bank, args.as_of)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(args.output) as tmp:
-        frame.to_csv(tmp, index=False)
-    logger.info("scored %d customers with model %s into %s", len(frame), loaded.version, args.output)
+    source = open_bank(args.data_dir)
+    with cluster_for(args) as run:
+        rows = write_scores(source, run, loaded.model, args.as_of, args.output)
+    logger.info("scored %d customers with model %s into %s", rows, loaded.version, args.output)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    if is_partitioned(args.src):
+        raise OptionError(f"{args.src}: is partitioned already")
+    partitions = args.partitions or max(1, -(-source_customers(args.src) // PARTITION_CUSTOMERS))
+    with runner(args.scheduler or args.settings.dask_scheduler, args.workers, args.memory_limit, args.quiet) as run:
+        manifest = prepare(args.src, args.out, partitions, run)
+    print(
+        f"{args.out}: {manifest.partitions} partitions, " + ", ".join(f"{n} {c:,}" for n, c in manifest.tables.items())
+    )
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -115,6 +135,7 @@ def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
         "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
     )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    add_cluster_options(p)
     p.set_defaults(run=cmd_train)
 
 
@@ -124,16 +145,36 @@ def add_evaluate(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument("--version", help="version to evaluate (default latest)")
     p.add_argument("--cutoff", type=parse_date, help="as-of date (default: the model's cutoff)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_cluster_options(p)
     p.set_defaults(run=cmd_evaluate)
 
 
 def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    p = sub.add_parser("score", help="score every customer of a folder as of a date into a CSV")
+    p = sub.add_parser("score", help="score every customer of a bank as of a date into a CSV or a Parquet dataset")
     add_folders(p, settings)
     p.add_argument("--version", help="version to use (default latest)")
     p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
-    p.add_argument("--output", type=Path, default=Path("predictions.csv"), help="output CSV (default predictions.csv)")
+    p.add_argument(
+        "--output",
+        type=Path,
+        default=Path("predictions.csv"),
+        help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition (default predictions.csv)",
+    )
+    add_cluster_options(p)
     p.set_defaults(run=cmd_score)
+
+
+def add_prepare(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("prepare", help="a flat folder of any size as a partitioned bank (Dask's shuffle, out of core)")
+    p.add_argument("src", type=Path, help="the flat folder (the contract's CSV or Parquet files)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="the partitioned bank's folder (written whole, then renamed)"
+    )
+    p.add_argument(
+        "--partitions", type=positive, help=f"partitions (default: one per {PARTITION_CUSTOMERS:,} customers)"
+    )
+    add_cluster_options(p)
+    p.set_defaults(run=cmd_prepare)
 
 
 def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
@@ -149,7 +190,7 @@ def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
 def parser(settings: Settings) -> argparse.ArgumentParser:
     top = OneLineParser(prog="model.py", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add in (add_train, add_evaluate, add_score, add_versions):
+    for add in (add_train, add_evaluate, add_score, add_prepare, add_versions):
         add(sub, settings)
     return top
 
@@ -162,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model.py: error: {exc}", file=sys.stderr)
         return 2
     args = parser(settings).parse_args(argv)
+    args.settings = settings
     try:
         if getattr(args, "horizon_months", 12) < 1:
             raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")

@@ -23,3 +23,21 @@ def parse_date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+def add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    """Where part-by-part work runs, and whether it says how far it has got."""
+    parser.add_argument("--workers", type=positive, help="Dask workers of a local cluster (default: one a core)")
+    parser.add_argument("--scheduler", help="tcp://HOST:8786 of an existing Dask cluster (or CLV_DASK_SCHEDULER)")
+    parser.add_argument("--memory-limit", help="memory of each local worker, e.g. 2GiB (default: an equal share)")
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be 1 or more")
+    return value

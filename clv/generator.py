@@ -10,11 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from faker import Faker
 
 from clv import dates
+from clv.cluster import Runner
 from clv.io import atomic_path, write_csv
+from clv.layout import Manifest, Part, part_name, staging, write_manifest, write_part
 from clv.schema import (
     HORIZON_MONTHS,
     LEDGER_PARTS,
@@ -378,3 +381,45 @@ def write_tables(tables: dict[str, pa.Table], out: Path, file_format: str = "csv
         paths.append(path)
         logger.info("wrote %s rows to %s", f"{table.num_rows:,}", path)
     return paths
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A partitioned synthetic bank to generate: partition p holds the customers whose id modulo the
+    count is p, simulated with the p-th random stream spawned from the seed; so the files depend on the
+    seed and the count of partitions only, never on how many workers made them."""
+
+    config: Config
+    partitions: int
+
+    @property
+    def parts(self) -> list[str]:
+        return [part_name(p) for p in range(self.partitions)]
+
+    def customer_ids(self, index: int) -> np.ndarray:
+        return np.arange(index or self.partitions, self.config.customers + 1, self.partitions)
+
+    def customers_in(self, parts: list[str]) -> int:
+        return sum(self.customer_ids(self.parts.index(part)).size for part in parts)
+
+
+def generate_part(plan: Plan, part: str, folder: Path) -> tuple[Part, int]:
+    """Simulate one partition and write its tables into `folder`; its manifest entry and last day."""
+    index = plan.parts.index(part)
+    seed = np.random.SeedSequence(plan.config.seed, spawn_key=(index,))
+    block = Block(plan.customer_ids(index), seed, index, plan.partitions)
+    tables = simulate(plan.config, block)
+    ledger_months = tables["customer_metrics"].column("month").chunk(0).dictionary
+    last_txn = pc.max(tables["transactions"].column("transaction_date")).as_py()
+    last_month = np.datetime64(ledger_months[-1].as_py(), "M").astype(np.int64) if len(ledger_months) else None
+    last_day = dates.data_last_day(None if last_txn is None else dates.to_day(last_txn), last_month)
+    return write_part(folder, index, tables), last_day
+
+
+def generate(plan: Plan, out: Path, runner: Runner) -> Manifest:
+    """The whole bank, part by part, into `out` (written beside it and renamed when complete)."""
+    with staging(out) as folder:
+        done = runner.map(generate_part, plan, label="generated", folder=folder)
+        manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done))
+        write_manifest(folder, manifest)
+    return manifest

@@ -1,24 +1,104 @@
-"""Where a bank lives on disk, as parts: a flat folder (the contract's CSV or Parquet files) is one part.
+"""Where a bank lives on disk, as parts: a flat folder (the contract's CSV or Parquet files) is one part; a
+partitioned bank is a folder of Parquet datasets co-partitioned by customer, with a manifest.
 
-Every command works part by part: `source.map(function, ...)` calls `function(source, part, ...)` for
-each part, and the function loads the part's tables with `source.load(part)`. Here it runs in this
-process, part after part.
+```
+bank/manifest.json                 layout version, partitions, the rule, last date, row counts, checksums
+bank/customers/part-00000.parquet  ... one file per partition in each table's folder: every row of a
+bank/transactions/part-00000.parquet   disjoint set of customers, the same set across the tables
+```
+Every command works part by part: a runner (clv.cluster) calls `function(source, part, ...)` for each
+part, and the function loads the part's tables with `source.load(part)`, in whatever process runs it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel
 
-from clv import artifacts
-from clv.bank import Bank, load_bank
-from clv.contract import find_table
+from clv import artifacts, dates
+from clv.bank import Bank, bank_from_frames, load_bank
+from clv.contract import DataContractError, find_table, read_tables
 from clv.schema import TABLES
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+PARTITION_CUSTOMERS = 25_000  # a part of this size is read, checked and scored in well under 1 GB
+LAYOUT_VERSION = 1
+ORACLE = "oracle_clv"
+
+
+def partition_of(customer_id: np.ndarray, partitions: int, rule: str) -> np.ndarray:
+    """The partition each customer belongs to. "modulo": the id modulo the count (the generator's ids are
+    1..N, so each partition is every P-th customer). "hash": a 64-bit mix of the id modulo the count, so
+    that any ids, in any order, fall into partitions that are random samples."""
+    ids = np.asarray(customer_id).astype(np.uint64)
+    if rule == "modulo":
+        return (ids % np.uint64(partitions)).astype(np.int64)
+    mixed = (ids + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)  # splitmix64, wraps mod 2**64
+    mixed ^= mixed >> np.uint64(31)
+    mixed *= np.uint64(0x94D049BB133111EB)
+    mixed ^= mixed >> np.uint64(29)
+    return (mixed % np.uint64(partitions)).astype(np.int64)
+
+
+class Part(BaseModel):
+    name: str
+    rows: dict[str, int]
+    sha256: dict[str, str]
+
+
+class Manifest(BaseModel):
+    """manifest.json of a partitioned bank."""
+
+    layout: Literal["clv-partitioned"] = "clv-partitioned"
+    version: int = LAYOUT_VERSION
+    partitions: int
+    rule: Literal["modulo", "hash"]
+    last_date: dates.dt.date
+    tables: dict[str, int]
+    parts: list[Part]
+
+    @classmethod
+    def of(cls, parts: list[Part], rule: str, last_day: int) -> Manifest:
+        names = sorted({name for part in parts for name in part.rows})
+        totals = {name: sum(part.rows.get(name, 0) for part in parts) for name in names}
+        return cls(partitions=len(parts), rule=rule, last_date=dates.from_day(last_day), tables=totals, parts=parts)
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}"
+
+
+def is_partitioned(data_dir: Path) -> bool:
+    return (Path(data_dir) / MANIFEST).is_file()
+
+
+def source_customers(data_dir: Path) -> int:
+    """About how many customers a flat folder holds, from its customers file's rows (or its size)."""
+    path = find_table(Path(data_dir), "customers")
+    if path is None:
+        found = find_table(Path(data_dir), "transactions")
+        return 1 if found is None else max(1, found.stat().st_size // 20_000)  # some 200 transactions a customer
+    if path.suffix == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    with path.open("rb") as handle:
+        return max(1, sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b"")) - 1)
 
 
 @dataclass(frozen=True)
@@ -45,30 +125,115 @@ class FlatBank:
         paths = [find_table(self.data_dir, name) for name in TABLES]
         return artifacts.fingerprint([p for p in paths if p is not None])
 
-    def customers_in(self, parts: Sequence[str]) -> int:
+    def customers_in(self, parts: list[str]) -> int:
         return self.load()[0].size
-
-    def map(self, function: Callable[..., Any], parts: Sequence[str] | None = None, **kwargs: Any) -> list[Any]:
-        """`function(self, part, **kwargs)` for each part, in order."""
-        return [function(self, part, **kwargs) for part in (self.parts if parts is None else parts)]
 
 
 @functools.lru_cache(maxsize=1)
 def _read_flat(data_dir: Path, files: tuple) -> tuple[Bank, pd.Series | None]:
     """The folder read once while its files stay the same: training reads its rows, then its held-out
     customers."""
-    return load_bank(data_dir), read_oracle(data_dir)
+    path = find_table(Path(data_dir), ORACLE)
+    return load_bank(data_dir), None if path is None else _oracle(path)
 
 
-def read_oracle(data_dir: Path) -> pd.Series | None:
-    """oracle_clv's expected value by customer id, with its as-of date as the Series name; None without one."""
-    path = find_table(Path(data_dir), "oracle_clv")
-    if path is None:
-        return None
+def _oracle(path: Path) -> pd.Series:
+    """oracle_clv's expected value by customer id, named by its as-of date."""
     oracle = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     as_of = pd.Timestamp(oracle["as_of"].iloc[0]).date() if len(oracle) else None
     return oracle.set_index("customer_id")["expected_clv"].rename(as_of)
 
 
-def open_bank(data_dir: Path) -> FlatBank:
-    return FlatBank(Path(data_dir))
+@dataclass(frozen=True)
+class PartitionedBank:
+    """A partitioned bank: each part read and checked alone, against the bank's last date and rule."""
+
+    data_dir: Path
+    manifest: Manifest
+
+    @classmethod
+    def open(cls, data_dir: Path) -> PartitionedBank:
+        path = Path(data_dir) / MANIFEST
+        try:
+            manifest = Manifest.model_validate_json(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise DataContractError(f"{path}: not a readable manifest of a partitioned bank ({exc})") from None
+        return cls(Path(data_dir), manifest)
+
+    @property
+    def parts(self) -> list[str]:
+        return [part.name for part in self.manifest.parts]
+
+    @property
+    def last_day(self) -> int:
+        return dates.to_day(self.manifest.last_date)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.manifest.model_dump_json().encode()).hexdigest()
+
+    def customers_in(self, parts: list[str]) -> int:
+        rows = {part.name: part.rows.get("customers", 0) for part in self.manifest.parts}
+        return sum(rows[name] for name in parts)
+
+    def paths(self, part: str) -> dict[str, Path]:
+        listed = next(p for p in self.manifest.parts if p.name == part).rows
+        return {name: self.data_dir / name / f"{part}.parquet" for name in listed if name != ORACLE}
+
+    def load(self, part: str) -> tuple[Bank, pd.Series | None]:
+        index = self.parts.index(part)
+        rule, count = self.manifest.rule, self.manifest.partitions
+        tables = read_tables(self.paths(part), self.last_day, lambda ids: partition_of(ids, count, rule) == index)
+        bank = bank_from_frames(
+            tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
+        )
+        bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
+        oracle = self.data_dir / ORACLE / f"{part}.parquet"
+        return bank, _oracle(oracle) if oracle.exists() else None
+
+
+Source = FlatBank | PartitionedBank
+
+
+def open_bank(data_dir: Path) -> Source:
+    """The bank in a folder: partitioned when it has a manifest, else the contract's flat files."""
+    return PartitionedBank.open(data_dir) if is_partitioned(data_dir) else FlatBank(Path(data_dir))
+
+
+# ---- writing a partitioned bank ------------------------------------------------------------------------
+
+
+@contextmanager
+def staging(out: Path) -> Iterator[Path]:
+    """A hidden folder beside `out`, renamed to `out` when the block completes; removed on any failure."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
+    """One partition's tables as Parquet files in `folder` (a staging folder), with their checksums."""
+    name = part_name(index)
+    rows, sums = {}, {}
+    for table_name, table in tables.items():
+        path = folder / table_name / f"{name}.parquet"
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)  # a rerun of the same partition (a worker lost) rewrites it whole
+        rows[table_name], sums[table_name] = table.num_rows, artifacts.sha256(path)
+    return Part(name=name, rows=rows, sha256=sums)
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clv import dates
 from clv.bank import Bank
+from clv.cluster import Runner
 from clv.estimator import BankingCLVModel, driver_order
 from clv.features import FEATURE_NAMES, build_features
+from clv.io import atomic_path
 from clv.labels import former, joined
+from clv.layout import Source, part_name, staging
 
 TOP_DRIVERS = 3
+COLUMNS = (
+    "customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score",
+    *(f"driver_{k}{end}" for k in range(1, TOP_DRIVERS + 1) for end in ("", "_contribution")),
+)  # fmt: skip
 GONE = "no open product"
 
 
@@ -49,3 +58,39 @@ def predict_rows(model: BankingCLVModel, X: pd.DataFrame, gone: np.ndarray) -> d
         out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
     out["gone"] = gone
     return out
+
+
+def score_part(source: Source, part: str, model: BankingCLVModel, as_of: dt.date, folder: Path, suffix: str) -> int:
+    """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header); the rows."""
+    frame = score_bank(model, source.load(part)[0], as_of)
+    path = folder / f"{part or part_name(0)}.{suffix}"
+    with atomic_path(path) as tmp:
+        if suffix == "parquet":
+            frame.to_parquet(tmp, index=False)
+        else:
+            frame.to_csv(tmp, index=False, header=False)
+    return len(frame)
+
+
+def write_scores(source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date | None, output: Path) -> int:
+    """Score every part into `output`: a Parquet dataset (a folder of one file a part) when it ends in
+    .parquet, else one CSV. Written beside `output` under a temporary name and renamed when complete."""
+    as_of = as_of or dates.from_day(source.last_day)
+    suffix = "parquet" if output.suffix == ".parquet" else "csv"
+    with staging(output.with_name(f"{output.name}.parts") if suffix == "csv" else output) as folder:
+        rows = runner.map(score_part, source, label="scored", model=runner.share(model), as_of=as_of,
+                          folder=folder, suffix=suffix)  # fmt: skip
+        if suffix == "csv":
+            _concatenate(sorted(folder.glob("*.csv")), output)
+    if suffix == "csv":
+        shutil.rmtree(output.with_name(f"{output.name}.parts"))
+    return sum(rows)
+
+
+def _concatenate(parts: list[Path], output: Path) -> None:
+    """The parts' rows under one header, as one file written whole or not at all."""
+    with atomic_path(output) as tmp, tmp.open("wb") as out:
+        out.write(f"{','.join(COLUMNS)}\n".encode())
+        for part in parts:
+            with part.open("rb") as piece:
+                shutil.copyfileobj(piece, out, 1 << 20)

@@ -1,9 +1,9 @@
 """The honest protocol (docs/protocol.md): features as of cutoffs, labels from the months after, customers
 split 80/20 by a hash of their id; fit on the training customers, judge on every held-out one.
 
-Work on the bank goes part by part through `source.map` (clv.layout): the rows to learn from come from
-the first parts up to the training cap, the fit happens here, and each part then scores its own held-out
-customers and sends back only the few columns the metrics need.
+Work on the bank goes part by part through a runner (clv.cluster, over the parts of clv.layout): the rows
+to learn from come from the first parts up to the training cap, the fit happens here, and each part then
+scores its own held-out customers and sends back only the few columns the metrics need.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from sklearn.inspection import permutation_importance
 from clv import artifacts, dates, metrics
 from clv.bank import Bank
 from clv.card import Evaluation, ModelMetadata
+from clv.cluster import LocalRunner, Runner
 from clv.contract import DataContractError
 from clv.estimator import BankingCLVModel
 from clv.features import LEDGER_FEATURES, build_features
 from clv.labels import eligible, future_value
-from clv.layout import open_bank
+from clv.layout import Source, open_bank
 from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
 
 logger = logging.getLogger(__name__)
@@ -94,14 +95,16 @@ def last12_baseline(X: pd.DataFrame, horizon_months: int, discount_rate: float) 
     return np.nan_to_num(monthly) * dates.discount_factors(horizon_months, discount_rate).sum()
 
 
-def learning_rows(source, part: str, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, seed: int):
+def learning_rows(
+    source: Source, part: str, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, seed: int
+):
     """A part's rows of the customers training learns from (those not held out), at every cutoff."""
     rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate)
     return rows.take(~held_out(rows.customer_id, seed))
 
 
 def held_out_scores(
-    source, part: str, model: BankingCLVModel, cutoff: dt.date, horizon_months: int, discount_rate: float,
+    source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, horizon_months: int, discount_rate: float,
     seed: int | None, sample: int = IMPORTANCE_ROWS,
 ) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
     """A part's held-out customers at the cutoff (every customer when `seed` is None): the label, the
@@ -160,7 +163,7 @@ def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dic
     ]  # fmt: skip
 
 
-def check_cutoff(source, cutoff: dt.date | None, horizon_months: int) -> dt.date:
+def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int) -> dt.date:
     """The cutoff, by default the latest whose label is complete; one whose label runs past the data is refused."""
     latest = default_cutoff(source.last_day, horizon_months)
     cutoff = cutoff or latest
@@ -172,7 +175,9 @@ def check_cutoff(source, cutoff: dt.date | None, horizon_months: int) -> dt.date
     return cutoff
 
 
-def gather_learning_rows(source, cutoffs: list[dt.date], horizon: int, rate: float, seed: int, cap: int) -> Rows:
+def gather_learning_rows(
+    source: Source, runner: Runner, cutoffs: list[dt.date], horizon: int, rate: float, seed: int, cap: int
+) -> Rows:
     """Training rows from whole parts, in order, up to `cap` customers (a random sample: parts are), then a
     seeded sample of `cap` customers when the parts hold more."""
     parts, customers = [], 0
@@ -181,8 +186,8 @@ def gather_learning_rows(source, cutoffs: list[dt.date], horizon: int, rate: flo
         customers += source.customers_in([part])
         if customers * (1 - HELD_OUT_SHARE) > cap * 1.05:
             break
-    rows = Rows.concat(source.map(learning_rows, parts, cutoffs=cutoffs, horizon_months=horizon,
-                                  discount_rate=rate, seed=seed))  # fmt: skip
+    rows = Rows.concat(runner.map(learning_rows, source, parts, label="learning rows", cutoffs=cutoffs,
+                                  horizon_months=horizon, discount_rate=rate, seed=seed))  # fmt: skip
     learners = np.unique(rows.customer_id)
     if learners.size > cap:
         keep = np.random.default_rng(seed).choice(learners, cap, replace=False)
@@ -199,15 +204,15 @@ def train(
     seed: int = 42,
     extra_cutoffs: int = 1,
     max_train_customers: int = MAX_TRAIN_CUSTOMERS,
-    source=None,
+    runner: Runner | None = None,
     **params: object,
 ) -> TrainResult:
     """Train on 80% of customers at the cutoff (and `extra_cutoffs` earlier quarters), judge on the rest."""
     started = time.perf_counter()
-    source = source or open_bank(data_dir)
+    source, runner = open_bank(data_dir), runner or LocalRunner()
     cutoff = check_cutoff(source, cutoff, horizon_months)
     cutoffs = [cutoff, *(dates.add_months(cutoff, -3 * k) for k in range(1, extra_cutoffs + 1))]
-    rows = gather_learning_rows(source, cutoffs, horizon_months, discount_rate, seed, max_train_customers)
+    rows = gather_learning_rows(source, runner, cutoffs, horizon_months, discount_rate, seed, max_train_customers)
     learners = np.unique(rows.customer_id).size
     if learners < 40:
         raise DataContractError(
@@ -219,7 +224,7 @@ def train(
     model.fit(rows.X, rows.y, groups=rows.customer_id)
     logger.info("fitted in %.1f s", time.perf_counter() - started)
     train_mean = float(rows.y[rows.cutoff == dates.to_day(cutoff)].mean())
-    scores, sample = judge(source, model, cutoff, horizon_months, discount_rate, seed)
+    scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed)
     report = evaluation(scores, train_mean)
     report["importance"] = global_importance(model, sample, seed)
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
@@ -229,22 +234,23 @@ def train(
     return TrainResult(model, cutoff, dates.from_day(source.last_day), report)
 
 
-def judge(source, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float, seed: int | None):
+def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float,
+          seed: int | None) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
     """Every part's held-out customers scored where the part lives; only their columns come back."""
-    results = source.map(held_out_scores, model=model, cutoff=cutoff, horizon_months=horizon,
-                         discount_rate=rate, seed=seed)  # fmt: skip
+    results = runner.map(held_out_scores, source, label="held-out customers", model=runner.share(model),
+                         cutoff=cutoff, horizon_months=horizon, discount_rate=rate, seed=seed)  # fmt: skip
     scores = pd.concat([scores for scores, _ in results], ignore_index=True)
     return scores, Rows.concat([sample for _, sample in results])
 
 
 def evaluate_saved(model: BankingCLVModel, metadata: ModelMetadata, data_dir: Path, cutoff: dt.date | None = None,
-                   source=None) -> dict:  # fmt: skip
+                   runner: Runner | None = None) -> dict:  # fmt: skip
     """Metrics of a saved model on a folder: on its held-out customers when it is the training data,
     else on every customer eligible at the cutoff."""
-    source = source or open_bank(data_dir)
+    source, runner = open_bank(data_dir), runner or LocalRunner()
     cutoff = cutoff or metadata.cutoff
     same = source.fingerprint == metadata.data_fingerprint
-    scores, _ = judge(source, model, cutoff, metadata.horizon_months, metadata.discount_rate,
+    scores, _ = judge(source, runner, model, cutoff, metadata.horizon_months, metadata.discount_rate,
                       metadata.seed if same else None)  # fmt: skip
     result = evaluation(scores, metadata.train_mean)
     result["evaluated_on"] = "held-out customers of the training data" if same else "every eligible customer"
@@ -259,10 +265,10 @@ def train_and_save(
     horizon_months: int = HORIZON_MONTHS,
     discount_rate: float = DISCOUNT_RATE,
     seed: int = 42,
-    source=None,
+    runner: Runner | None = None,
 ) -> tuple[Path, ModelMetadata]:
     """Train on a folder, save a new version and make it latest; return its folder and metadata."""
-    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, source=source)
+    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner)
     report = result.report
     metadata = {
         "data_dir": str(data_dir),

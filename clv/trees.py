@@ -13,6 +13,7 @@ plus the attributions equals the prediction exactly.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +22,9 @@ from sklearn.impute import SimpleImputer
 
 ROW_WALK_LIMIT = 64  # rows up to this walk the trees in numpy; more use each tree's Cython apply
 CHUNK_ROWS = 8192  # rows evaluated at once: bounds memory, and chunks share two threads
+# two threads, unless the process is given fewer: a Dask worker is (OMP_NUM_THREADS=1), and its
+# cores are busy with the other workers' parts
+THREADS = max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
 class CompiledForest:
@@ -98,14 +102,17 @@ class CompiledForest:
         self.bias = self.init[ensemble] + self.value[self.roots[self.attributed]].sum()
 
     def evaluate(self, X: np.ndarray, contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw outputs (rows, ensembles) and attributions (rows, features) or None. Many rows go in chunks
-        on two threads: tree walking and numpy's gathers release the GIL."""
+        """Raw outputs (rows, ensembles) and attributions (rows, features) or None. Many rows go in chunks,
+        on two threads where the process has them: tree walking and numpy's gathers release the GIL."""
         if X.shape[0] <= CHUNK_ROWS:
             leaves = self.leaves(X)
             return self.raw(leaves), self.contributions(leaves) if contributions else None
         chunks = np.array_split(X, -(-X.shape[0] // CHUNK_ROWS))
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            parts = list(pool.map(lambda chunk: self.evaluate(chunk, contributions), chunks))
+        if THREADS == 1:
+            parts = [self.evaluate(chunk, contributions) for chunk in chunks]
+        else:
+            with ThreadPoolExecutor(max_workers=THREADS) as pool:
+                parts = list(pool.map(lambda chunk: self.evaluate(chunk, contributions), chunks))
         raw = np.vstack([p[0] for p in parts])
         return raw, np.vstack([p[1] for p in parts]) if contributions else None
 

@@ -1,0 +1,143 @@
+"""Where part-by-part work runs: in this process, or on a Dask cluster (a `LocalCluster` sized to the
+machine, or an existing one by its scheduler's address). Either way `runner.map(function, source,
+parts, **kwargs)` returns `[function(source, part, **kwargs) for part in parts]`, in order, and reports
+its progress on stderr; the work functions know nothing of Dask.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+logger = logging.getLogger(__name__)
+
+
+class Progress:
+    """Parts done of the total, rows a second, time left: a bar on a terminal, a line every 10% in a log."""
+
+    def __init__(self, label: str, weights: Sequence[int], quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.label, self.weights, self.quiet = label, list(weights), quiet
+        self.stream = stream or sys.stderr
+        self.total, self.done_rows, self.done = sum(self.weights) or 1, 0, 0
+        self.started = time.monotonic()
+        self.tty = self.stream.isatty()
+        self.next_tenth = 1
+
+    def advance(self, index: int) -> None:
+        self.done += 1
+        self.done_rows += self.weights[index]
+        if self.quiet:
+            return
+        share = self.done_rows / self.total
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done_rows / elapsed
+        left = (self.total - self.done_rows) / rate if rate else math.inf
+        text = (f"{self.label}: {self.done}/{len(self.weights)} parts, {self.done_rows:,} customers, "
+                f"{rate:,.0f}/s, {_clock(left)} left")  # fmt: skip
+        if self.tty:
+            bar = "#" * round(24 * share)
+            self.stream.write(f"\r[{bar:<24}] {text}   ")
+            if self.done == len(self.weights):
+                self.stream.write("\n")
+        elif share * 10 >= self.next_tenth or self.done == len(self.weights):
+            self.next_tenth = int(share * 10) + 1
+            self.stream.write(f"{text}\n")
+        self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+class LocalRunner:
+    """The parts in this process, one after another: a flat bank, and every test of a work function."""
+
+    def __init__(self, quiet: bool = True) -> None:
+        self.quiet = quiet
+
+    def share(self, value: Any) -> Any:
+        return value
+
+    def map(self, function: Callable[..., Any], source: Any, parts: Sequence[str] | None = None,
+            label: str = "parts", **kwargs: Any) -> list[Any]:  # fmt: skip
+        parts = list(source.parts if parts is None else parts)
+        progress = Progress(label, [source.customers_in([part]) for part in parts], self.quiet)
+        results = []
+        for index, part in enumerate(parts):
+            results.append(function(source, part, **kwargs))
+            progress.advance(index)
+        return results
+
+
+class DaskRunner:
+    """The parts as tasks on a Dask cluster. A task lost with its worker is run again elsewhere by the
+    scheduler, so a part function must give the same result when run twice (they write whole files
+    under their final names only when complete)."""
+
+    def __init__(self, client: Any, quiet: bool = False) -> None:
+        self.client, self.quiet = client, quiet
+
+    def share(self, value: Any) -> Any:
+        """Send a value (the model) to every worker once; tasks receive it by reference."""
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def map(self, function: Callable[..., Any], source: Any, parts: Sequence[str] | None = None,
+            label: str = "parts", **kwargs: Any) -> list[Any]:  # fmt: skip
+        from distributed import as_completed
+
+        parts = list(source.parts if parts is None else parts)
+        progress = Progress(label, [source.customers_in([part]) for part in parts], self.quiet)
+        futures = self.client.map(function, [source] * len(parts), parts, pure=False, **kwargs)
+        index = {future.key: i for i, future in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                future.result()  # a part that failed raises here, with its own message
+                progress.advance(index[future.key])
+            return self.client.gather(futures)
+        finally:
+            self.client.cancel(futures)
+
+
+Runner = LocalRunner | DaskRunner
+
+
+@contextmanager
+def runner(scheduler: str | None = None, workers: int | None = None, memory_limit: str | None = None,
+           quiet: bool = False, cluster: bool = True) -> Iterator[LocalRunner | DaskRunner]:  # fmt: skip
+    """A Dask runner on the cluster at `scheduler`, or on a LocalCluster of `workers` processes (default:
+    one a core) with `memory_limit` each; a LocalRunner when `cluster` is False and nothing asks for one."""
+    if not (cluster or scheduler or workers):
+        yield LocalRunner(quiet)
+        return
+    from distributed import Client, LocalCluster
+
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its start and stop are not this run's news
+    if scheduler:
+        logger.info("using the Dask cluster at %s", scheduler)
+        with Client(scheduler, timeout="30s") as client:
+            yield DaskRunner(client, quiet)
+        return
+    n = workers or os.cpu_count() or 1
+    limit = memory_limit or "auto"
+    logger.info("starting a local Dask cluster of %d workers (memory limit %s each)", n, limit)
+    with (
+        LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=limit,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as local,  # fmt: skip
+        Client(local) as client,
+    ):
+        yield DaskRunner(client, quiet)
