@@ -8,9 +8,13 @@ generates the default data if data/ is empty and trains a first model in the bac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,16 +24,26 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from clv import artifacts
+from clv import artifacts, telemetry
 from clv.artifacts import LoadedModel, ModelArtifactError
-from clv.card import ModelCard
-from clv.responses import BatchOut, Health, PredictionOut, Problem, Unavailable, ValidationProblem
+from clv.card import Drift, ModelCard
+from clv.monitoring import DriftReport
+from clv.responses import Alive, BatchOut, Health, PredictionOut, Problem, Ready, Unavailable, ValidationProblem
 from clv.schema import MAX_BATCH, BatchIn, CustomerIn
-from clv.serving import InputError, NotReady, Service, Together, predict, predict_single, settle_heap, train_first
+from clv.serving import (
+    InputError,
+    NotReady,
+    Service,
+    Together,
+    follow_latest,
+    predict,
+    predict_single,
+    without_a_model,
+)
 from clv.settings import Settings, SettingsError, load_settings
 from clv.web import AccessLog, BodyLimit, RateLimit, RateLimited, access, attach_access_log, validation_details
 
@@ -55,29 +69,21 @@ ServiceDep = Annotated[Service, Depends(get_service)]
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the latest model, or start training a first one; a broken model is reported, never replaced."""
+    """Serve the latest model (or say why there is none) and follow `latest` while the app runs."""
     service: Service = app.state.service
     log_file = attach_access_log(service.settings.log_file)
-    model_dir = service.settings.model_dir
     try:
-        service.loaded = await asyncio.to_thread(artifacts.load, model_dir)
-        service.reason = "ok"
-        logger.info("serving model %s", service.loaded.version)
-        settle_heap()
+        service.serve(await asyncio.to_thread(artifacts.load, service.settings.model_dir))
     except ModelArtifactError as exc:
-        service.reason = str(exc)
-        if not artifacts.has_latest(model_dir):
-            if service.settings.train_on_start:
-                service.reason = "training a first model; this takes about a minute"
-                service.training = asyncio.create_task(train_first(service))
-            else:
-                service.reason = f"no model in {model_dir}; run `python model.py train --model-dir {model_dir}`"
-        if service.training is None:
-            logger.error("%s", service.reason)
+        without_a_model(service, exc)
+    follower = asyncio.create_task(follow_latest(service))
+    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # signals only in the main thread
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: service.wake and service.wake.set())
     yield
     gc.unfreeze()
-    if service.training is not None:
-        service.training.cancel()
+    for task in (follower, service.training):
+        if task is not None:
+            task.cancel()
     access.removeHandler(log_file)
     log_file.close()
 
@@ -109,8 +115,8 @@ async def predict_one(customer: CustomerIn, loaded: ModelDep, together: Together
 
 
 @predictions.post("/predict/clv/batch", description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.")
-async def predict_batch(batch: BatchIn, loaded: ModelDep) -> BatchOut:
-    return {"predictions": await asyncio.to_thread(predict, loaded, batch.customers, True)}
+async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep) -> BatchOut:
+    return {"predictions": await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent)}
 
 
 operations = APIRouter(tags=["operations"])
@@ -122,17 +128,56 @@ operations = APIRouter(tags=["operations"])
 async def health(service: ServiceDep) -> Health | JSONResponse:
     """200 with the model serving; 503 with the reason while there is none."""
     if service.loaded is None:
-        body = Unavailable(status="unavailable", reason=service.reason)
-        return JSONResponse(body.model_dump(), 503, {"Retry-After": "30"})
+        return unavailable(service)
     meta = service.loaded.metadata
     uptime = round(time.monotonic() - service.started, 1)
-    return Health(status="ok", model_version=meta.version, trained_at=meta.trained_at, uptime_seconds=uptime)
+    return Health(status="ok", model_version=meta.version, trained_at=meta.trained_at, uptime_seconds=uptime,
+                  synthetic_data=meta.synthetic_data)  # fmt: skip
+
+
+def unavailable(service: Service) -> JSONResponse:
+    body = Unavailable(status="unavailable", reason=service.reason)
+    return JSONResponse(body.model_dump(), 503, {"Retry-After": "30"})
+
+
+@operations.get("/livez", response_model=Alive)
+async def livez() -> Alive:
+    """The process answers (Kubernetes' liveness probe): restart it when this fails."""
+    return Alive(status="alive")
+
+
+@operations.get(
+    "/readyz", response_model=Ready, responses={503: {"model": Unavailable, "description": "No model serves; why."}}
+)
+async def readyz(service: ServiceDep) -> Ready | JSONResponse:
+    """A model serves (Kubernetes' readiness probe): send traffic only while this is 200."""
+    if service.loaded is None:
+        return unavailable(service)
+    return Ready(status="ready", model_version=service.loaded.version)
 
 
 @operations.get("/model", responses={503: REFUSALS[503]})
-async def model_card(loaded: ModelDep) -> ModelCard:
-    """The model card: data, cutoff, held-out metrics against baselines, deciles, importance."""
-    return loaded.card
+async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
+    """The model card: data, cutoff, held-out metrics against baselines, deciles, importance, and the input
+    drift of the recent requests against the training rows."""
+    report = drift_of(service, loaded)
+    return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report, service.recent.count)})
+
+
+@operations.get(
+    "/metrics", response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' format."}},
+)  # fmt: skip
+async def metrics(service: ServiceDep) -> Response:
+    """Request counts and latency by route and status, predictions, the serving model, reloads, input drift."""
+    if service.loaded is not None:
+        telemetry.publish_drift(drift_of(service, service.loaded), service.recent.count)
+    body, content_type = telemetry.exposition()
+    return Response(body, media_type=content_type)
+
+
+def drift_of(service: Service, loaded: LoadedModel) -> DriftReport | None:
+    return service.recent.report(loaded.profile, tuple(loaded.model.ledger_features))
 
 
 page = APIRouter(include_in_schema=False)
@@ -191,8 +236,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = Service(settings)
-    app.state.rate_limit = RateLimit(settings.rate_limit)
-    app.state.together = Together()
+    app.state.rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
+    app.state.together = Together(app.state.service.recent)
     for router in (predictions, operations, page):
         app.include_router(router)
     add_error_handlers(app)
@@ -215,11 +260,18 @@ except SettingsError as exc:
 
 
 def main() -> None:
+    """Serve the app with uvicorn: CLV_WORKERS processes, their metrics in one multiprocess folder."""
     import uvicorn
 
     settings = app.state.service.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+    if settings.workers == 1:
+        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+        return
+    with tempfile.TemporaryDirectory(prefix="clv-metrics-") as folder:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by prometheus-client as each worker imports it
+        uvicorn.run("api:app", host=settings.host, port=settings.port, workers=settings.workers,
+                    access_log=False, log_level="info")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -22,13 +22,16 @@ from pydantic import ValidationError
 from clv.card import ARTIFACT_FORMAT, ModelCard, ModelMetadata
 from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES
+from clv.monitoring import Profile
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "clv_model_"
 LATEST = f"{PREFIX}latest"
 MANIFEST = "manifest.json"
-FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json")
+PICKLED_BY = ("scikit-learn", "numpy")
+PROFILE = "reference_profile.json"  # the training rows' distributions, for the drift metrics
+FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json", PROFILE)
 
 
 class ModelArtifactError(RuntimeError):
@@ -55,6 +58,10 @@ class LoadedModel:
     @functools.cached_property
     def card(self) -> ModelCard:
         return ModelCard.of(self.metadata, self.model.scale_)
+
+    @functools.cached_property
+    def profile(self) -> Profile:
+        return Profile.from_json((self.path / PROFILE).read_text())
 
 
 def library_versions() -> dict[str, str]:
@@ -84,7 +91,7 @@ def fingerprint(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def save(model: BankingCLVModel, metadata: dict, importance: list[dict], model_dir: Path) -> Path:
+def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile: Profile, model_dir: Path) -> Path:
     """Write a new version folder completely, then point `latest` at it. Returns the folder."""
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -103,6 +110,7 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], model_d
         joblib.dump(model, staging / "model.joblib", compress=3)
         joblib.dump(feature_names, staging / "feature_names.joblib")
         joblib.dump(importance, staging / "feature_importance.joblib")
+        (staging / PROFILE).write_text(json.dumps(profile.to_json()) + "\n")
         (staging / "metadata.json").write_text(typed.model_dump_json(indent=2) + "\n")
         manifest = {
             name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES
@@ -199,8 +207,12 @@ def load(model_dir: Path, version: str | None = None) -> LoadedModel:
     metadata = verify(path)
     saved = metadata.libraries
     for name, current in library_versions().items():
-        if saved.get(name) not in (None, current):
-            logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
+        if saved.get(name) in (None, current):
+            continue
+        if name in PICKLED_BY:  # the pickle is these libraries' objects: another version may read it wrong
+            versions = f"saved with {name} {saved[name]}, this is {name} {current}"
+            raise ModelArtifactError(f"{path}: {versions}; retrain with `python model.py train`")
+        logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
     try:
         model = joblib.load(path / "model.joblib")
     except Exception as exc:

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clv.monitoring import DriftReport
+
 # Version of the saved model's layout: a model saved in another layout is refused at load, with the
 # advice to retrain, instead of being read into the wrong places.
 ARTIFACT_FORMAT = 2
@@ -98,6 +100,23 @@ class ModelMetadata(Evaluation):
     seconds: float
     libraries: dict[str, str]
     feature_names: list[str]
+    synthetic_data: bool = Field(description="Trained on a bank made by this project's generator, not a real one.")
+
+
+class Drift(_Card):
+    """The input drift of the service's recent requests against the model's training rows (PSI)."""
+
+    rows: int = Field(description="Recent request rows measured.")
+    features: dict[str, float] = Field(description="PSI by feature; the ledger's only over rows that carry one.")
+    prediction: float | None
+    drifted: list[str] = Field(description="Features at 0.1 or more (moderate), most drifted first.")
+    thresholds: dict[str, float] = Field(description="Below moderate: stable; above significant: significant.")
+
+    @classmethod
+    def of(cls, report: DriftReport, rows: int) -> Drift:
+        data = report.to_json()
+        return cls(rows=rows, features=data["features"], prediction=data["prediction"], drifted=data["drifted"],
+                   thresholds=data["thresholds"])  # fmt: skip
 
 
 class ModelCard(_Card):
@@ -106,6 +125,7 @@ class ModelCard(_Card):
     version: str
     trained_at: dt.datetime
     data_dir: str
+    synthetic_data: bool
     data_last_date: dt.date
     cutoff: dt.date
     horizon_months: int
@@ -120,6 +140,7 @@ class ModelCard(_Card):
     seconds: float
     confidence_definition: str = CONFIDENCE_DEFINITION
     confidence_scale: float = Field(description="The median absolute training label: the `scale` of the definition.")
+    drift: Drift | None = Field(None, description="Recent requests against the training rows; none before 50 rows.")
 
     @classmethod
     def of(cls, metadata: ModelMetadata, confidence_scale: float) -> ModelCard:

@@ -187,6 +187,25 @@ def psi(profile: Profile, X: pd.DataFrame, predictions: np.ndarray | None = None
     )
 
 
+def drift(
+    profile: Profile, X: pd.DataFrame, predictions: np.ndarray, ledger_features: tuple[str, ...] = (), min_rows: int = 1
+) -> DriftReport:
+    """PSI as the service and `model.py monitor` report it: every feature and the prediction over all rows,
+    except the profit ledger's features, over the rows that carry a ledger. A customer scored without a
+    ledger (most API requests) leaves them empty by design; that is not drift. With fewer than `min_rows`
+    ledger rows the ledger's features are left out of the report."""
+    report = psi(profile, X, predictions)
+    ledger = [name for name in ledger_features if name in report.features]
+    if not ledger:
+        return report
+    has_ledger = X[ledger].notna().any(axis=1).to_numpy()
+    features = {name: value for name, value in report.features.items() if name not in ledger}
+    if has_ledger.sum() >= min_rows:
+        ledger_report = psi(profile, X[has_ledger])
+        features |= {name: ledger_report.features[name] for name in ledger}
+    return DriftReport(features, report.prediction, report.rows, report.reference_rows)
+
+
 def plot_drift(profile: Profile, X: pd.DataFrame, report: DriftReport, path: Path, top: int = 6) -> Path:
     """A PNG of the `top` most drifted features: reference and current share per bin, PSI in each title."""
     # Imported here: a service that only computes PSI on every scrape should not pay for matplotlib.

@@ -39,9 +39,19 @@ class BatchOut(BaseModel):
 
 class Health(BaseModel):
     status: Literal["ok"]
-    model_version: str
+    model_version: str = Field(description="The version serving now; it changes when a new latest is taken up.")
     trained_at: dt.datetime
     uptime_seconds: float
+    synthetic_data: bool = Field(description="The serving model was trained on a generated bank, not a real one.")
+
+
+class Alive(BaseModel):
+    status: Literal["alive"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    model_version: str
 
 
 class Unavailable(BaseModel):

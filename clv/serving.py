@@ -1,27 +1,33 @@
-"""What a request does: check its dates, build its feature rows, score them; single requests that arrive
-together are scored in one call. The service (api.py) only routes to these."""
+"""What the service does: the model it serves (followed on disk, swapped whole, a first one made on the
+first run), and what a request does: check its dates, build its feature rows, score them; single
+requests that arrive together are scored in one call. api.py only routes to these."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import fcntl
 import gc
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from clv import artifacts, dates
-from clv.artifacts import LoadedModel
+from clv import artifacts, dates, telemetry
+from clv.artifacts import LATEST, LoadedModel, ModelArtifactError
 from clv.bank import bank_from_request, concat_banks
 from clv.estimator import top_drivers
 from clv.features import FEATURE_NAMES, build_features
 from clv.labels import former
+from clv.layout import MANIFEST
 from clv.schema import CustomerIn
 from clv.scoring import predict_rows
 from clv.settings import Settings
+from clv.telemetry import RecentRows
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +39,31 @@ HOPS = 1  # turns of the event loop a call waits for more requests: gathers abou
 
 @dataclass
 class Service:
-    """What the app serves: the loaded model (one object, swapped whole), or why there is none."""
+    """What the app serves: the loaded model (one object, swapped whole), or why there is none; the recent
+    requests' feature rows; and the version it refused last (not refused again at every look)."""
 
     settings: Settings
     loaded: LoadedModel | None = None
     reason: str = "starting"
     started: float = field(default_factory=time.monotonic)
     training: asyncio.Task | None = None
+    recent: RecentRows = field(init=False)
+    refused: Path | None = None
+    wake: asyncio.Event | None = None  # set to look for a new model at once (SIGHUP); made in the app's loop
+
+    def __post_init__(self) -> None:
+        self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES))
+
+    def serve(self, loaded: LoadedModel) -> None:
+        """Swap in a model at once: a request in flight keeps the one it started with."""
+        before = self.loaded
+        self.loaded, self.reason = loaded, "ok"
+        meta = loaded.metadata
+        previous = None if before is None else (before.version, str(before.metadata.trained_at),
+                                                before.metadata.synthetic_data)  # fmt: skip
+        telemetry.serving(meta.version, str(meta.trained_at), meta.synthetic_data, previous)
+        logger.info("serving model %s", loaded.version)
+        settle_heap()
 
 
 class NotReady(Exception):
@@ -99,11 +123,14 @@ def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[pd
     return pd.DataFrame(X, columns=FEATURE_NAMES, copy=False), gone
 
 
-def score(loaded: LoadedModel, customers: list[CustomerIn]) -> list[dict]:
-    """Scores for request customers, through the same feature path and model call as batch scoring."""
+def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows | None = None) -> list[dict]:
+    """Scores for request customers, through the same feature path and model call as batch scoring; their
+    rows join the `recent` window the drift is measured on."""
     as_ofs = [customer.as_of or loaded.default_as_of for customer in customers]
     X, gone = feature_rows(customers, as_ofs)
     out = predict_rows(loaded.model, X, gone)
+    if recent is not None:
+        recent.add(X.to_numpy(), out["point"])
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     meta, values = loaded.metadata, X.to_numpy()
     base = round(loaded.model.expected_value_, 2)
@@ -128,9 +155,11 @@ def score(loaded: LoadedModel, customers: list[CustomerIn]) -> list[dict]:
     ]
 
 
-def predict(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False) -> list[dict]:
+def predict(
+    loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False, recent: RecentRows | None = None
+) -> list[dict]:
     check_dates(loaded, customers, batch)
-    return score(loaded, customers)
+    return score(loaded, customers, recent)
 
 
 class Together:
@@ -139,9 +168,10 @@ class Together:
     rows together cost little more than one. The call waits HOPS turns of the event loop, so that requests
     whose bytes arrive meanwhile join it. `calls` counts the scoring calls made."""
 
-    def __init__(self) -> None:
+    def __init__(self, recent: RecentRows | None = None) -> None:
         self.waiting: list[tuple[LoadedModel, CustomerIn, asyncio.Future]] = []
         self.calls = 0
+        self.recent = recent
 
     async def score(self, loaded: LoadedModel, customer: CustomerIn) -> dict:
         loop = asyncio.get_running_loop()
@@ -168,11 +198,11 @@ class Together:
     def _score_group(self, group: list[tuple[LoadedModel, CustomerIn, asyncio.Future]]) -> None:
         self.calls += 1
         try:
-            results = score(group[0][0], [customer for _, customer, _ in group])
+            results = score(group[0][0], [customer for _, customer, _ in group], self.recent)
         except Exception:  # score each alone, so that one request's failure stays its own
             for loaded, customer, future in group:
                 try:
-                    _settle(future, result=score(loaded, [customer])[0])
+                    _settle(future, result=score(loaded, [customer], self.recent)[0])
                 except Exception as exc:
                     _settle(future, error=exc)
             return
@@ -193,37 +223,105 @@ async def predict_single(together: Together, loaded: LoadedModel, customer: Cust
     check_dates(loaded, [customer])
     size = len(customer.products) + len(customer.transactions) + len(customer.ledger)
     if size > OFF_LOOP_ITEMS:  # keep the event loop free for /health while a large request computes
-        return (await asyncio.to_thread(score, loaded, [customer]))[0]
+        return (await asyncio.to_thread(score, loaded, [customer], together.recent))[0]
     return await together.score(loaded, customer)
 
 
 def first_model(settings: Settings) -> LoadedModel:
-    """Generate the default data if there is none, train, save and load a first model."""
+    """Train, save and load a first model, on a generated demo bank when the default data folder is empty.
+    One process trains (a lock in the model folder); another waiting for it serves what it saves."""
     from clv.generator import Config, simulate, write_tables  # only on the first run
     from clv.training import train_and_save
 
-    if not any(settings.data_dir.glob("transactions.*")):
-        logger.info("no data in %s: generating %d customers", settings.data_dir, settings.first_run_customers)
-        write_tables(simulate(Config(customers=settings.first_run_customers)), settings.data_dir)
-    logger.info("no model in %s: training a first one on %s", settings.model_dir, settings.data_dir)
-    train_and_save(settings.data_dir, settings.model_dir)
-    return artifacts.load(settings.model_dir)
+    settings.model_dir.mkdir(parents=True, exist_ok=True)
+    with (settings.model_dir / ".first-model.lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NotReady("another process is training the first model; it is served when saved") from None
+        if not has_data(settings.data_dir):
+            logger.info("no data in %s: generating %d customers", settings.data_dir, settings.first_run_customers)
+            config = Config(customers=settings.first_run_customers)
+            write_tables(simulate(config), settings.data_dir, config=config)
+        logger.info("no model in %s: training a first one on %s", settings.model_dir, settings.data_dir)
+        train_and_save(settings.data_dir, settings.model_dir)
+        return artifacts.load(settings.model_dir)
+
+
+def has_data(data_dir: Path) -> bool:
+    return any(data_dir.glob("transactions.*")) or (data_dir / MANIFEST).is_file()
+
+
+def without_a_model(service: Service, error: ModelArtifactError) -> None:
+    """No model could be loaded at start: say why, and make a first one only where that is safe. A broken
+    model is reported, never trained over; a configured data folder with no data is never filled with a
+    made-up bank (a mistyped CLV_DATA_DIR would serve a model of customers who do not exist)."""
+    settings = service.settings
+    service.reason = str(error)
+    if artifacts.has_latest(settings.model_dir):
+        logger.error("%s", service.reason)
+    elif not settings.train_on_start:
+        service.reason = (
+            f"no model in {settings.model_dir}; run `python model.py train --model-dir {settings.model_dir}`"
+        )
+    elif not settings.demo_data and not has_data(settings.data_dir):
+        service.reason = (
+            f"no model in {settings.model_dir} and no data in {settings.data_dir}: put the bank's files there "
+            f"(transactions.csv at least) or point CLV_DATA_DIR at them, or train with `python model.py train`"
+        )
+    else:
+        service.reason = "training a first model; this takes about a minute"
+        service.training = asyncio.create_task(train_first(service))
+    logger.warning("no model serves: %s", service.reason)
 
 
 async def train_first(service: Service) -> None:
     try:
-        service.loaded = await asyncio.to_thread(first_model, service.settings)
-        service.reason = "ok"
-        logger.info("serving model %s", service.loaded.version)
-        settle_heap()
+        service.serve(await asyncio.to_thread(first_model, service.settings))
+    except NotReady as exc:
+        service.reason = str(exc)
     except Exception as exc:  # the service stays up and says why
         logger.exception("first model failed")
         service.reason = f"training a first model failed: {exc}"
 
 
+async def follow_latest(service: Service) -> None:
+    """Look at models/clv_model_latest every CLV_RELOAD_SECONDS, and at once when woken (SIGHUP)."""
+    service.wake = asyncio.Event()
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(service.wake.wait(), service.settings.reload_seconds)
+        service.wake.clear()
+        try:
+            await take_latest(service)
+        except Exception:  # the service keeps serving what it serves; the next look tries again
+            logger.exception("looking for a new model failed")
+
+
+async def take_latest(service: Service) -> None:
+    """Serve the version `latest` points at, once it is verified; refuse (log, count) one that is not."""
+    link = service.settings.model_dir / LATEST
+    if not link.exists():
+        return
+    target = link.resolve()
+    if (service.loaded is not None and target == service.loaded.path) or target == service.refused:
+        return
+    try:
+        loaded = await asyncio.to_thread(artifacts.load, target)
+    except ModelArtifactError as exc:
+        service.refused = target
+        telemetry.RELOADS.labels("refused").inc()
+        logger.error("refused model %s, still serving %s: %s", target.name,
+                     service.loaded.version if service.loaded else "none", exc)  # fmt: skip
+        return
+    service.serve(loaded)
+    telemetry.RELOADS.labels("succeeded").inc()
+
+
 def settle_heap() -> None:
     """Move what lives as long as the process (libraries, the model) out of the garbage collector's sight.
     A full collection walks every object, some 0.1 s with the model loaded, and stalls whatever request is
-    running at that moment; frozen objects are not walked."""
+    running at that moment; frozen objects are not walked. A model swapped out is unfrozen and freed."""
+    gc.unfreeze()
     gc.collect()
     gc.freeze()

@@ -16,7 +16,10 @@ from fastapi import HTTPException, Request
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clv.telemetry import observe_request
 
 access = logging.getLogger("api.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
@@ -32,16 +35,21 @@ class RateLimited(Exception):
 class RateLimit:
     """One budget per client address for both prediction routes, as a dependency.
 
-    `limits` (the library under slowapi and Flask-Limiter) with its asyncio in-memory storage: its
-    thread-based storage, which slowapi uses, starts a timer thread every few requests under load,
-    and each start stalls the event loop."""
+    `limits` (the library under slowapi and Flask-Limiter) with its asyncio storages: in this process's
+    memory (`memory://`), or in Redis (`redis://host:port`) so that every worker and every replica
+    shares one budget. (Its thread-based storage, which slowapi uses, starts a timer thread every few
+    requests under load, and each start stalls the event loop.)"""
 
-    def __init__(self, rate: str) -> None:
+    def __init__(self, rate: str, storage: str = "memory://") -> None:
         try:
             self.item = parse(rate)
         except ValueError as exc:
             raise ValueError(f"CLV_RATE_LIMIT {rate!r}: not a rate limit such as '120/minute'") from exc
-        self.window = FixedWindowRateLimiter(MemoryStorage())
+        if storage.startswith("memory://"):
+            backend = MemoryStorage()
+        else:  # redis-py's asyncio client; limits names its async storages async+redis://
+            backend = storage_from_string(f"async+{storage}", implementation="redispy")
+        self.window = FixedWindowRateLimiter(backend)
 
     async def __call__(self, request: Request) -> None:
         client = request.client.host if request.client else "unknown"
@@ -118,7 +126,8 @@ class BodyLimit:
 
 
 class AccessLog:
-    """One line per request (id, method, path, status, latency; no personal data) and an X-Request-ID."""
+    """One line per request (id, method, path, status, latency; no personal data), an X-Request-ID, and the
+    request in the Prometheus metrics."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -144,8 +153,9 @@ class AccessLog:
         try:
             await self.app(scope, receive, tagged)
         finally:
-            access.info("%s %s %s %d %.2fms", request_id, scope["method"], scope["path"], status,
-                        (time.perf_counter() - started) * 1000)  # fmt: skip
+            seconds = time.perf_counter() - started
+            access.info("%s %s %s %d %.2fms", request_id, scope["method"], scope["path"], status, seconds * 1000)
+            observe_request(scope["method"], scope["path"], status, seconds)
 
 
 class AccessFile(logging.handlers.RotatingFileHandler):

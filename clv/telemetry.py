@@ -1,0 +1,122 @@
+"""The service's Prometheus metrics and the window of recent requests its input drift is measured on.
+
+Conventional names with units: `clv_http_requests_total` and `clv_http_request_duration_seconds` by
+route and status, `clv_predictions_total`, `clv_predicted_clv` (a histogram), `clv_model_info` (1 for the
+serving version), `clv_model_reloads_total{result}`, and `clv_input_drift_psi{feature}` with
+`clv_prediction_drift_psi`. With several workers the values live in files of prometheus-client's
+multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before the workers start), summed or, for
+the drift, the most recent of any worker.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+import pandas as pd
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+from clv.monitoring import DriftReport, Profile, drift
+
+ROUTES = frozenset({"/predict/clv", "/predict/clv/batch", "/health", "/livez", "/readyz", "/model", "/metrics", "/",
+                    "/docs", "/redoc", "/openapi.json"})  # fmt: skip
+MIN_DRIFT_ROWS = 50  # fewer recent rows than this say nothing about a distribution
+
+REQUESTS = Counter("clv_http_requests", "HTTP requests answered, by route and status.", ["method", "route", "status"])
+LATENCY = Histogram(
+    "clv_http_request_duration_seconds", "Time from request to response, by route.", ["method", "route"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)  # fmt: skip
+PREDICTIONS = Counter("clv_predictions", "Customers scored by the service.")
+PREDICTED = Histogram(
+    "clv_predicted_clv", "Predicted CLV of the customers scored (discounted net margin).",
+    buckets=(-1000, -100, 0, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000),
+)  # fmt: skip
+MODEL = Gauge("clv_model_info", "1 for the model version serving, 0 for one that served before.",
+              ["version", "trained_at", "synthetic_data"], multiprocess_mode="mostrecent")  # fmt: skip
+RELOADS = Counter("clv_model_reloads", "Model versions taken up (succeeded) or refused.", ["result"])
+INPUT_DRIFT = Gauge("clv_input_drift_psi", "Population stability index of the recent requests' feature "
+                    "against the model's training rows.", ["feature"], multiprocess_mode="mostrecent")  # fmt: skip
+PREDICTION_DRIFT = Gauge("clv_prediction_drift_psi", "Population stability index of the recent predictions.",
+                         multiprocess_mode="mostrecent")  # fmt: skip
+WINDOW_ROWS = Gauge("clv_drift_window_rows", "Recent request rows the drift is measured on.",
+                    multiprocess_mode="mostrecent")  # fmt: skip
+
+
+def observe_request(method: str, path: str, status: int, seconds: float) -> None:
+    route = path if path in ROUTES else "other"  # one series a route, never one a URL
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics in Prometheus' text format: this process's, or every worker's in multiprocess mode."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+def serving(version: str, trained_at: str, synthetic: bool, previous: tuple[str, str, bool] | None) -> None:
+    """The serving model as an info metric: its labels at 1, the one it replaced at 0."""
+    if previous is not None:
+        MODEL.labels(previous[0], previous[1], str(previous[2]).lower()).set(0)
+    MODEL.labels(version, trained_at, str(synthetic).lower()).set(1)
+
+
+class RecentRows:
+    """The feature rows and predictions of the last `size` customers scored, for the drift metrics."""
+
+    def __init__(self, size: int, columns: list[str]) -> None:
+        self.columns = columns
+        self.rows = np.full((size, len(columns)), np.nan)
+        self.predictions = np.full(size, np.nan)
+        self.count, self.added = 0, 0
+        self.lock = threading.Lock()  # batches are scored in threads
+        self._report: tuple[int, DriftReport | None] = (-1, None)
+
+    def add(self, X: np.ndarray, predictions: np.ndarray) -> None:
+        size = self.rows.shape[0]
+        X, predictions = X[-size:], predictions[-size:]
+        with self.lock:
+            at = np.arange(self.added, self.added + len(X)) % size
+            self.rows[at], self.predictions[at] = X, predictions
+            self.added += len(X)
+            self.count = min(size, self.count + len(X))
+        PREDICTIONS.inc(len(predictions))
+        for value in predictions:
+            PREDICTED.observe(value)
+
+    def report(self, profile: Profile, ledger_features: tuple[str, ...]) -> DriftReport | None:
+        """PSI of the window against the training reference (kept until new rows arrive); None when too few."""
+        with self.lock:
+            if self._report[0] == self.added:
+                return self._report[1]
+            added, count = self.added, self.count
+            X = pd.DataFrame(self.rows[:count].copy(), columns=self.columns)
+            predictions = self.predictions[:count].copy()
+        report = drift(profile, X, predictions, ledger_features, MIN_DRIFT_ROWS) if count >= MIN_DRIFT_ROWS else None
+        with self.lock:
+            self._report = (added, report)
+        return report
+
+
+def publish_drift(report: DriftReport | None, rows: int) -> None:
+    WINDOW_ROWS.set(rows)
+    if report is None:
+        return
+    for feature, value in report.features.items():
+        INPUT_DRIFT.labels(feature).set(value)
+    if report.prediction is not None:
+        PREDICTION_DRIFT.set(report.prediction)
