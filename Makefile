@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 MODEL_DIR ?= models
 
-.PHONY: run test lint data model bench browser clean
+.PHONY: run test lint data model bench system clean
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,18 +31,23 @@ model: $(VENV)/.runtime
 	@test -f $(DATA_DIR)/transactions.csv || $(PY) data_gen.py --out $(DATA_DIR)
 	$(PY) model.py train --data-dir $(DATA_DIR) --model-dir $(MODEL_DIR)
 
-## browser: Debian's Chromium for the page tests (never a browser download)
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: run 'sudo apt-get install chromium'" >&2; exit 1; fi; }
+## system: Debian's packages the tests drive: chromium (the page) and redis-server (a shared rate limit);
+## installed with apt-get when missing, never a browser download
+system:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing; run 'sudo apt-get install$$missing'" >&2; exit 1; fi; \
+	fi
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 ## test: set up, lint, and run the whole test suite (browser tests included)
-test: $(VENV)/.dev browser lint
+test: $(VENV)/.dev system lint
 	$(PY) -m pytest
 
 ## bench: print the speed figures of the issues' targets

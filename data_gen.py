@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.partitions is None:
         tables = simulate(config)
-        paths = write_tables(tables, args.out, args.format or "csv")
+        paths = write_tables(tables, args.out, args.format or "csv", config)
         rows = ", ".join(f"{p.name} {tables[p.stem].num_rows:,}" for p in paths)
     else:
         scheduler = args.scheduler or settings.dask_scheduler

@@ -15,10 +15,12 @@ from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date,
 from clv.cluster import Runner, runner
 from clv.contract import DataContractError
 from clv.estimator import BankingCLVModel
+from clv.io import write_json
 from clv.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
+from clv.monitoring import band, plot_drift
 from clv.prepare import prepare
 from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
-from clv.scoring import write_scores
+from clv.scoring import monitor, write_scores
 from clv.settings import Settings, SettingsError, load_settings
 from clv.training import evaluate_saved, train_and_save
 
@@ -82,6 +84,27 @@ def cmd_score(args: argparse.Namespace) -> None:
     with cluster_for(args) as run:
         rows = write_scores(source, run, loaded.model, args.as_of, args.output)
     logger.info("scored %d customers with model %s into %s", rows, loaded.version, args.output)
+
+
+def cmd_monitor(args: argparse.Namespace) -> None:
+    loaded = artifacts.load(args.model_dir, args.version)
+    source = open_bank(args.data_dir)
+    with cluster_for(args) as run:
+        report, X = monitor(source, run, loaded, args.as_of)
+    args.out.mkdir(parents=True, exist_ok=True)
+    document = report.to_json() | {"model_version": loaded.version, "data_dir": str(args.data_dir)}
+    write_json(document, args.out / "drift.json")
+    plot_drift(loaded.profile, X, report, args.out / "drift.png")
+    if args.json:
+        print(json.dumps(document))
+        return
+    print(f"input drift of {report.rows:,} customers of {args.data_dir} against model {loaded.version}'s "
+          f"{report.reference_rows:,} training rows (population stability index)")  # fmt: skip
+    print(f"{'feature':32s} {'psi':>8s}  band")
+    for name, value in [*report.worst(), ("(prediction)", report.prediction)]:
+        if value is not None:
+            print(f"{name:32s} {value:>8.3f}  {band(value)}")
+    print(f"written: {args.out / 'drift.json'}, {args.out / 'drift.png'}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -164,6 +187,19 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.set_defaults(run=cmd_score)
 
 
+def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("monitor", help="input drift of a bank's customers against the model's training rows (PSI)")
+    add_folders(p, settings)
+    p.add_argument("--version", help="version to compare with (default latest)")
+    p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
+    p.add_argument(
+        "--out", type=Path, default=Path("drift"), help="folder for drift.json and drift.png (default drift)"
+    )
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_cluster_options(p)
+    p.set_defaults(run=cmd_monitor)
+
+
 def add_prepare(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("prepare", help="a flat folder of any size as a partitioned bank (Dask's shuffle, out of core)")
     p.add_argument("src", type=Path, help="the flat folder (the contract's CSV or Parquet files)")
@@ -190,7 +226,7 @@ def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
 def parser(settings: Settings) -> argparse.ArgumentParser:
     top = OneLineParser(prog="model.py", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add in (add_train, add_evaluate, add_score, add_prepare, add_versions):
+    for add in (add_train, add_evaluate, add_score, add_monitor, add_prepare, add_versions):
         add(sub, settings)
     return top
 

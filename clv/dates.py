@@ -1,4 +1,4 @@
-"""Calendar helpers: days and months as integers, and the discount factor of DOMAIN.md."""
+"""Calendar helpers: days and months as integers, and the discount factor of docs/domain.md."""
 
 from __future__ import annotations
 

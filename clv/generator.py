@@ -16,8 +16,8 @@ from faker import Faker
 
 from clv import dates
 from clv.cluster import Runner
-from clv.io import atomic_path, write_csv
-from clv.layout import Manifest, Part, part_name, staging, write_manifest, write_part
+from clv.io import atomic_path, write_csv, write_json
+from clv.layout import GENERATED, Manifest, Part, part_name, staging, write_manifest, write_part
 from clv.schema import (
     HORIZON_MONTHS,
     LEDGER_PARTS,
@@ -72,6 +72,11 @@ class Config:
     end: dt.date = dt.date(2024, 12, 31)
     seed: int = 42
     oracle: bool = False
+
+    def describe(self) -> dict:
+        """The settings, as written beside a synthetic bank so that a model trained on it can say so."""
+        return {"generator": "clv.generator", "customers": self.customers, "start": self.start.isoformat(),
+                "end": self.end.isoformat(), "seed": self.seed}  # fmt: skip
 
     @property
     def oracle_as_of(self) -> dt.date:
@@ -367,9 +372,14 @@ def ledger_table(run: _Run) -> pa.Table:
     return pa.table(columns)
 
 
-def write_tables(tables: dict[str, pa.Table], out: Path, file_format: str = "csv") -> list[Path]:
-    """Write every table beside the others, each under a temporary name first, then renamed."""
+def write_tables(
+    tables: dict[str, pa.Table], out: Path, file_format: str = "csv", config: Config | None = None
+) -> list[Path]:
+    """Write every table beside the others, each under a temporary name first, then renamed; with the
+    generator's settings in generator.json when `config` is given."""
     out.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        write_json(config.describe(), out / GENERATED)
     paths = []
     for name, table in tables.items():
         path = out / f"{name}.{file_format}"
@@ -420,6 +430,7 @@ def generate(plan: Plan, out: Path, runner: Runner) -> Manifest:
     """The whole bank, part by part, into `out` (written beside it and renamed when complete)."""
     with staging(out) as folder:
         done = runner.map(generate_part, plan, label="generated", folder=folder)
-        manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done))
+        manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done),
+                               plan.config.describe() | {"partitions": plan.partitions})  # fmt: skip
         write_manifest(folder, manifest)
     return manifest

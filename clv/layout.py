@@ -38,6 +38,7 @@ from clv.schema import TABLES
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+GENERATED = "generator.json"  # beside a flat synthetic bank's tables: the generator's settings
 PARTITION_CUSTOMERS = 25_000  # a part of this size is read, checked and scored in well under 1 GB
 LAYOUT_VERSION = 1
 ORACLE = "oracle_clv"
@@ -73,12 +74,14 @@ class Manifest(BaseModel):
     last_date: dates.dt.date
     tables: dict[str, int]
     parts: list[Part]
+    generator: dict | None = None  # the synthetic bank's settings, when the generator made it
 
     @classmethod
-    def of(cls, parts: list[Part], rule: str, last_day: int) -> Manifest:
+    def of(cls, parts: list[Part], rule: str, last_day: int, generator: dict | None = None) -> Manifest:
         names = sorted({name for part in parts for name in part.rows})
         totals = {name: sum(part.rows.get(name, 0) for part in parts) for name in names}
-        return cls(partitions=len(parts), rule=rule, last_date=dates.from_day(last_day), tables=totals, parts=parts)
+        last = dates.from_day(last_day)
+        return cls(partitions=len(parts), rule=rule, last_date=last, tables=totals, parts=parts, generator=generator)
 
 
 def part_name(index: int) -> str:
@@ -128,6 +131,10 @@ class FlatBank:
     def customers_in(self, parts: list[str]) -> int:
         return self.load()[0].size
 
+    @property
+    def synthetic(self) -> bool:
+        return (self.data_dir / GENERATED).is_file()
+
 
 @functools.lru_cache(maxsize=1)
 def _read_flat(data_dir: Path, files: tuple) -> tuple[Bank, pd.Series | None]:
@@ -175,6 +182,10 @@ class PartitionedBank:
     def customers_in(self, parts: list[str]) -> int:
         rows = {part.name: part.rows.get("customers", 0) for part in self.manifest.parts}
         return sum(rows[name] for name in parts)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.manifest.generator is not None
 
     def paths(self, part: str) -> dict[str, Path]:
         listed = next(p for p in self.manifest.parts if p.name == part).rows

@@ -1,4 +1,4 @@
-"""The metrics of DOMAIN.md, reported together: ranking, calibration by decile, totals and errors."""
+"""The metrics of docs/metrics.md, reported together: ranking, calibration by decile, totals and errors."""
 
 from __future__ import annotations
 

@@ -10,13 +10,15 @@ import numpy as np
 import pandas as pd
 
 from clv import dates
+from clv.artifacts import LoadedModel
 from clv.bank import Bank
 from clv.cluster import Runner
 from clv.estimator import BankingCLVModel, driver_order
 from clv.features import FEATURE_NAMES, build_features
 from clv.io import atomic_path
-from clv.labels import former, joined
+from clv.labels import eligible, former, joined
 from clv.layout import Source, part_name, staging
+from clv.monitoring import DriftReport, drift
 
 TOP_DRIVERS = 3
 COLUMNS = (
@@ -94,3 +96,31 @@ def _concatenate(parts: list[Path], output: Path) -> None:
         for part in parts:
             with part.open("rb") as piece:
                 shutil.copyfileobj(piece, out, 1 << 20)
+
+
+MONITOR_ROWS = 200_000  # a random sample this large measures a distribution to well under PSI 0.01
+
+
+def monitor_rows(source: Source, part: str, model: BankingCLVModel, as_of: dt.date, share: float, seed: int):
+    """A seeded sample (`share` of them) of a part's customers who count as of `as_of` (joined, not gone, as
+    in training): their feature rows and predictions."""
+    bank = source.load(part)[0]
+    day = dates.to_day(as_of)
+    keep = np.flatnonzero(eligible(bank, day))
+    rng = np.random.default_rng([seed, source.parts.index(part)])
+    keep = np.sort(rng.choice(keep, min(keep.size, max(1, round(share * keep.size))), replace=False))
+    X = build_features(bank, day).iloc[keep].reset_index(drop=True)
+    return X, model.predict(X)
+
+
+def monitor(
+    source: Source, runner: Runner, loaded: LoadedModel, as_of: dt.date | None, seed: int = 42
+) -> tuple[DriftReport, pd.DataFrame]:
+    """The input drift of a bank's customers as of a date against the model's training rows, with the rows."""
+    as_of = as_of or dates.from_day(source.last_day)
+    share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
+    parts = runner.map(monitor_rows, source, label="monitored", model=runner.share(loaded.model), as_of=as_of,
+                       share=share, seed=seed)  # fmt: skip
+    X = pd.concat([X for X, _ in parts], ignore_index=True)
+    predictions = np.concatenate([p for _, p in parts])
+    return drift(loaded.profile, X, predictions, tuple(loaded.model.ledger_features)), X

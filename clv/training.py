@@ -27,6 +27,7 @@ from clv.estimator import BankingCLVModel
 from clv.features import LEDGER_FEATURES, build_features
 from clv.labels import eligible, future_value
 from clv.layout import Source, open_bank
+from clv.monitoring import reference_profile
 from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,8 @@ def train(
     report["importance"] = global_importance(model, sample, seed)
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
     report["data_fingerprint"] = source.fingerprint
+    report["synthetic_data"] = source.synthetic
+    report["profile"] = reference_profile(rows.X, model.predict(rows.X))
     report["seconds"] = round(time.perf_counter() - started, 1)
     logger.info("judged %d held-out customers in %.1f s", report["test_customers"], report["seconds"])
     return TrainResult(model, cutoff, dates.from_day(source.last_day), report)
@@ -281,5 +284,6 @@ def train_and_save(
         "params": result.model.get_params(),
         **report,
     }
-    path = artifacts.save(result.model, metadata, report["importance"], model_dir)
+    profile = metadata.pop("profile")
+    path = artifacts.save(result.model, metadata, report["importance"], profile, model_dir)
     return path, artifacts.read_metadata(path)

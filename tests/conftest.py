@@ -30,7 +30,7 @@ def example() -> dict:
 def bank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated bank (1,200 customers, 2021-2024, with the oracle)."""
     out = tmp_path_factory.mktemp("bank")
-    generator.write_tables(generator.simulate(SMALL_BANK), out)
+    generator.write_tables(generator.simulate(SMALL_BANK), out, config=SMALL_BANK)
     return out
 
 

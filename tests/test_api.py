@@ -79,8 +79,9 @@ def test_health_reports_the_serving_model(client: TestClient, loaded: LoadedMode
     response = client.get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"status", "model_version", "trained_at", "uptime_seconds"}
+    assert set(body) == {"status", "model_version", "trained_at", "uptime_seconds", "synthetic_data"}
     assert body["status"] == "ok"
+    assert body["synthetic_data"] is True  # the small bank is the generator's, and says so
     assert body["model_version"] == loaded.version
     assert dt.datetime.fromisoformat(body["trained_at"]) == loaded.metadata.trained_at
     assert body["uptime_seconds"] >= 0
@@ -471,10 +472,10 @@ def test_a_failure_scored_together_stays_with_its_request(
 ) -> None:
     real = serving.score
 
-    def fragile(loaded: LoadedModel, batch: list[CustomerIn]) -> list[dict]:
+    def fragile(loaded: LoadedModel, batch: list[CustomerIn], *args: object) -> list[dict]:
         if any(customer.customer_id == 13 for customer in batch):
             raise RuntimeError("customer 13 breaks the model")
-        return real(loaded, batch)
+        return real(loaded, batch, *args)
 
     monkeypatch.setattr(serving, "score", fragile)
     together = serving.Together()

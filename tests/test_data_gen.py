@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 from clv import generator
 from clv.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
 from clv.simulation import MAX_PRODUCTS_PER_CUSTOMER
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
 RECORDS: dict[str, type[BaseModel]] = {
     "customers": CustomerRecord,
@@ -45,7 +45,7 @@ def month_index(values: pd.Series) -> pd.Series:
 
 
 def default_as_of(end: dt.date) -> dt.date:
-    """DOMAIN.md's default cutoff: the last month end on or before `end`, minus the horizon."""
+    """The default cutoff (docs/protocol.md): the last month end on or before `end`, minus the horizon."""
     last = end if (end + dt.timedelta(days=1)).day == 1 else end.replace(day=1) - dt.timedelta(days=1)
     month = last.year * 12 + last.month - 1 - HORIZON_MONTHS + 1  # the month after the as-of month
     return dt.date(month // 12, month % 12 + 1, 1) - dt.timedelta(days=1)
@@ -323,7 +323,7 @@ def test_cli_writes_the_tables_and_no_leftovers(tmp_path: Path, oracle: bool) ->
     out = tmp_path / "out"
     result = run_cli("--customers", "50", "--seed", "5", "--out", str(out), *(["--write-oracle"] if oracle else []))
     assert result.returncode == 0, result.stderr
-    expected = {f"{name}.csv" for name in TABLE_NAMES} | ({"oracle_clv.csv"} if oracle else set())
+    expected = {f"{name}.csv" for name in TABLE_NAMES} | ({"oracle_clv.csv"} if oracle else set()) | {"generator.json"}
     assert {p.name for p in out.iterdir()} == expected  # hidden temporary files would show here
     for name in expected:
         assert (out / name).stat().st_size > 0

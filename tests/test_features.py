@@ -1,4 +1,4 @@
-"""Features as of a date: nothing dated after T reaches them, the label is DOMAIN.md's, one request = one table row."""
+"""Features as of a date: nothing after T reaches them, the label is as docs/domain.md says, a request is a row."""
 
 from __future__ import annotations
 

@@ -103,7 +103,7 @@ def models(model_dir: Path, tmp_path: Path) -> Path:
 def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
     """Save the loaded model again as a new version."""
     importance = joblib.load(loaded.path / "feature_importance.joblib")
-    return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, model_dir)
+    return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, model_dir)
 
 
 def latest_name(model_dir: Path) -> str:

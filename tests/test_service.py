@@ -96,7 +96,7 @@ def test_a_broken_model_at_start_is_503_and_never_replaced(model_dir: Path, tmp_
 def test_an_unexpected_error_is_500_with_the_request_id_and_no_traceback(
     settings: Settings, tmp_path: Path, example: dict, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(loaded: LoadedModel, customers: list, batch: bool = False) -> list[dict]:
+    def broken(loaded: LoadedModel, customers: list, *args: object) -> list[dict]:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr("api.predict", broken)
@@ -110,15 +110,14 @@ def test_an_unexpected_error_is_500_with_the_request_id_and_no_traceback(
     assert "unhandled error on POST /predict/clv/batch" in caplog.text and "secret internals" in caplog.text
 
 
-def test_first_run_generates_data_trains_and_serves(tmp_path: Path, example: dict) -> None:
+def test_first_run_generates_the_demo_bank_trains_and_serves(
+    tmp_path: Path, example: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the default data folder, data/, is the only one the first run may fill
     first = Settings(
-        data_dir=tmp_path / "data",
-        model_dir=tmp_path / "models",
-        log_file=tmp_path / "api.log",
-        train_on_start=True,
-        first_run_customers=300,
-        rate_limit="1000/minute",
+        model_dir=tmp_path / "models", log_file=tmp_path / "api.log", first_run_customers=300, rate_limit="1000/minute"
     )
+    assert first.demo_data
     with TestClient(create_app(first)) as client:
         health = client.get("/health")
         assert health.status_code == 503
@@ -129,10 +128,23 @@ def test_first_run_generates_data_trains_and_serves(tmp_path: Path, example: dic
             time.sleep(0.5)
             health = client.get("/health")
         assert health.status_code == 200, health.text
-        assert health.json()["status"] == "ok"
+        assert health.json()["synthetic_data"] is True
+        assert client.get("/model").json()["synthetic_data"] is True
         assert client.post(PREDICT, json=example).status_code == 200
     assert (tmp_path / "data" / "transactions.csv").is_file()
     assert (tmp_path / "models" / "clv_model_latest").exists()
+
+
+def test_a_configured_data_folder_without_data_is_503_never_a_made_up_bank(tmp_path: Path) -> None:
+    """A mistyped CLV_DATA_DIR must not serve a model of customers who do not exist."""
+    typo = Settings(data_dir=tmp_path / "dta", model_dir=tmp_path / "models", log_file=tmp_path / "api.log")
+    with TestClient(create_app(typo)) as client:
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert f"no data in {tmp_path / 'dta'}" in health.json()["reason"]
+        assert "CLV_DATA_DIR" in health.json()["reason"]
+        assert client.app.state.service.training is None
+    assert not (tmp_path / "dta").exists() and not (tmp_path / "models").exists()
 
 
 # ---- settings from the environment -------------------------------------------------------------
@@ -254,10 +266,10 @@ def test_health_answers_while_a_batch_is_being_scored(
     scoring, release = threading.Event(), threading.Event()
     real = serving.predict
 
-    def held(loaded: LoadedModel, customers: list, batch: bool = False) -> list[dict]:
+    def held(loaded: LoadedModel, customers: list, *args: object) -> list[dict]:
         scoring.set()
         assert release.wait(30), "the test never released the batch"
-        return real(loaded, customers, batch)
+        return real(loaded, customers, *args)
 
     monkeypatch.setattr("api.predict", held)
     with (
