@@ -171,7 +171,7 @@ async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
 async def metrics(service: ServiceDep) -> Response:
     """Request counts and latency by route and status, predictions, the serving model, reloads, input drift."""
     if service.loaded is not None:
-        telemetry.publish_drift(drift_of(service, service.loaded), service.recent.count)
+        telemetry.publish_drift(drift_of(service, service.loaded), service.recent.count, service.recent.columns)
     body, content_type = telemetry.exposition()
     return Response(body, media_type=content_type)
 
@@ -270,8 +270,9 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="clv-metrics-") as folder:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by prometheus-client as each worker imports it
+        # a worker imports pandas and scikit-learn before it can answer uvicorn's health check: give it time
         uvicorn.run("api:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    access_log=False, log_level="info")  # fmt: skip
+                    timeout_worker_healthcheck=60, access_log=False, log_level="info")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -291,7 +291,9 @@ async def follow_latest(service: Service) -> None:
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.wake.wait(), service.settings.reload_seconds)
-        service.wake.clear()
+        if service.wake.is_set():  # an operator asked (SIGHUP): a version refused before is looked at again
+            service.wake.clear()
+            service.refused = None
         try:
             await take_latest(service)
         except Exception:  # the service keeps serving what it serves; the next look tries again

@@ -10,6 +10,7 @@ the drift, the most recent of any worker.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 
@@ -112,11 +113,11 @@ class RecentRows:
         return report
 
 
-def publish_drift(report: DriftReport | None, rows: int) -> None:
+def publish_drift(report: DriftReport | None, rows: int, features: list[str]) -> None:
+    """The window's drift as gauges; a feature the report leaves out (too few rows with a ledger) is NaN,
+    never the value of rows that have left the window."""
     WINDOW_ROWS.set(rows)
-    if report is None:
-        return
-    for feature, value in report.features.items():
-        INPUT_DRIFT.labels(feature).set(value)
-    if report.prediction is not None:
-        PREDICTION_DRIFT.set(report.prediction)
+    measured = {} if report is None else report.features
+    for feature in features:
+        INPUT_DRIFT.labels(feature).set(measured.get(feature, math.nan))
+    PREDICTION_DRIFT.set(math.nan if report is None or report.prediction is None else report.prediction)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -83,3 +84,42 @@ def uvicorn_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """A real `redis-server` on a free loopback port that saves nothing to disk; yields its redis:// address."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server is missing: `make test` installs it (Debian's redis-server, with apt-get)")
+    port = free_port()
+    log = folder / "redis.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(folder)],
+            stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15
+            while not _pong(port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not answer PING on port {port}:\n{log.read_text()}")
+                time.sleep(0.05)
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _pong(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
