@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import joblib
 import pytest
 from playwright.sync_api import sync_playwright
 
+from clv import artifacts
 from clv.features import FEATURE_NAMES
 from clv.schema import (
     EXAMPLE,
@@ -61,10 +64,31 @@ def unready_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProc
 
 
 @pytest.fixture(scope="module")
+def promotable(model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiProcess]:
+    """The service on its own copy of the model folder (`.models`), looking at `latest` every second: a test may
+    promote a new version there, and its drift window starts empty. Started, not awaited, with `server`."""
+    models = tmp_path_factory.mktemp("promotable") / "models"
+    shutil.copytree(model_dir, models, symlinks=True)
+    process = ApiProcess(
+        tmp_path_factory.mktemp("promotable_log"),
+        CLV_MODEL_DIR=str(models),
+        CLV_DATA_DIR=str(bank_dir),
+        CLV_RELOAD_SECONDS="1",
+    )
+    process.models = models
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
 def server(
-    unready_server: ApiProcess, model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    unready_server: ApiProcess,
+    promotable: ApiProcess,
+    model_dir: Path,
+    bank_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """The real service with the small trained model."""
+    """The real service with the small trained model (the other two servers boot meanwhile)."""
     running = ApiProcess(tmp_path_factory.mktemp("server"), CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir))
     try:
         yield running.ready()
@@ -497,5 +521,168 @@ def test_without_the_openapi_document_there_is_no_form(browser, server, failure:
     assert page.is_hidden("#banner") and page.is_hidden("#form-wait")
     assert page.input_value("#c-income") == str(EXAMPLE["income"])
     assert page.locator("#products .row").count() == 1
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+# ---- the serving version, generated data, input drift ----------------------------------------------------------
+SYNTHETIC = "Trained on a synthetic bank (generated data), not on real customers"
+
+
+def _pause_clock(page: object) -> None:
+    """Stop the page's (installed) clock a second from now: its timers fire only when a test moves it on."""
+    page.clock.pause_at(page.evaluate("Date.now()") / 1000 + 1)
+
+
+def _customers(count: int, first_id: int) -> list[dict]:
+    """The README customer, `count` times, with other ids, ages and incomes."""
+    return [
+        {**EXAMPLE, "customer_id": first_id + i, "age": 25 + i % 50, "income": 30_000 + 1_000 * i} for i in range(count)
+    ]
+
+
+def _send(base: str, customers: list[dict]) -> None:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for customer in customers:
+            assert client.post("/predict/clv", json=customer).status_code == 200
+
+
+def test_the_header_shows_the_version_that_health_reports(watched, server) -> None:
+    page, _ = watched
+    health = httpx.get(f"{server}/health").json()
+    page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
+    assert page.inner_text("#serving-version") == health["model_version"]
+    assert health["model_version"] in page.inner_text("#model-status")
+    # a tab shown again asks at once, without waiting for the next look
+    with page.expect_response("**/health") as reply:
+        page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    assert reply.value.json()["model_version"] == page.inner_text("#serving-version")
+
+
+def test_a_model_of_generated_data_says_so_beside_its_card_and_predictions(watched, server, loaded) -> None:
+    page, _ = watched
+    assert loaded.metadata.synthetic_data and httpx.get(f"{server}/health").json()["synthetic_data"]
+    assert SYNTHETIC in page.inner_text("#card-synthetic")
+    assert page.is_visible("#card-synthetic") and page.is_visible("#status-synthetic")
+    assert _predict(page)["status"] == 200
+    assert SYNTHETIC in page.inner_text("#result-synthetic")
+    assert page.is_visible("#result-synthetic")
+
+
+def test_a_model_of_a_real_bank_has_no_generated_data_badge(browser, server) -> None:
+    """/health and /model as a model trained on a real bank would answer them: synthetic_data false."""
+    health = httpx.get(f"{server}/health").json() | {"synthetic_data": False}
+    card = httpx.get(f"{server}/model").json() | {"synthetic_data": False}
+    context, page, watch = _open(browser, server)
+    page.route("**/health", lambda route: route.fulfill(json=health))
+    page.route("**/model", lambda route: route.fulfill(json=card))
+    page.goto("/")
+    page.wait_for_selector("#metrics-table")
+    page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
+    assert _predict(page)["status"] == 200
+    assert page.locator("#card-synthetic, #status-synthetic, #result-synthetic").count() == 0
+    assert "synthetic" not in page.inner_text("body").lower()
+    assert "not on real customers" not in page.inner_text("body")
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def test_drift_waits_for_50_customers_then_shows_the_most_drifted(browser, promotable: ApiProcess) -> None:
+    base = promotable.ready()
+    assert httpx.get(f"{base}/model").json()["drift"] is None, "another test scored 50 customers on this server"
+    context, page, watch = _open(browser, base)
+    page.clock.install()
+    models: list[str] = []
+    page.on("request", lambda request: models.append(request.url) if request.url.endswith("/model") else None)
+    page.goto("/")
+    _pause_clock(page)
+    page.wait_for_selector("#drift-body > *")
+    drift = page.locator("#drift")
+    assert "Not enough recent requests yet" in drift.inner_text()
+    assert "population stability index" in drift.inner_text()
+    assert "below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one" in drift.inner_text()
+
+    # 59 customers straight to the service, the 60th from the page
+    _send(base, _customers(59, 70_000))
+    loads = len(models)
+    assert _predict(page)["status"] == 200
+    assert len(models) == loads, "the card was read again at once: at most every 30 s after predictions"
+    assert "Not enough" in drift.inner_text()
+    page.clock.fast_forward(31_000)
+    page.wait_for_selector("#drift-rows")
+    served = httpx.get(f"{base}/model").json()["drift"]
+    assert served["rows"] >= 60
+    assert f"the {served['rows']} customers scored most recently" in page.inner_text("#drift-rows")
+    assert f"PSI {served['prediction']:.3f}" in page.inner_text("#drift-prediction")
+
+    # the most drifted features, most first, in words, each with its band
+    features = sorted(served["features"].items(), key=lambda item: -item[1])
+    shown = features[:8]
+    assert page.locator("#drift-chart svg rect.bar.psi").count() == len(shown)
+    labels = page.evaluate("(names) => names.map((n) => window.clvPage.featureLabel(n))", [n for n, _ in shown])
+    chart = page.get_attribute("#drift-chart svg", "aria-label")
+    for label, (_, psi) in zip(labels, shown, strict=True):
+        band = "significant" if psi > 0.25 else "moderate" if psi >= 0.1 else "stable"
+        assert f"{label} {psi:.3f} {band}" in chart
+    assert chart.index(labels[0]) < chart.index(labels[-1])
+    texts = page.locator("#drift-chart svg text").all_text_contents()
+    assert all("_" not in text for text in texts), texts
+    assert page.locator("#drift-table tbody tr").count() == len(features)
+    _no_object_object(page)
+
+    # five more, then the button reads the card again at once
+    _send(base, _customers(5, 80_000))
+    page.click("#drift-refresh")
+    page.wait_for_function(
+        "(n) => document.querySelector('#drift-rows').textContent.includes(`the ${n} customers`)",
+        arg=served["rows"] + 5,
+    )
+    assert page.evaluate("document.activeElement.id") == "drift-refresh"
+    context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked(
+    browser, promotable: ApiProcess, loaded: artifacts.LoadedModel
+) -> None:
+    """A new version promoted on disk while the page is open: the service takes it up by itself, and the page,
+    at its next look at /health, shows the new version, reloads the card, says so, and marks the prediction it
+    shows as made by the model before."""
+    base = promotable.ready()
+    old = httpx.get(f"{base}/health").json()["model_version"]
+    context, page, watch = _open(browser, base)
+    page.clock.install()
+    page.goto("/")
+    _pause_clock(page)
+    page.wait_for_selector("#metrics-table")
+    page.wait_for_function("(v) => document.querySelector('#serving-version')?.textContent === v", arg=old)
+    assert _predict(page)["json"]["model_version"] == old
+    assert page.is_hidden("#result-older")
+
+    importance = joblib.load(loaded.path / "feature_importance.joblib")
+    folder = artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, promotable.models)
+    new = folder.name.removeprefix(artifacts.PREFIX)
+    for _ in range(100):
+        if httpx.get(f"{base}/health").json()["model_version"] == new:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the service did not take up {new}")
+
+    page.clock.fast_forward(16_000)  # the page's next look at /health
+    page.wait_for_function("(v) => document.querySelector('#serving-version').textContent === v", arg=new)
+    page.wait_for_function("(v) => document.querySelector('#card-body').innerText.includes(v)", arg=new)
+    assert old not in page.inner_text("#card-body dl.facts")
+    assert f"model {new} has taken over from {old}" in page.inner_text("#version-note")
+    page.clock.run_for(100)  # announce() writes to its live region after a moment
+    page.wait_for_function("(v) => document.querySelector('#announce').textContent.includes(v)", arg=new)
+    assert f"version {new}, in place of {old}" in page.text_content("#announce")
+    older = page.locator("#result-older")
+    assert older.is_visible()
+    assert f"Made by model {old}, which no longer serves: model {new} does now" in older.inner_text()
+    assert "an older model" in page.inner_text("#clv-model")
+
+    assert _predict(page)["json"]["model_version"] == new
+    assert page.is_hidden("#result-older") and "older" not in page.inner_text("#clv-model")
     context.close()
     assert not watch.problems, "\n".join(watch.problems)
