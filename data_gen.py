@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
         args = parse_args(argv)
+        if args.quiet:  # no progress, and no news: only warnings and the one-line error
+            logging.getLogger().setLevel(logging.WARNING)
         check(args)
     except (OptionError, SettingsError) as exc:
         print(f"data_gen.py: error: {exc}", file=sys.stderr)

@@ -240,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser(settings).parse_args(argv)
     args.settings = settings
+    if getattr(args, "quiet", False):  # no progress, and no news: only warnings and the one-line error
+        logging.getLogger().setLevel(logging.WARNING)
     try:
         if getattr(args, "horizon_months", 12) < 1:
             raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")

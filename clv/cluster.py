@@ -120,7 +120,8 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
         return
     from distributed import Client, LocalCluster
 
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # its start and stop are not this run's news
+    # its start and stop, and a failed task's traceback, are not this run's news: a failure is one line
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     if scheduler:
         logger.info("using the Dask cluster at %s", scheduler)
         with Client(scheduler, timeout="30s") as client:
@@ -128,6 +129,8 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
         return
     n = workers or os.cpu_count() or 1
     limit = memory_limit or "auto"
+    # read by each worker as it starts: a failed task's traceback is not this command's output
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     logger.info("starting a local Dask cluster of %d workers (memory limit %s each)", n, limit)
     with (
         LocalCluster(

@@ -79,7 +79,7 @@ def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
     """Convert one column to its contract type, or raise naming the first row that breaks it."""
     present = values.notna().to_numpy()
     if not column.nullable and column.required and not present.all():
-        row = int(np.flatnonzero(~present)[0])
+        row = values.index[int(np.flatnonzero(~present)[0])]
         raise DataContractError(f"{path}: column '{column.name}' row {row + 1:,}: is empty but required")
     check = {"int": _numbers, "float": _numbers, "date": _dates, "month": _months, "category": _categories}
     return check[column.kind](path, column, values, present) if column.kind in check else values
@@ -277,13 +277,24 @@ def _check_links(tables: dict[str, pd.DataFrame], paths: dict[str, Path], last_d
         unknown = present.copy()
         unknown[present] = ~known(ids[present].to_numpy(np.int64), products["product_id"].to_numpy(np.int64))
         fail(paths["transactions"], "product_id", unknown, ids, "is not in products")
-    last = pd.Timestamp(dates.from_day(data_last_day(tables) if last_day is None else last_day))
-    today = pd.Timestamp(dt.date.today())
-    checks = [("transactions", "transaction_date", today)]
-    checks += [("customers", "join_date", last), ("products", "start_date", last), ("products", "end_date", last)]
-    for name, column, limit in checks:
-        frame = tables.get(name)
-        if frame is not None and column in frame:
-            late = (frame[column] > limit).to_numpy(bool)
-            rule = f"is after the data's last date {limit.date()}" if limit is last else "is in the future"
-            fail(paths[name], column, late, frame[column], rule)
+    last_day = data_last_day(tables) if last_day is None else last_day
+    for name, frame in tables.items():
+        check_dates(paths[name], name, frame, last_day)
+
+
+LATE_DATES = {
+    "transactions": ("transaction_date",),
+    "customers": ("join_date",),
+    "products": ("start_date", "end_date"),
+}
+
+
+def check_dates(path: Path, name: str, frame: pd.DataFrame, last_day: int) -> None:
+    """No transaction in the future; no join, start or end after the data's last date."""
+    last = pd.Timestamp(dates.from_day(last_day))
+    for column in LATE_DATES.get(name, ()):
+        if column not in frame:
+            continue
+        limit = pd.Timestamp(dt.date.today()) if name == "transactions" else last
+        rule = "is in the future" if name == "transactions" else f"is after the data's last date {last.date()}"
+        fail(path, column, (frame[column] > limit).to_numpy(bool), frame[column], rule)

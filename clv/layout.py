@@ -224,6 +224,8 @@ def staging(out: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        for leftover in tmp.rglob(".*.tmp"):  # a file a task lost with its worker was writing; rerun elsewhere
+            leftover.unlink()
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

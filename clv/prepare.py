@@ -76,8 +76,11 @@ def blocks(path: Path, name: str) -> Iterator[pa.Table]:
 def check_block(path: Path, name: str, table: pa.Table, first_row: int, known: Known, partitions: int) -> pd.DataFrame:
     """One block checked as the contract checks a whole file (its rows numbered from `first_row`), its links
     to what came before, and each row's partition."""
-    if name == ORACLE:  # for evaluation only: kept beside its customers, not part of the contract
+    if name == ORACLE:  # for evaluation only: kept beside its customers, typed, not part of the contract
         frame = table.to_pandas(date_as_object=False)
+        frame["customer_id"] = pd.to_numeric(frame["customer_id"]).astype(np.int64)
+        frame["as_of"] = pd.to_datetime(frame["as_of"])
+        frame["expected_clv"] = pd.to_numeric(frame["expected_clv"])
         frame["_part"] = partition_of(frame["customer_id"].to_numpy(np.int64), partitions, "hash")
         return frame
     frame = contract.check_frame(path, name, table, first_row)
@@ -91,6 +94,8 @@ def check_block(path: Path, name: str, table: pa.Table, first_row: int, known: K
         unknown = given.copy()
         unknown[given] = ~contract.known(product[given].to_numpy(np.int64), known.products)
         contract.fail(path, "product_id", unknown, product, "is not in products")
+    if name == "transactions":
+        contract.check_dates(path, name, frame, 0)  # in the future; the others wait for the data's last date
     if name == "transactions" and frame["transaction_date"].notna().any():
         last = dates.to_day(frame["transaction_date"].max().date())
         known.last_txn = max(known.last_txn or last, last)
@@ -108,7 +113,7 @@ def stage_table(path: Path, name: str, folder: Path, known: Known, partitions: i
     rows = 0
     for index, table in enumerate(blocks(path, name)):
         frame = check_block(path, name, table, rows, known, partitions)
-        frame.to_parquet(folder / f"block-{index:05d}.parquet", index=False)
+        frame.to_parquet(folder / f"block-{index:05d}-{rows}.parquet", index=False)  # and its first row
         rows += len(frame)
     if name in known.seen:
         ids = np.concatenate(known.seen.pop(name)) if rows else np.zeros(0, np.int64)
@@ -126,6 +131,18 @@ def _unique(path: Path, column: str, ids: np.ndarray) -> None:
         raise DataContractError(
             f"{path}: rows {first + 1:,} and {second + 1:,} have the same {column} '{ids[second]}': a duplicate key"
         )
+
+
+def check_late(work: Path, paths: dict[str, Path], last_day: int) -> None:
+    """Joins, starts and ends after the data's last date, known once every table was read: named by the
+    source file and row, from the checked blocks."""
+    for name in ("customers", "products"):
+        for block in sorted((work / name).glob("block-*.parquet")) if name in paths else []:
+            columns = [c for c in contract.LATE_DATES[name] if c in pq.ParquetFile(block).schema_arrow.names]
+            frame = pd.read_parquet(block, columns=columns)
+            first_row = int(block.stem.rsplit("-", 1)[1])
+            frame.index = pd.RangeIndex(first_row, first_row + len(frame))
+            contract.check_dates(paths[name], name, frame, last_day)
 
 
 def shuffle_table(name: str, blocks_folder: Path, out: Path, partitions: int) -> list[dict]:
@@ -157,6 +174,7 @@ def prepare(src: Path, out: Path, partitions: int, runner: Runner) -> Manifest:
             rows = stage_table(paths.get(name, oracle), name, work / name, known, partitions)
             logger.info("checked %s rows of %s", f"{rows:,}", paths.get(name, oracle))
         last_day = dates.data_last_day(known.last_txn, known.last_month)
+        check_late(work, paths, last_day)
         parts = [{"name": part_name(i), "rows": {}, "sha256": {}} for i in range(partitions)]
         for name in [n for n in ORDER if n in paths] + ([ORACLE] if oracle else []):
             for written in shuffle_table(name, work / name, folder, partitions):
