@@ -186,18 +186,9 @@ def bank_from_frames(
     return bank
 
 
-def _column(items: list, name: str) -> np.ndarray:
-    """One field of request items as floats; a missing value is NaN."""
-    return np.array([np.nan if getattr(item, name) is None else getattr(item, name) for item in items], np.float64)
-
-
-def _day_column(items: list, name: str) -> np.ndarray:
-    return np.array([np.nan if getattr(item, name) is None else dates.to_day(getattr(item, name)) for item in items])
-
-
 def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
     """One API request to a one-customer Bank. Its product balances and tenure are those of `as_of`."""
-    products, txns = customer.products, customer.transactions
+    products, txns, rows = customer.products, customer.transactions, customer.ledger
     bank = Bank(
         customer_id=np.array([customer.customer_id]),
         age=np.array([customer.age], np.float64),
@@ -209,28 +200,31 @@ def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
         tenure_months=np.array([customer.tenure_months], np.float64),
         snapshot_day=float(as_of),
     )
+    # plain comprehensions: a request is scored in a fraction of a millisecond, and helpers would cost a tenth
     bank.products = {
         "cust": np.zeros(len(products), np.int64),
         "type": np.array([PRODUCT_CODES[p.product_type] for p in products], np.int64),
-        "start": _day_column(products, "start_date"),
-        "end": _day_column(products, "end_date"),
-        "balance": _column(products, "balance"),
-        "credit_limit": _column(products, "credit_limit"),
+        "start": np.array([dates.to_day(p.start_date) for p in products], np.float64),
+        "end": np.array([np.nan if p.end_date is None else dates.to_day(p.end_date) for p in products], np.float64),
+        "balance": np.array([p.balance for p in products], np.float64),
+        "credit_limit": np.array([np.nan if p.credit_limit is None else p.credit_limit for p in products], np.float64),
         "closed": np.array([p.status == ProductStatus.CLOSED for p in products], bool),
     }
     bank.transactions = {
         "cust": np.zeros(len(txns), np.int64),
-        "day": _day_column(txns, "transaction_date"),
-        "amount": _column(txns, "amount"),
+        "day": np.array([dates.to_day(t.transaction_date) for t in txns], np.float64),
+        "amount": np.array([t.amount for t in txns], np.float64),
         "type": np.array([-1 if t.transaction_type is None else TYPE_CODES[t.transaction_type] for t in txns]),
         "channel": np.array([-1 if t.channel is None else CHANNEL_CODES[t.channel] for t in txns]),
     }
-    if customer.ledger:
-        rows = customer.ledger
+    if rows:
         bank.ledger = {
             "cust": np.zeros(len(rows), np.int64),
             "month": np.array([r.month for r in rows], "datetime64[M]").astype(np.int64),
-            **{name: _column(rows, name) for name in LEDGER_COLUMNS},
+            **{
+                name: np.array([np.nan if getattr(r, name) is None else getattr(r, name) for r in rows], np.float64)
+                for name in LEDGER_COLUMNS
+            },
         }
     return bank
 

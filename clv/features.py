@@ -66,6 +66,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "inflow_trend_90d",
     *LEDGER_FEATURES,
 )
+# one Index for every frame of feature rows: a request's frame then costs no new Index (a tenth of a millisecond)
+FEATURE_COLUMNS = pd.Index(FEATURE_NAMES, dtype=object)
 
 
 def _zero_nan(values: np.ndarray) -> np.ndarray:
@@ -83,6 +85,12 @@ def _months_between(start: np.ndarray, end: float) -> np.ndarray:
 def build_features(bank: Bank, as_of: int) -> pd.DataFrame:
     """Feature rows (customers x FEATURE_NAMES, in the Bank's customer order) as of day `as_of`, from what
     was known on that day."""
+    return pd.DataFrame(feature_matrix(bank, as_of), columns=FEATURE_COLUMNS, copy=False)
+
+
+def feature_matrix(bank: Bank, as_of: int) -> np.ndarray:
+    """build_features' values, columns in FEATURE_NAMES' order, without the frame around them: what a served
+    request takes, where the frame would cost more than the features of one customer."""
     n = bank.size
     t = float(as_of)
     f: dict[str, np.ndarray] = {
@@ -108,7 +116,7 @@ def build_features(bank: Bank, as_of: int) -> pd.DataFrame:
     matrix = np.empty((n, len(FEATURE_NAMES)))
     for j, name in enumerate(FEATURE_NAMES):
         matrix[:, j] = f[name]
-    return pd.DataFrame(matrix, columns=FEATURE_NAMES, copy=False)
+    return matrix
 
 
 def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:

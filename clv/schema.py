@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import math
 import numbers
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 
 class Region(StrEnum):
@@ -170,16 +169,19 @@ REQUIRED_TABLES = ("transactions",)
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?)?")
 
 
-def _iso_text(value: object) -> object:
-    """Only ISO text (or a date object): pydantic would also read a number, or digits, as a Unix time."""
-    if isinstance(value, dt.date) or (isinstance(value, str) and ISO_DATE.fullmatch(value)):
+def _calendar_date(value: object) -> dt.date:
+    """A date, or ISO text of a date or of a date and time (naive or with an offset): the calendar date
+    written counts. Only text: pydantic's own parsing would also read a number, or digits, as a Unix time."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
         return value
+    if isinstance(value, str) and ISO_DATE.fullmatch(value):
+        try:
+            return dt.datetime.fromisoformat(value.upper()).date()
+        except ValueError as exc:
+            raise ValueError(f"is not a valid date ({exc})") from None
     raise ValueError("must be an ISO date (YYYY-MM-DD) or date and time (YYYY-MM-DDTHH:MM:SS, offset optional)")
-
-
-def _as_date(value: dt.date | dt.datetime) -> dt.date:
-    """Dates arrive as ISO dates or datetimes, naive or with an offset; the calendar date written counts."""
-    return value.date() if isinstance(value, dt.datetime) else value
 
 
 # A date (YYYY-MM-DD) or a date and time, the offset optional: one of the two string formats, never both.
@@ -187,9 +189,7 @@ DATE_SCHEMA = {
     "oneOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}],
     "description": "An ISO date (YYYY-MM-DD) or date and time; the calendar date written counts.",
 }
-DateLike = Annotated[
-    dt.datetime | dt.date, BeforeValidator(_iso_text), AfterValidator(_as_date), WithJsonSchema(DATE_SCHEMA)
-]
+DateLike = Annotated[dt.date, PlainValidator(_calendar_date), WithJsonSchema(DATE_SCHEMA)]
 
 
 def _a_number(value: object) -> object:
@@ -199,15 +199,11 @@ def _a_number(value: object) -> object:
     return value
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    return value
-
-
-NUMBER_ONLY = BeforeValidator(_a_number)  # after the bounds in an Annotated, so that the document shows them
-Money = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT), NUMBER_ONLY, AfterValidator(_finite)]
-PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT), NUMBER_ONLY, AfterValidator(_finite)]
+# A number is a JSON number: strict floats take ints and floats and refuse true and "12" (NaN and infinity
+# are refused by the models' allow_inf_nan=False). A whole number also takes 1.0, as JSON Schema's integer.
+WHOLE_ONLY = BeforeValidator(_a_number)  # after the bounds in an Annotated, so that the document shows them
+Money = Annotated[float, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT, strict=True)]
+PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT, strict=True)]
 # a calendar month, YYYY-MM, from year 0001 (the first a date can hold)
 MONTH_PATTERN = r"^(000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})-(0[1-9]|1[0-2])$"
 
@@ -225,7 +221,7 @@ class ProductIn(_Strict):
     status: ProductStatus = ProductStatus.ACTIVE
     end_date: DateLike | None = None
     credit_limit: PositiveMoney | None = None
-    interest_rate: Annotated[float, Field(ge=-100, le=100), NUMBER_ONLY] | None = None
+    interest_rate: Annotated[float, Field(ge=-100, le=100, strict=True)] | None = None
 
 
 class TransactionIn(_Strict):
@@ -255,11 +251,11 @@ class CustomerIn(_Strict):
 
     model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
 
-    customer_id: Annotated[int, Field(ge=0, le=MAX_ID), NUMBER_ONLY]  # 1.0 is whole, as JSON Schema's integer says
-    age: Annotated[float, Field(ge=18, le=120), NUMBER_ONLY]
-    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT), NUMBER_ONLY]
-    credit_score: Annotated[float, Field(ge=300, le=850), NUMBER_ONLY]
-    tenure_months: Annotated[float, Field(ge=0, le=1200), NUMBER_ONLY]
+    customer_id: Annotated[int, Field(ge=0, le=MAX_ID), WHOLE_ONLY]
+    age: Annotated[float, Field(ge=18, le=120, strict=True)]
+    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT, strict=True)]
+    credit_score: Annotated[float, Field(ge=300, le=850, strict=True)]
+    tenure_months: Annotated[float, Field(ge=0, le=1200, strict=True)]
     region: Region
     acquisition_channel: AcquisitionChannel
     # null is accepted, and documented, as no items

@@ -50,9 +50,10 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
     return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
 
 
-def predict_rows(model: BankingCLVModel, X: pd.DataFrame, gone: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers."""
-    out = model.predict_all(X)
+def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers.
+    The rows come from build_features, in FEATURE_NAMES' order, which the loaded model was verified to have."""
+    out = model.predict_all(X, check_input=False)
     if gone.any():
         for key in ("point", "low", "high"):
             out[key] = np.where(gone, 0.0, out[key])

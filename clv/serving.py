@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from clv import artifacts, dates, telemetry
 from clv.artifacts import LATEST, LoadedModel, ModelArtifactError
 from clv.bank import bank_from_request, concat_banks
 from clv.estimator import top_drivers
-from clv.features import FEATURE_NAMES, build_features
+from clv.features import FEATURE_NAMES, feature_matrix
 from clv.labels import former
 from clv.layout import MANIFEST
 from clv.schema import CustomerIn
@@ -105,8 +104,9 @@ def check_dates(loaded: LoadedModel, customers: list[CustomerIn], batch: bool = 
         raise InputError(errors)
 
 
-def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[pd.DataFrame, np.ndarray]:
-    """The feature rows of request customers and who of them had closed every product, in their order.
+def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[np.ndarray, np.ndarray]:
+    """The feature rows (FEATURE_NAMES' columns) of request customers and who of them had closed every
+    product, in their order.
 
     Customers of one as-of date, with a ledger or without, share one Bank (a Bank with a ledger table
     reads a customer without ledger rows as months of zero margin, not as unknown)."""
@@ -118,9 +118,9 @@ def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[pd
     for (as_of, _), rows in groups.items():
         day = dates.to_day(as_of)
         bank = concat_banks([bank_from_request(customers[i], day) for i in rows])
-        X[rows] = build_features(bank, day).to_numpy()
+        X[rows] = feature_matrix(bank, day)
         gone[rows] = former(bank, day)
-    return pd.DataFrame(X, columns=FEATURE_NAMES, copy=False), gone
+    return X, gone
 
 
 def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows | None = None) -> list[dict]:
@@ -130,9 +130,9 @@ def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows |
     X, gone = feature_rows(customers, as_ofs)
     out = predict_rows(loaded.model, X, gone)
     if recent is not None:
-        recent.add(X.to_numpy(), out["point"])
+        recent.add(X, out["point"])
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    meta, values = loaded.metadata, X.to_numpy()
+    meta, values = loaded.metadata, X
     base = round(loaded.model.expected_value_, 2)
     return [
         {

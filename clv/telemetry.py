@@ -54,10 +54,21 @@ WINDOW_ROWS = Gauge("clv_drift_window_rows", "Recent request rows the drift is m
                     multiprocess_mode="mostrecent")  # fmt: skip
 
 
+_SERIES: dict[tuple[str, str, int], tuple] = {}  # a request's counter and histogram, looked up once
+
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(method: str, path: str, status: int, seconds: float) -> None:
-    route = path if path in ROUTES else "other"  # one series a route, never one a URL
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    route = path if path in ROUTES else "other"  # one series a route, never one a URL or a made-up method
+    method = method if method in METHODS else "other"
+    series = _SERIES.get((method, route, status))
+    if series is None:
+        series = _SERIES[method, route, status] = (REQUESTS.labels(method, route, str(status)),
+                                                   LATENCY.labels(method, route))  # fmt: skip
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -23,7 +23,6 @@ from clv.telemetry import observe_request
 
 access = logging.getLogger("api.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
-UNION_MEMBERS = frozenset({"datetime", "date"})  # members of clv.schema.DateLike, as pydantic appends them to loc
 
 
 class RateLimited(Exception):
@@ -51,7 +50,8 @@ class RateLimit:
             backend = storage_from_string(f"async+{storage}", implementation="redispy")
         self.window = FixedWindowRateLimiter(backend)
 
-    async def __call__(self, request: Request) -> None:
+    async def check(self, request: Request) -> None:
+        """Spend one request of the client's budget, or raise RateLimited."""
         client = request.client.host if request.client else "unknown"
         if not await self.window.hit(self.item, "predict", client):
             reset, _ = await self.window.get_window_stats(self.item, "predict", client)
@@ -66,8 +66,7 @@ def _text(value: object) -> str | int:
 
 
 def validation_details(errors: Iterable[dict]) -> list[dict]:
-    """The cleaned errors, one per field: a date that is neither a date nor a datetime fails both members
-    of the union and would otherwise be reported twice."""
+    """The cleaned errors, one per field (the first error a field has)."""
     by_field: dict[str, dict] = {}
     for error in errors:
         cleaned = clean_error(error)
@@ -78,8 +77,6 @@ def validation_details(errors: Iterable[dict]) -> list[dict]:
 def clean_error(error: dict) -> dict:
     """A validation error without the input it refers to (which may not encode: NaN, surrogates)."""
     loc = [_text(part) for part in error.get("loc", ())]
-    if len(loc) > 1 and loc[-1] in UNION_MEMBERS:  # pydantic names the union member tried; the field is enough
-        loc = loc[:-1]
     msg = _text(error.get("msg", "invalid"))
     if error.get("type") == "json_invalid" and len(loc) > 1:  # FastAPI puts the character position in loc: not a field
         msg = f"{msg} at character {loc[-1]}: {_text(error.get('ctx', {}).get('error', ''))}"
@@ -154,7 +151,9 @@ class AccessLog:
             await self.app(scope, receive, tagged)
         finally:
             seconds = time.perf_counter() - started
-            access.info("%s %s %s %d %.2fms", request_id, scope["method"], scope["path"], status, seconds * 1000)
+            if access.isEnabledFor(logging.INFO):  # a record made here, without looking up the caller's frame
+                line = "%s %s %s %d %.2fms", (request_id, scope["method"], scope["path"], status, seconds * 1000)
+                access.handle(access.makeRecord(access.name, logging.INFO, __file__, 0, *line, None))
             observe_request(scope["method"], scope["path"], status, seconds)
 
 
@@ -168,10 +167,22 @@ class AccessFile(logging.handlers.RotatingFileHandler):
         return self.maxBytes > 0 and self.stream.tell() >= self.maxBytes - 1024  # a line is far shorter
 
 
+class SecondFormatter(logging.Formatter):
+    """logging's own time format, "2024-12-31 10:00:00,123", with the second formatted once a second."""
+
+    second, text = -1, ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = int(record.created)
+        if second != self.second:
+            self.second, self.text = second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+        return f"{self.text},{int(record.msecs):03d}"
+
+
 def attach_access_log(path: Path) -> logging.Handler:
     """The request lines go to a rotating file (api.log) for as long as the app runs."""
     handler = AccessFile(path, maxBytes=10_000_000, backupCount=5)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler.setFormatter(SecondFormatter("%(asctime)s %(message)s"))
     access.addHandler(handler)
     access.setLevel(logging.INFO)
     access.propagate = False

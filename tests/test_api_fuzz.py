@@ -34,7 +34,8 @@ def url(settings: Settings) -> Iterator[str]:
 def test_schema_lists_every_operation(settings: Settings) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
     labels = {result.ok().label for result in schema.get_all_operations()}
-    assert labels == {"POST /predict/clv", "POST /predict/clv/batch", "GET /health", "GET /model"}
+    assert labels == {"POST /predict/clv", "POST /predict/clv/batch", "GET /health", "GET /model", "GET /livez",
+                      "GET /readyz", "GET /metrics"}  # fmt: skip
 
 
 def test_schemathesis_with_every_check_finds_nothing(url: str, tmp_path: Path) -> None:
