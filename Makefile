@@ -46,9 +46,10 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-## test: set up, lint, and run the whole test suite (browser tests included)
+## test: set up, lint, and run the whole test suite (browser, Redis and Dask cluster tests included), a test file
+## per core (pytest-xdist)
 test: $(VENV)/.dev system lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 ## bench: print the speed figures of the issues' targets
 bench: $(VENV)/.dev
