@@ -118,6 +118,7 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
     if not (cluster or scheduler or workers):
         yield LocalRunner(quiet)
         return
+    import dask
     from distributed import Client, LocalCluster
 
     # its start and stop, and a failed task's traceback, are not this run's news: a failure is one line
@@ -132,7 +133,11 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
     # read by each worker as it starts: a failed task's traceback is not this command's output
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     logger.info("starting a local Dask cluster of %d workers (memory limit %s each)", n, limit)
+    # Dask sets MALLOC_TRIM_THRESHOLD_ in its workers, and setting it fixes glibc's mmap threshold at 128 KiB:
+    # every large array is then mapped afresh and its pages faulted in, a third of a part's time in the kernel
+    environ = {k: v for k, v in dask.config.get("distributed.nanny.pre-spawn-environ").items() if "MALLOC" not in k}
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,
