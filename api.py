@@ -156,10 +156,14 @@ async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
     """The model card: data, cutoff, held-out metrics against baselines, deciles, importance, and the input
     drift of the recent requests against the training rows."""
     report = drift_of(service, loaded)
-    return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report, service.recent.count)})
+    drift = None if report is None else Drift.of(report, service.recent.count)
+    return loaded.card.model_copy(update={"drift": drift})
 
 
-@operations.get(
+monitoring = APIRouter(tags=["operations"])  # mounted unless CLV_METRICS=false
+
+
+@monitoring.get(
     "/metrics", response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' format."}},
 )  # fmt: skip
@@ -172,6 +176,8 @@ async def metrics(service: ServiceDep) -> Response:
 
 
 def drift_of(service: Service, loaded: LoadedModel) -> DriftReport | None:
+    if service.recent is None:
+        return None
     return service.recent.report(loaded.profile, tuple(loaded.model.ledger_features))
 
 
@@ -233,7 +239,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = Service(settings)
     app.state.rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
     app.state.together = Together(app.state.service.recent)
-    for router in (predictions, operations, page):
+    for router in (predictions, operations, page, *([monitoring] if settings.metrics else [])):
         app.include_router(router)
     # the prediction routes carry the traffic: matched first, before the documentation's own routes
     app.router.routes.sort(key=lambda route: getattr(route, "original_router", None) is not predictions)
@@ -243,7 +249,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(AccessLog)
+    app.add_middleware(AccessLog, metrics=settings.metrics)
     return app
 
 

@@ -39,19 +39,21 @@ HOPS = 1  # turns of the event loop a call waits for more requests: gathers abou
 @dataclass
 class Service:
     """What the app serves: the loaded model (one object, swapped whole), or why there is none; the recent
-    requests' feature rows; and the version it refused last (not refused again at every look)."""
+    requests' feature rows (none with the metrics off); and the version it refused last (not refused again at
+    every look)."""
 
     settings: Settings
     loaded: LoadedModel | None = None
     reason: str = "starting"
     started: float = field(default_factory=time.monotonic)
     training: asyncio.Task | None = None
-    recent: RecentRows = field(init=False)
+    recent: RecentRows | None = field(init=False)
     refused: Path | None = None
     wake: asyncio.Event | None = None  # set to look for a new model at once (SIGHUP); made in the app's loop
 
     def __post_init__(self) -> None:
-        self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES))
+        metrics = self.settings.metrics
+        self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES)) if metrics else None
 
     def serve(self, loaded: LoadedModel) -> None:
         """Swap in a model at once: a request in flight keeps the one it started with."""

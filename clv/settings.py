@@ -31,6 +31,7 @@ class Settings(BaseSettings):
     first_run_customers: int = Field(10_000, ge=100)
     reload_seconds: float = Field(10.0, gt=0, description="how often the service looks for a new latest model")
     drift_window: int = Field(2_000, ge=50, description="recent request feature rows kept for the drift metrics")
+    metrics: bool = Field(True, description="/metrics, the request and prediction series and the drift window")
     dask_scheduler: str | None = Field(None, description="tcp://host:8786 of a Dask cluster; none: a local one")
 
     @field_validator("rate_limit")

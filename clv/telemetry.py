@@ -23,11 +23,14 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
 
 from clv.monitoring import DriftReport, Profile, drift
+
+disable_created_metrics()  # a *_created series beside every counter says nothing a scrape needs
 
 ROUTES = frozenset({"/predict/clv", "/predict/clv/batch", "/health", "/livez", "/readyz", "/model", "/metrics", "/",
                     "/docs", "/redoc", "/openapi.json"})  # fmt: skip

@@ -124,10 +124,11 @@ class BodyLimit:
 
 class AccessLog:
     """One line per request (id, method, path, status, latency; no personal data), an X-Request-ID, and the
-    request in the Prometheus metrics."""
+    request in the Prometheus metrics (unless `metrics` is off)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: bool = True) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -154,7 +155,8 @@ class AccessLog:
             if access.isEnabledFor(logging.INFO):  # a record made here, without looking up the caller's frame
                 line = "%s %s %s %d %.2fms", (request_id, scope["method"], scope["path"], status, seconds * 1000)
                 access.handle(access.makeRecord(access.name, logging.INFO, __file__, 0, *line, None))
-            observe_request(scope["method"], scope["path"], status, seconds)
+            if self.metrics:
+                observe_request(scope["method"], scope["path"], status, seconds)
 
 
 class AccessFile(logging.handlers.RotatingFileHandler):

@@ -251,6 +251,24 @@ def test_metrics_count_requests_by_route_and_status_and_the_customers_scored(
             assert count - value(counted, name, **dict(labels)) == sum(v <= bound for v in scored), bound
 
 
+def test_metrics_off_serves_predictions_without_metrics_or_drift(
+    settings: Settings, tmp_path: Path, example: dict
+) -> None:
+    """CLV_METRICS=false, for a deployment without Prometheus: no /metrics, nothing counted, no drift window."""
+    with TestClient(create_app(settings.model_copy(update={"log_file": tmp_path / "on.log"}))) as counting:
+        before = samples(counting.get("/metrics").text)
+        off = settings.model_copy(update={"metrics": False, "log_file": tmp_path / "off.log"})
+        with TestClient(create_app(off)) as client:
+            assert client.post(BATCH, json={"customers": [example] * 60}).status_code == 200
+            assert client.post(PREDICT, json=example).status_code == 200
+            assert client.get("/metrics").status_code == 404
+            assert client.get("/model").json()["drift"] is None
+            assert "/metrics" not in client.get("/openapi.json").json()["paths"]
+        after = samples(counting.get("/metrics").text)
+    assert increase("clv_predictions_total", before, after) == 0
+    assert increase("clv_http_requests_total", before, after, method="POST", route=PREDICT, status="200") == 0
+
+
 @pytest.mark.usefixtures("no_drift_published")
 def test_input_drift_appears_after_50_customers_and_matches_the_model_card(
     settings: Settings, tmp_path: Path, example: dict
