@@ -51,12 +51,14 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev system lint
 	$(PY) -m pytest -n 2 --dist loadfile
 
-## bench: print the speed figures of the issues' targets
+## bench: print the speed and memory figures of the issues' targets (bench_scale alone takes many minutes)
 bench: $(VENV)/.dev
 	$(PY) bench/bench_data_gen.py
 	$(PY) bench/bench_model.py
 	$(PY) bench/bench_score.py
 	$(PY) bench/bench_api.py
+	$(PY) bench/bench_reload.py
+	$(PY) bench/bench_scale.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

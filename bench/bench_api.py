@@ -12,18 +12,21 @@ started from DIR with the same settings and the same model when DIR can serve it
 level; it prints both throughputs and their ratio (target: no drop of more than 5% at concurrency 8). A few per
 cent is within the noise of one pair of runs on a shared machine: `--rounds N` runs N pairs per level in turns
 (api then baseline, then baseline then api, ...) and judges the median ratio.
+
+`--compare` puts variants of the current api under the same load in the same turns (both by default):
+`metrics`, the api with CLV_METRICS=false, to price the instrumentation (/metrics, the request and prediction
+series, the drift window; target: at most 10% of the throughput), and `workers`, the api with CLV_WORKERS=2,
+to print two workers' throughput against one.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,15 +36,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import HOST, ROOT, free_port, verdict
 
-from clv.schema import EXAMPLE  # noqa: E402 - the README request, from the one schema
+from clv.schema import EXAMPLE  # the README request, from the one schema
 
-HOST = "127.0.0.1"  # loopback only
 TARGET_RATIO_AT_8 = 0.30
 TARGET_P50_AT_1_MS = 3.0
 TARGET_VS_BASELINE = 0.95  # the current api's throughput at concurrency 8 over the baseline's, in the same run
+TARGET_METRICS_COST = 0.10  # the api with its metrics on over the same api with them off, at concurrency 8
+VARIANTS = {  # --compare: a name, and the settings that differ from the current api's
+    "metrics": ("metrics off", {"CLV_METRICS": "false"}),
+    "workers": ("2 workers", {"CLV_WORKERS": "2"}),
+}
 REFERENCE_APP = '''"""The reference: a bare FastAPI POST endpoint that parses the JSON body and returns a small JSON."""
 from fastapi import FastAPI
 
@@ -140,12 +146,16 @@ def load_stage(args: argparse.Namespace) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), NaN where unknown."""
+    """User + system CPU time so far of a process and its children, such as uvicorn's workers (Linux /proc),
+    NaN where unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for c in (task / "children").read_text().split()]  # fmt: skip
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return own + sum(cpu_seconds(child) for child in children)
 
 
 def run_load(
@@ -173,12 +183,6 @@ def run_load(
 
 
 # ---- the servers -------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
 
 
 def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -223,25 +227,47 @@ def api_env(tmp: Path, model_dir: Path, port: int, log_file: str) -> dict[str, s
     }
 
 
-def start_servers(tmp: Path, model_dir: Path) -> tuple[dict[str, tuple[subprocess.Popen, int]], list[subprocess.Popen]]:
-    api_port, reference_port = free_port(), free_port()
-    env = api_env(tmp, model_dir, api_port, "api.log")
-    (tmp / "reference_app.py").write_text(REFERENCE_APP)
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    api = subprocess.Popen([sys.executable, "api.py"], cwd=ROOT, env=env, **quiet)
-    reference = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "reference_app:app", "--host", HOST, "--port", str(reference_port),
-         "--workers", "1", "--no-access-log", "--log-level", "warning"],
-        cwd=tmp, **quiet,
-    )  # fmt: skip
-    processes = [api, reference]
+def start_servers(
+    tmp: Path, model_dir: Path, variants: list[str]
+) -> tuple[dict[str, tuple[subprocess.Popen, int]], list[subprocess.Popen]]:
+    """The current api, its --compare variants, and the bare reference endpoint, each answering."""
+    servers: dict[str, tuple[subprocess.Popen, int]] = {}
+    processes: list[subprocess.Popen] = []
     try:
-        wait_until_up(f"http://{HOST}:{api_port}/health", api)
-        wait_until_up(f"http://{HOST}:{reference_port}/openapi.json", reference)
+        for name, extra in [("api", {}), *(VARIANTS[v] for v in variants)]:
+            port = free_port()
+            file = name.replace(" ", "-")
+            env = {**api_env(tmp, model_dir, port, f"{file}.log"), **extra}
+            with (tmp / f"{file}.out").open("wb") as out:
+                process = subprocess.Popen([sys.executable, "api.py"], cwd=ROOT, env=env, stdout=out, stderr=out)
+            processes.append(process)
+            wait_until_started(tmp / f"{file}.out", int(env.get("CLV_WORKERS", "1")), process)
+            wait_until_up(f"http://{HOST}:{port}/health", process)
+            servers[name] = (process, port)
+        (tmp / "reference_app.py").write_text(REFERENCE_APP)
+        port = free_port()
+        reference = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "reference_app:app", "--host", HOST, "--port", str(port),
+             "--workers", "1", "--no-access-log", "--log-level", "warning"],
+            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        processes.append(reference)
+        wait_until_up(f"http://{HOST}:{port}/openapi.json", reference)
+        servers["reference"] = (reference, port)
     except BaseException:
         stop_servers(processes)
         raise
-    return {"api": (api, api_port), "reference": (reference, reference_port)}, processes
+    return servers, processes
+
+
+def wait_until_started(log: Path, workers: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Until every one of a server's worker processes has said that its start-up is complete: with two
+    workers, /health answers as soon as the first one does."""
+    deadline = time.monotonic() + timeout
+    while log.read_text(errors="replace").count("Application startup complete") < workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"server {log.stem} did not start its {workers} worker(s):\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
 
 
 def first_answer(url: str, process: subprocess.Popen, timeout: float = 120) -> tuple[int | None, str]:
@@ -336,10 +362,6 @@ def check_answer(port: int) -> dict:
 # ---- the report --------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def report(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_api_"))
     try:
@@ -348,7 +370,7 @@ def report(args: argparse.Namespace) -> None:
             model_dir = train_model(tmp, args.customers)
         else:
             model_dir = args.model_dir
-        ports, processes = start_servers(tmp, model_dir)
+        ports, processes = start_servers(tmp, model_dir, args.compare)
         try:
             answer = check_answer(ports["api"][1])
             system = f"Python {platform.python_version()}, {os.cpu_count()} CPUs"
@@ -358,30 +380,17 @@ def report(args: argparse.Namespace) -> None:
                 print(f"baseline: api.py of {describe_checkout(checkout)}", flush=True)
                 process, port, note = start_baseline(tmp, checkout, model_dir, args.customers, processes)
                 ports["baseline"] = (process, port)
-                order = "right after the current api" if args.rounds == 1 else f"in {args.rounds} turns with the api"
-                print(f"  the baseline serves {note}, model {check_answer(port).get('model_version')}; it runs "
-                      f"{order} at each level, under the same load")  # fmt: skip
+                print(f"  the baseline serves {note}, model {check_answer(port).get('model_version')}")
+            for name, settings in (VARIANTS[v] for v in args.compare):
+                print(f"{name}: the current api with {', '.join(f'{k}={v}' for k, v in settings.items())}")
             print(
-                "every server: uvicorn, 1 worker, 127.0.0.1; the load generator is another process on the same "
-                f"{os.cpu_count()} cores, so it competes with the server for CPU (figures are lower bounds)"
+                "every server: uvicorn, 1 worker unless named otherwise, 127.0.0.1; the load generator is another "
+                f"process on the same {os.cpu_count()} cores, so it competes with the servers for CPU (figures are "
+                "lower bounds)"
             )
-            print(f"each level: {args.warmup:g} s warm-up, then {args.seconds:g} s or {args.max_requests:,} requests\n")
-            rows = []
-            for concurrency in args.concurrency:
-                level = (concurrency, args.seconds, args.warmup, args.max_requests)
-                reference = run_load(*ports["reference"], "/predict", *level)
-                runs: dict[str, list[dict]] = {"api": [], "baseline": []}
-                for turn in range(args.rounds if "baseline" in ports else 1):
-                    for name in ("api", "baseline") if turn % 2 == 0 else ("baseline", "api"):  # ABBA: no order wins
-                        if name in ports:
-                            runs[name].append(run_load(*ports[name], "/predict/clv", *level))
-                rows.append((concurrency, reference, runs["api"], runs["baseline"]))
-                api = median(runs["api"], "rps")
-                line = f"api {api:>7,.0f}/s  ratio {api / reference['rps']:.2f}"
-                if runs["baseline"]:
-                    ratios = ", ".join(f"{r:.2f}" for r in round_ratios(runs["api"], runs["baseline"]))
-                    line += f"  baseline {median(runs['baseline'], 'rps'):>7,.0f}/s  api/baseline {ratios}"
-                print(f"  concurrency {concurrency:>2}: reference {reference['rps']:>7,.0f}/s  {line}", flush=True)
+            print(f"each level: {args.warmup:g} s warm-up, then {args.seconds:g} s or {args.max_requests:,} requests; "
+                  f"the api and the servers it is compared with run {args.rounds} time(s) in turns\n")  # fmt: skip
+            rows = [run_level(ports, concurrency, args) for concurrency in args.concurrency]
         finally:
             stop_servers(processes)
         print_table(rows)
@@ -390,67 +399,91 @@ def report(args: argparse.Namespace) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+Runs = dict[str, list[dict]]  # a server's runs at one level, by its name
+COMPARED = [  # (numerator, denominator, label): ratios of throughput printed at each level
+    ("api", "reference", "api/reference"),
+    ("api", "baseline", "api/baseline"),
+    ("api", "metrics off", "metrics on/off"),
+    ("2 workers", "api", "2 workers/1"),
+]
+
+
+def run_level(ports: dict[str, tuple[subprocess.Popen, int]], concurrency: int, args: argparse.Namespace) -> tuple:
+    """The reference once, then the api and the servers it is compared with in turns, the order reversed
+    every other round (ABBA: no position wins)."""
+    level = (concurrency, args.seconds, args.warmup, args.max_requests)
+    runs: Runs = {"reference": [run_load(*ports["reference"], "/predict", *level)]}
+    names = [name for name in ports if name != "reference"]
+    for turn in range(args.rounds if len(names) > 1 else 1):
+        for name in names if turn % 2 == 0 else names[::-1]:
+            runs.setdefault(name, []).append(run_load(*ports[name], "/predict/clv", *level))
+    figures = "  ".join(f"{name} {median(r, 'rps'):,.0f}/s" for name, r in runs.items())
+    ratios = "  ".join(f"{label} {ratio(runs, a, b):.2f}" for a, b, label in COMPARED if a in runs and b in runs)
+    print(f"  concurrency {concurrency:>2}: {figures}\n{'':>17}{ratios}", flush=True)
+    return concurrency, runs
+
+
 def median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
-def round_ratios(apis: list[dict], baselines: list[dict]) -> list[float]:
-    """The current api's throughput over the baseline's, round by round."""
-    return [api["rps"] / baseline["rps"] for api, baseline in zip(apis, baselines, strict=True)]
+def ratio(runs: Runs, a: str, b: str) -> float:
+    """a's throughput over b's: the median of the round-by-round ratios, else of the medians (the reference
+    runs once)."""
+    if len(runs[a]) == len(runs[b]):
+        return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True))
+    return median(runs[a], "rps") / median(runs[b], "rps")
 
 
-def print_table(rows: list[tuple[int, dict, list[dict], list[dict]]]) -> None:
-    w = 11 if any(len(apis) > 1 for _, _, apis, _ in rows) else 9  # "baseline #2"
-    print()
-    header = (
-        f"  {'conc':>4}  {'server':<{w}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>6}"
-        f" {'server CPU ms/req':>18}"
-    )
-    print(header)
-    for concurrency, reference, apis, baselines in rows:
-        servers = [("reference", reference)]
-        for turn, pair in enumerate(itertools.zip_longest(apis, baselines)):
-            mark = f" #{turn + 1}" if len(apis) > 1 else ""
-            servers += [(f"{name}{mark}", r) for name, r in zip(("api", "baseline"), pair, strict=True) if r]
-        for name, r in servers:
-            print(
-                f"  {concurrency:>4}  {name:<{w}} {r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-                f"{r['ok']:>9,} {r['errors']:>6} {r['cpu_ms']:>18.3f}"
-                + (f"  {r['error_kinds']}" if r["errors"] else "")
-            )
-        api_rps, api_cpu = median(apis, "rps"), median(apis, "cpu_ms")
-        cpu_ratio = reference["cpu_ms"] / api_cpu
-        print(f"  {concurrency:>4}  {'ratio':<{w}} {api_rps / reference['rps']:>8.2f} {'':>37} {cpu_ratio:>18.2f}")
-        if baselines:  # as above: the current api's req/s over the baseline's, the baseline's CPU over the api's
-            rps_ratio = statistics.median(round_ratios(apis, baselines))
-            cpu_ratio = median(baselines, "cpu_ms") / api_cpu
-            print(f"  {concurrency:>4}  {'api/base':<{w}} {rps_ratio:>8.2f} {'':>37} {cpu_ratio:>18.2f}")
+def print_table(rows: list[tuple[int, Runs]]) -> None:
+    rounds = max(len(r) for _, runs in rows for r in runs.values())
+    w = max(len(name) for _, runs in rows for name in runs) + (3 if rounds > 1 else 0)
+    print(f"\n  {'conc':>4}  {'server':<{w}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>6}"
+          f" {'server CPU ms/req':>18}")  # fmt: skip
+    for concurrency, runs in rows:
+        for name, server_runs in runs.items():
+            for turn, r in enumerate(server_runs):
+                mark = f" #{turn + 1}" if len(server_runs) > 1 else ""
+                print(
+                    f"  {concurrency:>4}  {name + mark:<{w}} {r['rps']:>8,.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+                    f" {r['ok']:>9,} {r['errors']:>6} {r['cpu_ms']:>18.3f}"
+                    + (f"  {r['error_kinds']}" if r["errors"] else "")
+                )
+        for a, b, label in COMPARED:  # req/s of a over b; CPU per request of b over a
+            if a in runs and b in runs:
+                cpu = median(runs[b], "cpu_ms") / median(runs[a], "cpu_ms")
+                print(f"  {concurrency:>4}  {label:<{w}} {ratio(runs, a, b):>8.2f} {'':>37} {cpu:>18.2f}")
 
 
-def print_targets(rows: list[tuple[int, dict, list[dict], list[dict]]]) -> None:
-    by = {c: (reference, apis, baselines) for c, reference, apis, baselines in rows}
+def print_targets(rows: list[tuple[int, Runs]]) -> None:
+    by = dict(rows)
     targets = []
     if 8 in by:
-        ratio = median(by[8][1], "rps") / by[8][0]["rps"]
-        targets.append((f"concurrency 8: >= {TARGET_RATIO_AT_8:.0%} of the reference", f"{ratio:.1%}", ratio >= 0.3))
-    if 8 in by and by[8][2]:
-        ratio = statistics.median(round_ratios(by[8][1], by[8][2]))
-        label = f"concurrency 8: >= {TARGET_VS_BASELINE:.0%} of the baseline's throughput"
-        if len(by[8][2]) > 1:
-            label += f" (median of {len(by[8][2])} rounds)"
-        targets.append((label, f"{ratio:.1%}", ratio >= TARGET_VS_BASELINE))
+        runs = by[8]
+        api = ratio(runs, "api", "reference")
+        targets.append((f"concurrency 8: >= {TARGET_RATIO_AT_8:.0%} of the reference", f"{api:.1%}", api >= 0.3))
+        if "baseline" in runs:
+            share = ratio(runs, "api", "baseline")
+            label = f"concurrency 8: >= {TARGET_VS_BASELINE:.0%} of the baseline's throughput"
+            targets.append((label, f"{share:.1%}", share >= TARGET_VS_BASELINE))
+        if "metrics off" in runs:
+            cost = 1 - ratio(runs, "api", "metrics off")
+            label = f"concurrency 8: metrics cost <= {TARGET_METRICS_COST:.0%} of the throughput"
+            targets.append((label, f"{cost:.1%}", cost <= TARGET_METRICS_COST))
     if 1 in by:
-        p50 = median(by[1][1], "p50_ms")
+        p50 = median(by[1]["api"], "p50_ms")
         targets.append((f"concurrency 1: p50 < {TARGET_P50_AT_1_MS:g} ms", f"{p50:.2f} ms", p50 < TARGET_P50_AT_1_MS))
     if 32 in by:
-        errors = sum(r["errors"] for r in by[32][1])
-        targets.append(("concurrency 32: zero errors", f"{errors}", errors == 0))
-    if not targets:
-        return
-    width = max(len(label) for label, _, _ in targets)
-    print("\n  targets")
-    for label, value, ok in targets:
-        print(f"  {label:<{width}}  {value:>9}  {verdict(ok)}")
+        errors = sum(r["errors"] for name, runs in by[32].items() if name != "reference" for r in runs)
+        targets.append(("concurrency 32: zero errors (every server)", f"{errors}", errors == 0))
+    if targets:
+        width = max(len(label) for label, _, _ in targets)
+        print("\n  targets")
+        for label, value, ok in targets:
+            print(f"  {label:<{width}}  {value:>9}  {verdict(ok)}")
+    workers = [(c, ratio(runs, "2 workers", "api")) for c, runs in rows if "2 workers" in runs]
+    if workers:  # no target: two workers share the machine's cores with the load generator
+        print("\n  CLV_WORKERS=2 over 1 worker, same run: " + ", ".join(f"{r:.2f}x at {c}" for c, r in workers))
 
 
 def main() -> int:
@@ -465,8 +498,13 @@ def main() -> int:
         "--baseline", type=Path, metavar="DIR", help="another checkout whose api.py runs under the same load"
     )
     parser.add_argument(
-        "--rounds", type=int, default=1, help="with --baseline: runs of each per level, in turns (default 1)"
+        "--rounds", type=int, default=1, help="runs of the api and what it is compared with per level (default 1)"
     )
+    parser.add_argument(
+        "--compare", nargs="*", choices=sorted(VARIANTS), default=sorted(VARIANTS),
+        help="variants of the api under the same load: metrics (CLV_METRICS=false), workers (CLV_WORKERS=2); "
+        "default both, none with a bare --compare",
+    )  # fmt: skip
     parser.add_argument("--stage", choices=["load"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--path", help=argparse.SUPPRESS)

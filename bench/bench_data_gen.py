@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import ROOT, verdict
+
 TARGET_RATE = 1_000_000  # transactions per second, end to end
 TARGET_REFERENCE_RATIO = 3.0  # end-to-end time over the pandas to_csv time of the same frames
 TARGET_PEAK_BYTES = 4e9
@@ -108,10 +109,6 @@ def run_default_cli(customers: int, seed: int) -> tuple[float, int]:
 
 def gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def report(args: argparse.Namespace) -> None:

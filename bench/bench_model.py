@@ -11,12 +11,11 @@ import gc
 import logging
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import verdict
 
 from clv import artifacts, dates, generator
 from clv.bank import bank_from_request
@@ -48,10 +47,6 @@ class Stages(logging.Handler):
 
 def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-
-
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
 
 
 def generate(config: generator.Config, out: Path) -> float:

@@ -23,13 +23,9 @@ import urllib.request
 from pathlib import Path
 
 import joblib
+from common import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench_api import free_port  # noqa: E402 - the load generator lives beside this file
-
-from clv import artifacts  # noqa: E402
+from clv import artifacts
 
 
 def get(url: str) -> dict:

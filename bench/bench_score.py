@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 import logging
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import verdict
 
 from clv import artifacts, generator
 from clv.bank import bank_from_frames
@@ -74,8 +73,7 @@ def main() -> None:
     print(f"  {'end to end':42s} {total:7.2f} s  -> {n / total:10,.0f} customers/s")
     print(f"  {'after reading the files':42s} {compute:7.2f} s  -> {n / compute:10,.0f} customers/s")
     print(f"  peak memory {peak_gb():.2f} GB")
-    verdict = "met" if n / total >= TARGET else "missed"
-    print(f"target >= {TARGET:,} customers/s end to end: {verdict}")
+    print(f"target >= {TARGET:,} customers/s end to end: {verdict(n / total >= TARGET)}")
 
 
 if __name__ == "__main__":
