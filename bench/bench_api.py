@@ -2,7 +2,7 @@
 
 Run `python bench/bench_api.py` (`--model-dir` to serve a trained model; without it a small bank is
 generated and a model trained in a temporary folder). Both servers run as `uvicorn` with one worker on
-127.0.0.1; the load comes from a separate process (a minimal keep-alive HTTP/1.1 client on asyncio and
+127.0.0.1; the load comes from a separate process (bench/load.py: keep-alive HTTP/1.1 on asyncio and
 uvloop), so that it does not share the server's GIL. Each concurrency level runs for a bounded time and
 request count. Every request computes its prediction: the service has no response cache.
 
@@ -22,7 +22,6 @@ to print two workers' throughput against one.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -60,91 +59,6 @@ async def predict(body: dict) -> dict:
 '''
 
 
-# ---- the load generator (runs in its own process) ----------------------------------------------
-
-
-async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
-    """Send one request on a kept-alive connection; return the status after reading the whole body."""
-    writer.write(request)
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    length = None
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    if length is None:
-        raise ValueError("response without Content-Length")
-    await reader.readexactly(length)
-    return status
-
-
-async def _worker(
-    port: int, request: bytes, stop: float, budget: list[int], latencies: list[float], errors: list[str]
-) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
-    try:
-        while time.perf_counter() < stop and budget[0] > 0:
-            budget[0] -= 1
-            started = time.perf_counter()
-            try:
-                status = await asyncio.wait_for(_one(reader, writer, request), timeout=10)
-            except (OSError, ValueError, asyncio.IncompleteReadError, TimeoutError) as exc:
-                errors.append(type(exc).__name__)
-                writer.close()
-                reader, writer = await asyncio.open_connection(HOST, port)
-                continue
-            if status == 200:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors.append(str(status))
-    finally:
-        writer.close()
-
-
-async def _load(port: int, path: str, concurrency: int, seconds: float, max_requests: int) -> dict:
-    body = json.dumps(EXAMPLE).encode()
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    latencies: list[float] = []
-    errors: list[str] = []
-    budget = [max_requests]
-    started = time.perf_counter()
-    stop = started + seconds
-    await asyncio.gather(
-        *(_worker(port, request, stop, budget, latencies, errors) for _ in range(concurrency)), return_exceptions=False
-    )
-    elapsed = time.perf_counter() - started
-    latencies.sort()
-    n = len(latencies)
-
-    def quantile(q: float) -> float:
-        return latencies[min(n - 1, int(q * n))] * 1000 if n else float("nan")
-
-    return {
-        "ok": n,
-        "errors": len(errors),
-        "error_kinds": sorted(set(errors))[:5],
-        "seconds": elapsed,
-        "rps": n / elapsed,
-        "p50_ms": quantile(0.50),
-        "p99_ms": quantile(0.99),
-    }
-
-
-def load_stage(args: argparse.Namespace) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # plain asyncio still works, only slower on the client side
-        pass
-    result = asyncio.run(_load(args.port, args.path, args.concurrency, args.seconds, args.max_requests))
-    print(json.dumps(result))
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time so far of a process and its children, such as uvicorn's workers (Linux /proc),
     NaN where unknown."""
@@ -166,7 +80,7 @@ def run_load(
 
     def load(duration: float) -> dict:
         command = [
-            sys.executable, __file__, "--stage", "load", "--port", str(port), "--path", path,
+            sys.executable, str(ROOT / "bench" / "load.py"), "--port", str(port), "--path", path,
             "--concurrency", str(concurrency), "--seconds", str(duration), "--max-requests", str(max_requests),
         ]  # fmt: skip
         result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
@@ -505,19 +419,12 @@ def main() -> int:
         help="variants of the api under the same load: metrics (CLV_METRICS=false), workers (CLV_WORKERS=2); "
         "default both, none with a bare --compare",
     )  # fmt: skip
-    parser.add_argument("--stage", choices=["load"], help=argparse.SUPPRESS)
-    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--path", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be 1 or more")
     if args.baseline and not (args.baseline / "api.py").is_file():
         parser.error(f"--baseline {args.baseline}: no api.py there; another checkout of this repository, please")
-    if args.stage == "load":
-        args.concurrency = args.concurrency[0]
-        load_stage(args)
-    else:
-        report(args)
+    report(args)
     return 0
 
 

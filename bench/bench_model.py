@@ -64,7 +64,7 @@ def timed_training(data_dir: Path, model_dir: Path) -> tuple[float, dict, list[s
     try:
         started = time.perf_counter()
         _, meta = train_and_save(data_dir, model_dir)
-        return time.perf_counter() - started, meta, stages.lines
+        return time.perf_counter() - started, meta.model_dump(mode="json"), stages.lines
     finally:
         log.removeHandler(stages)
         log.propagate = True

@@ -2,7 +2,7 @@
 
 Run `python bench/bench_reload.py`. It trains a model on a small generated bank, serves it with
 `python api.py` (CLV_RELOAD_SECONDS, default 10 as in production), and sends POST /predict/clv at
-concurrency 8 for about 20 s from another process (bench_api.py's load generator). Meanwhile it promotes
+concurrency 8 for about 20 s from another process (bench/load.py). Meanwhile it promotes
 a second version and measures the seconds until /health shows it, then points `latest` at a copy of that
 version with one byte of its model changed, and checks that the service refuses it and keeps serving.
 Targets: no non-2xx answer; the new version served within CLV_RELOAD_SECONDS + 1 s; the tampered
@@ -105,7 +105,7 @@ def _ok(url: str) -> bool:
 def run_under_load(url: str, port: int, models: Path, version_a: str, folder_b: str, tampered: Path,
                    args: argparse.Namespace) -> dict:  # fmt: skip
     load = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "bench_api.py"), "--stage", "load", "--port", str(port), "--path",
+        [sys.executable, str(ROOT / "bench" / "load.py"), "--port", str(port), "--path",
          "/predict/clv", "--concurrency", "8", "--seconds", str(args.seconds), "--max-requests", "10000000"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -14,7 +14,6 @@ banks and models there); the figures also go to bench/results/bench_scale-*.json
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import math
@@ -26,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -35,9 +33,9 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 from common import ROOT, verdict
+from processes import ROLES, Seen, TreeSampler, stop_tree
 
 RESULTS = ROOT / "bench" / "results"
-SAMPLE_S = 0.2
 WORKERS = (1, 2)  # scoring runs with each; generation and training with the last
 TARGET_MEMORY_RATIO = 1.25  # every process's peak at the largest size over its peak at the smallest
 TARGET_WORKER_BYTES = 2e9
@@ -46,107 +44,9 @@ TARGET_SPEEDUP = 1.7  # 2 workers over 1, largest size
 TARGET_GENERATE_RATE = 1_000_000  # transactions per second end to end, largest size
 TARGET_TRAIN_S = 120.0
 TARGET_GINI_GAP = 0.01
-ROLES = {
-    "client": "the CLI process; with a LocalCluster also the scheduler and the nannies",
-    "scheduler": "a separate scheduler process",
-    "nanny": "a separate nanny process (a parent of workers)",
-    "worker": "a worker process (a child of the client, started by its nanny)",
-    "helper": "multiprocessing's resource tracker",
-}
 
 
 # ---- one command, its process tree sampled ------------------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    """One process of a command's tree: what it was, and the most memory and CPU it was seen to use."""
-
-    pid: int
-    ppid: int
-    role: str
-    cmdline: str
-    peak_bytes: int = 0
-    cpu_s: float = 0.0
-
-
-def high_water(pid: int) -> int:
-    """The kernel's peak RSS of a process (Linux VmHWM), 0 where unknown."""
-    try:
-        with open(f"/proc/{pid}/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def role_of(pid: int, root: int, cmdline: str) -> str:
-    if pid == root:
-        return "client"
-    if "resource_tracker" in cmdline or "forkserver" in cmdline:
-        return "helper"
-    if re.search(r"dask[-_ ]scheduler|dask scheduler", cmdline):
-        return "scheduler"
-    return "worker"  # a nanny's child; a worker that has workers below it is renamed nanny afterwards
-
-
-class TreeSampler:
-    """Walks the process tree under `root` every SAMPLE_S seconds in a thread, keeping each process's peak."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.seen: dict[int, Seen] = {}
-        self.handles: dict[int, psutil.Process] = {}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-
-    def __enter__(self) -> TreeSampler:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-
-    def loop(self) -> None:
-        while True:
-            self.sample()
-            if self.done.wait(SAMPLE_S):
-                return
-
-    def tree(self) -> list[psutil.Process]:
-        try:
-            root = self.handles.get(self.root) or psutil.Process(self.root)
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def sample(self) -> None:
-        for found in self.tree():
-            process = self.handles.setdefault(found.pid, found)  # the first handle keeps its identity
-            try:
-                with process.oneshot():
-                    if process.pid not in self.seen:
-                        role = role_of(process.pid, self.root, "")
-                        self.seen[process.pid] = Seen(process.pid, process.ppid(), role, "")
-                    seen = self.seen[process.pid]
-                    if not seen.cmdline:  # empty for a moment while a process starts
-                        seen.cmdline = " ".join(process.cmdline())
-                        seen.role = role_of(process.pid, self.root, seen.cmdline)
-                    rss, cpu = process.memory_info().rss, process.cpu_times()
-            except psutil.Error:
-                continue
-            seen.peak_bytes = max(seen.peak_bytes, rss, high_water(process.pid))
-            seen.cpu_s = max(seen.cpu_s, cpu.user + cpu.system)
-
-    def processes(self) -> list[Seen]:
-        parents = {seen.ppid for seen in self.seen.values() if seen.role == "worker"}
-        for seen in self.seen.values():
-            if seen.role == "worker" and seen.pid in parents:
-                seen.role = "nanny"
-        return sorted(self.seen.values(), key=lambda seen: (list(ROLES).index(seen.role), seen.pid))
 
 
 @dataclass
@@ -177,21 +77,6 @@ class Run:
 
     def roles(self) -> list[str]:
         return [role for role in ROLES if self.count(role)]
-
-
-def stop_tree(process: subprocess.Popen, sampler: TreeSampler) -> None:
-    """End a command we started and every process below it (each by its handle, so by its identity). SIGINT
-    first: the command then removes its staging folder and closes its cluster as on Ctrl-C."""
-    below = sampler.tree()[1:]
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    for child in below:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
 
 
 def timeline(log: str, started: float) -> list[tuple[float, str]]:
