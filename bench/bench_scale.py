@@ -14,7 +14,6 @@ banks and models there); the figures also go to bench/results/bench_scale-*.json
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
@@ -22,18 +21,17 @@ import platform
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
 from common import ROOT, verdict
-from processes import ROLES, Seen, TreeSampler, stop_tree
+from processes import ROLES, Run, mb, run
 
 RESULTS = ROOT / "bench" / "results"
 WORKERS = (1, 2)  # scoring runs with each; generation and training with the last
@@ -44,84 +42,6 @@ TARGET_SPEEDUP = 1.7  # 2 workers over 1, largest size
 TARGET_GENERATE_RATE = 1_000_000  # transactions per second end to end, largest size
 TARGET_TRAIN_S = 120.0
 TARGET_GINI_GAP = 0.01
-
-
-# ---- one command, its process tree sampled ------------------------------------------------------------------
-
-
-@dataclass
-class Run:
-    label: str
-    command: str
-    seconds: float
-    returncode: int
-    load_before: float  # the machine's 1-minute load average as the command started: others' work shows here
-    processes: list[Seen] = field(default_factory=list)
-    timeline: list[tuple[float, str]] = field(default_factory=list)  # the command's log lines, seconds from start
-    log: str = ""
-    figure: str = ""  # the headline figure, for the report
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
-
-    @property
-    def cpu_s(self) -> float:
-        return sum(p.cpu_s for p in self.processes)
-
-    def peak(self, role: str) -> int:
-        return max((p.peak_bytes for p in self.processes if p.role == role), default=0)
-
-    def count(self, role: str) -> int:
-        return sum(p.role == role for p in self.processes)
-
-    def roles(self) -> list[str]:
-        return [role for role in ROLES if self.count(role)]
-
-
-def timeline(log: str, started: float) -> list[tuple[float, str]]:
-    """The log lines of the commands (`%(asctime)s %(message)s`), as seconds after the command started."""
-    lines = []
-    for line in log.splitlines():
-        found = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)", line)
-        if found:
-            at = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            lines.append((round(at - started, 2), found.group(2)))
-    return lines
-
-
-def run(label: str, args: list[object], logs: Path) -> Run:
-    """One command line of the project, in its own session, from the repository's folder, on a LocalCluster
-    (CLV_DASK_SCHEDULER is left out: a cluster elsewhere would leave its processes out of the figures)."""
-    command = [sys.executable, *map(str, args)]
-    env = {name: value for name, value in os.environ.items() if name != "CLV_DASK_SCHEDULER"}
-    log = logs / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".log")
-    load = os.getloadavg()[0]
-    print(f"  {label} ...", end="", flush=True)
-    with log.open("wb") as out:
-        started, wall = time.perf_counter(), time.time()
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        with TreeSampler(process.pid) as sampler:
-            try:
-                code = process.wait()
-            except BaseException:
-                stop_tree(process, sampler)
-                raise
-        seconds = time.perf_counter() - started
-    text = log.read_text()
-    done = Run(label, " ".join(map(str, args)), seconds, code, load, sampler.processes(), timeline(text, wall), text)
-    workers = done.count("worker")
-    print(
-        f" {seconds:.1f} s (CPU {done.cpu_s:.1f} s, load {load:.1f} before); peak client {mb(done.peak('client'))}"
-        + (f", worker {mb(done.peak('worker'))} (max of {workers})" if workers else "")
-        + ("" if done.ok else f"; FAILED (exit {code})"),
-        flush=True,
-    )
-    if not done.ok:
-        print("    " + "\n    ".join(text.strip().splitlines()[-15:]), flush=True)
-    return done
 
 
 # ---- the stages ---------------------------------------------------------------------------------------------
@@ -203,10 +123,6 @@ def measure(args: argparse.Namespace, work: Path, store: Path) -> dict:
 
 
 # ---- the report ---------------------------------------------------------------------------------------------
-
-
-def mb(n: float) -> str:
-    return f"{n / 2**20:,.0f} MB"
 
 
 def plural(n: int, noun: str) -> str:

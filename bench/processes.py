@@ -1,17 +1,24 @@
-"""The process tree of a command, sampled while it runs: each process's role (client, scheduler, nanny, worker,
-helper), its peak resident memory (the larger of the sampled RSS and the kernel's high-water mark, VmHWM)
-and its CPU time. bench_scale.py measures every command of a partitioned bank with it."""
+"""One command of the project run as a fresh process tree, sampled while it runs: each process's role (client,
+scheduler, nanny, worker, helper), its peak resident memory (the larger of the sampled RSS and the kernel's
+high-water mark, VmHWM) and its CPU time, with the command's wall time and log. bench_scale.py measures every
+command of a partitioned bank with it."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import os
 import re
 import signal
 import subprocess
+import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
+from common import ROOT
 
 SAMPLE_S = 0.2
 ROLES = {
@@ -127,3 +134,82 @@ def stop_tree(process: subprocess.Popen, sampler: TreeSampler) -> None:
     for child in below:
         with contextlib.suppress(psutil.Error):
             child.kill()
+
+
+def mb(n: float) -> str:
+    return f"{n / 2**20:,.0f} MB"
+
+
+@dataclass
+class Run:
+    label: str
+    command: str
+    seconds: float
+    returncode: int
+    load_before: float  # the machine's 1-minute load average as the command started: others' work shows here
+    processes: list[Seen] = field(default_factory=list)
+    timeline: list[tuple[float, str]] = field(default_factory=list)  # the command's log lines, seconds from start
+    log: str = ""
+    figure: str = ""  # the headline figure, for the report
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    @property
+    def cpu_s(self) -> float:
+        return sum(p.cpu_s for p in self.processes)
+
+    def peak(self, role: str) -> int:
+        return max((p.peak_bytes for p in self.processes if p.role == role), default=0)
+
+    def count(self, role: str) -> int:
+        return sum(p.role == role for p in self.processes)
+
+    def roles(self) -> list[str]:
+        return [role for role in ROLES if self.count(role)]
+
+
+def timeline(log: str, started: float) -> list[tuple[float, str]]:
+    """The log lines of the commands (`%(asctime)s %(message)s`), as seconds after the command started."""
+    lines = []
+    for line in log.splitlines():
+        found = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (.*)", line)
+        if found:
+            at = dt.datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            lines.append((round(at - started, 2), found.group(2)))
+    return lines
+
+
+def run(label: str, args: list[object], logs: Path) -> Run:
+    """One command line of the project, in its own session, from the repository's folder, on a LocalCluster
+    (CLV_DASK_SCHEDULER is left out: a cluster elsewhere would leave its processes out of the figures)."""
+    command = [sys.executable, *map(str, args)]
+    env = {name: value for name, value in os.environ.items() if name != "CLV_DASK_SCHEDULER"}
+    log = logs / (re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") + ".log")
+    load = os.getloadavg()[0]
+    print(f"  {label} ...", end="", flush=True)
+    with log.open("wb") as out:
+        started, wall = time.perf_counter(), time.time()
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        with TreeSampler(process.pid) as sampler:
+            try:
+                code = process.wait()
+            except BaseException:
+                stop_tree(process, sampler)
+                raise
+        seconds = time.perf_counter() - started
+    text = log.read_text()
+    done = Run(label, " ".join(map(str, args)), seconds, code, load, sampler.processes(), timeline(text, wall), text)
+    workers = done.count("worker")
+    print(
+        f" {seconds:.1f} s (CPU {done.cpu_s:.1f} s, load {load:.1f} before); peak client {mb(done.peak('client'))}"
+        + (f", worker {mb(done.peak('worker'))} (max of {workers})" if workers else "")
+        + ("" if done.ok else f"; FAILED (exit {code})"),
+        flush=True,
+    )
+    if not done.ok:
+        print("    " + "\n    ".join(text.strip().splitlines()[-15:]), flush=True)
+    return done
