@@ -30,7 +30,9 @@ class PredictionOut(BaseModel):
     drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
     drivers_base: float = Field(description="The average prediction the drivers start from.")
     model_version: str
-    prediction_timestamp: dt.datetime
+    # the service writes it, to the millisecond as it always has (2024-12-31T10:00:00.123+00:00): a string,
+    # documented as a date-time, that no parse and format could change on the way out
+    prediction_timestamp: str = Field(json_schema_extra={"format": "date-time"})
 
 
 class BatchOut(BaseModel):
