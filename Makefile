@@ -20,7 +20,7 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 ## run: set up, generate the default data and train a model if there is none, serve http://127.0.0.1:8000
 run: $(VENV)/.runtime
 	@test -f $(DATA_DIR)/transactions.csv || $(PY) data_gen.py --out $(DATA_DIR)
-	$(PY) api.py
+	CLV_DATA_DIR=$(DATA_DIR) CLV_MODEL_DIR=$(MODEL_DIR) $(PY) api.py
 
 ## data: (re)generate the default synthetic bank under data/
 data: $(VENV)/.runtime

@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from common import HOST, ROOT, free_port, verdict
+from common import HOST, ROOT, free_port, train_model, verdict
 
 from clv.schema import EXAMPLE  # the README request, from the one schema
 
@@ -112,19 +112,6 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout: float = 120) -> 
             pass
         time.sleep(0.2)
     sys.exit(f"server for {url} did not answer within {timeout:.0f} s")
-
-
-def train_model(tmp: Path, customers: int, checkout: Path = ROOT) -> Path:
-    """A small generated bank and a model trained on it, through the real CLIs of a checkout."""
-    data, models = tmp / "data", tmp / "models"
-    for command in (
-        [sys.executable, "data_gen.py", "--customers", str(customers), "--out", str(data)],
-        [sys.executable, "model.py", "train", "--data-dir", str(data), "--model-dir", str(models)],
-    ):
-        result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"{' '.join(command[1:3])} failed (exit {result.returncode}):\n{result.stderr}")
-    return models
 
 
 def api_env(tmp: Path, model_dir: Path, port: int, log_file: str) -> dict[str, str]:
@@ -375,7 +362,8 @@ def print_targets(rows: list[tuple[int, Runs]]) -> None:
     if 8 in by:
         runs = by[8]
         api = ratio(runs, "api", "reference")
-        targets.append((f"concurrency 8: >= {TARGET_RATIO_AT_8:.0%} of the reference", f"{api:.1%}", api >= 0.3))
+        label = f"concurrency 8: >= {TARGET_RATIO_AT_8:.0%} of the reference"
+        targets.append((label, f"{api:.1%}", api >= TARGET_RATIO_AT_8))
         if "baseline" in runs:
             share = ratio(runs, "api", "baseline")
             label = f"concurrency 8: >= {TARGET_VS_BASELINE:.0%} of the baseline's throughput"

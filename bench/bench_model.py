@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import resource
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from common import verdict
+from common import peak_gb, verdict
 
 from clv import artifacts, dates, generator
 from clv.bank import bank_from_request
@@ -43,10 +42,6 @@ class Stages(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(record.getMessage())
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def generate(config: generator.Config, out: Path) -> float:

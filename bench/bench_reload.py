@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import joblib
-from common import ROOT, free_port
+from common import HOST, ROOT, free_port, train_model, verdict
 
 from clv import artifacts
 
@@ -52,11 +52,7 @@ def wait_for(predicate, timeout: float, step: float = 0.05) -> float | None:
 
 def versions(work: Path) -> tuple[Path, str, str, Path]:
     """A trained model (A), a second version of it (B), and a tampered copy of B (C)."""
-    data, models = work / "data", work / "models"
-    run = [sys.executable, "data_gen.py", "--customers", "3000", "--out", str(data)]
-    subprocess.run(run, cwd=ROOT, check=True, capture_output=True)
-    subprocess.run([sys.executable, "model.py", "train", "--data-dir", str(data), "--model-dir", str(models)],
-                   cwd=ROOT, check=True, capture_output=True)  # fmt: skip
+    models = train_model(work, 3000)
     first = artifacts.load(models)
     importance = joblib.load(first.path / "feature_importance.joblib")
     second = artifacts.save(first.model, first.metadata.model_dump(), importance, first.profile, models)
@@ -80,7 +76,7 @@ def main() -> None:
         print("training a model on 3,000 generated customers ...", flush=True)
         models, version_a, folder_b, tampered = versions(work)
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://{HOST}:{port}"
         env = {**os.environ, "CLV_MODEL_DIR": str(models), "CLV_DATA_DIR": str(work / "data"), "CLV_PORT": str(port),
                "CLV_LOG_FILE": str(work / "api.log"), "CLV_RATE_LIMIT": "10000000/minute",
                "CLV_RELOAD_SECONDS": str(args.reload_seconds)}  # fmt: skip
@@ -144,7 +140,7 @@ def report(figures: dict, reload_seconds: float) -> None:
     ]  # fmt: skip
     print(f"\n{'target':44s} {'measured':>14s} {'target':>24s}")
     for name, measured, target, met in checks:
-        print(f"{name:44s} {measured:>14s} {target:>24s}  {'met' if met else 'MISSED'}")
+        print(f"{name:44s} {measured:>14s} {target:>24s}  {verdict(met)}")
 
 
 if __name__ == "__main__":

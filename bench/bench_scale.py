@@ -33,6 +33,8 @@ import pyarrow.parquet as pq
 from common import ROOT, verdict
 from processes import ROLES, Run, mb, run
 
+from clv import artifacts
+
 RESULTS = ROOT / "bench" / "results"
 WORKERS = (1, 2)  # scoring runs with each; generation and training with the last
 TARGET_MEMORY_RATIO = 1.25  # every process's peak at the largest size over its peak at the smallest
@@ -52,7 +54,7 @@ def partitions_for(customers: int, per_partition: int) -> int:
 
 
 def latest_metadata(model_dir: Path) -> dict:
-    return json.loads((model_dir / "clv_model_latest" / "metadata.json").read_text())
+    return json.loads((model_dir / artifacts.LATEST / "metadata.json").read_text())
 
 
 def scored_rows(output: Path) -> int:

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import resource
 import tempfile
 import time
 from pathlib import Path
 
-from common import verdict
+from common import peak_gb, verdict
 
 from clv import artifacts, generator
 from clv.bank import bank_from_frames
@@ -22,10 +21,6 @@ from clv.scoring import score_bank
 from clv.training import train_and_save
 
 TARGET = 50_000
-
-
-def peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def main() -> None:

@@ -3,7 +3,9 @@ sys.path; importing this module puts the repository there too, for `clv`, `model
 
 from __future__ import annotations
 
+import resource
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,3 +25,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def train_model(tmp: Path, customers: int, checkout: Path = ROOT) -> Path:
+    """A small generated bank and a model trained on it, through the real CLIs of a checkout."""
+    data, models = tmp / "data", tmp / "models"
+    for command in (
+        [sys.executable, "data_gen.py", "--customers", str(customers), "--out", str(data)],
+        [sys.executable, "model.py", "train", "--data-dir", str(data), "--model-dir", str(models)],
+    ):
+        result = subprocess.run(command, cwd=checkout, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"{' '.join(command[1:3])} failed (exit {result.returncode}):\n{result.stderr}")
+    return models

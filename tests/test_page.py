@@ -100,7 +100,7 @@ def server(
 def browser() -> Iterator[object]:
     executable = shutil.which("chromium")
     if executable is None:
-        pytest.fail("chromium is missing: `make browser` (apt-get install chromium); the page tests never download one")
+        pytest.fail("chromium is missing: `make system` (apt-get install chromium); the page tests never download one")
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield chromium

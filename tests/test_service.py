@@ -278,10 +278,12 @@ def test_health_answers_while_a_batch_is_being_scored(
         ThreadPoolExecutor(1) as pool,
     ):
         batch = pool.submit(http.post, BATCH, json={"customers": [example] * 3})
-        assert scoring.wait(30)
-        answers = [http.get("/health").status_code for _ in range(3)]
-        assert not batch.done()  # /health answered while the batch was held in its scoring call
-        release.set()
+        try:
+            assert scoring.wait(30)
+            answers = [http.get("/health").status_code for _ in range(3)]
+            assert not batch.done()  # /health answered while the batch was held in its scoring call
+        finally:
+            release.set()
         response = batch.result()
     assert answers == [200, 200, 200]
     assert response.status_code == 200 and len(response.json()["predictions"]) == 3
