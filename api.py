@@ -1,4 +1,5 @@
-"""The CLV service: POST /predict/clv, POST /predict/clv/batch, GET /health, GET /model and the page at /.
+"""The CLV service: POST /predict/clv and /predict/clv/batch; GET /health, /livez, /readyz, /model, /metrics;
+the page at /.
 
 Run `python api.py` (or `make run`). At start it loads models/clv_model_latest; when there is none it
 generates the default data if data/ is empty and trains a first model in the background, while
@@ -31,14 +32,12 @@ from starlette.exceptions import HTTPException
 from clv import artifacts, telemetry
 from clv.artifacts import LoadedModel, ModelArtifactError
 from clv.card import Drift, ModelCard
-from clv.monitoring import DriftReport
 from clv.responses import Alive, BatchOut, Health, PredictionOut, Problem, Ready, Unavailable, ValidationProblem
 from clv.schema import MAX_BATCH, BatchIn, CustomerIn
 from clv.serving import (
     InputError,
     NotReady,
     Service,
-    Together,
     follow_latest,
     predict,
     predict_single,
@@ -76,9 +75,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.serve(await asyncio.to_thread(artifacts.load, service.settings.model_dir))
     except ModelArtifactError as exc:
         without_a_model(service, exc)
+    service.wake = asyncio.Event()  # in the app's own loop
     follower = asyncio.create_task(follow_latest(service))
     with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # signals only in the main thread
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, lambda: service.wake and service.wake.set())
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.wake.set)
     yield
     gc.unfreeze()
     for task in (follower, service.training):
@@ -106,7 +106,7 @@ predictions = APIRouter(tags=["predict"], dependencies=[Depends(limit_rate)], re
 @predictions.post("/predict/clv")
 async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request) -> PredictionOut:
     """Score one customer. Dates may be ISO dates or datetimes; none may lie after as_of."""
-    return await predict_single(request.app.state.together, loaded, customer)
+    return await predict_single(request.app.state.service.together, loaded, customer)
 
 
 @predictions.post("/predict/clv/batch", description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.")
@@ -155,9 +155,8 @@ async def readyz(service: ServiceDep) -> Ready | JSONResponse:
 async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
     """The model card: data, cutoff, held-out metrics against baselines, deciles, importance, and the input
     drift of the recent requests against the training rows."""
-    report = drift_of(service, loaded)
-    drift = None if report is None else Drift.of(report, service.recent.count)
-    return loaded.card.model_copy(update={"drift": drift})
+    report = service.drift(loaded)
+    return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report)})
 
 
 monitoring = APIRouter(tags=["operations"])  # mounted unless CLV_METRICS=false
@@ -170,15 +169,9 @@ monitoring = APIRouter(tags=["operations"])  # mounted unless CLV_METRICS=false
 async def metrics(service: ServiceDep) -> Response:
     """Request counts and latency by route and status, predictions, the serving model, reloads, input drift."""
     if service.loaded is not None:
-        telemetry.publish_drift(drift_of(service, service.loaded), service.recent.count, service.recent.columns)
+        telemetry.publish_drift(service.drift(service.loaded), service.recent.count, service.recent.columns)
     body, content_type = telemetry.exposition()
     return Response(body, media_type=content_type)
-
-
-def drift_of(service: Service, loaded: LoadedModel) -> DriftReport | None:
-    if service.recent is None:
-        return None
-    return service.recent.report(loaded.profile, tuple(loaded.model.ledger_features))
 
 
 page = APIRouter(include_in_schema=False)
@@ -238,7 +231,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = Service(settings)
     app.state.rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
-    app.state.together = Together(app.state.service.recent)
     for router in (predictions, operations, page, *([monitoring] if settings.metrics else [])):
         app.include_router(router)
     # the prediction routes carry the traffic: matched first, before the documentation's own routes

@@ -19,7 +19,7 @@ import pandas as pd
 import sklearn
 from pydantic import ValidationError
 
-from clv.card import ARTIFACT_FORMAT, ModelCard, ModelMetadata
+from clv.card import ModelCard, ModelMetadata
 from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES
 from clv.monitoring import Profile
@@ -31,6 +31,9 @@ LATEST = f"{PREFIX}latest"
 MANIFEST = "manifest.json"
 PICKLED_BY = ("scikit-learn", "numpy")
 PROFILE = "reference_profile.json"  # the training rows' distributions, for the drift metrics
+# Version of the saved model's layout: a model saved in another layout is refused at load, with the
+# advice to retrain, instead of being read into the wrong places.
+ARTIFACT_FORMAT = 2
 FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json", PROFILE)
 
 
@@ -45,6 +48,7 @@ class LoadedModel:
     model: BankingCLVModel
     metadata: ModelMetadata
     path: Path
+    profile: Profile  # the training rows' distributions, for the drift
 
     @property
     def version(self) -> str:
@@ -58,10 +62,6 @@ class LoadedModel:
     @functools.cached_property
     def card(self) -> ModelCard:
         return ModelCard.of(self.metadata, self.model.scale_)
-
-    @functools.cached_property
-    def profile(self) -> Profile:
-        return Profile.from_json((self.path / PROFILE).read_text())
 
 
 def library_versions() -> dict[str, str]:
@@ -217,7 +217,11 @@ def load(model_dir: Path, version: str | None = None) -> LoadedModel:
         model = joblib.load(path / "model.joblib")
     except Exception as exc:
         raise ModelArtifactError(f"{path / 'model.joblib'}: cannot be loaded: {exc}") from exc
-    return LoadedModel(model, metadata, path)
+    try:
+        profile = Profile.from_json((path / PROFILE).read_text())
+    except (ValueError, KeyError, TypeError) as exc:  # DriftError is a ValueError
+        raise ModelArtifactError(f"{path / PROFILE}: {exc}; retrain with `python model.py train`") from exc
+    return LoadedModel(model, metadata, path, profile)
 
 
 def versions(model_dir: Path) -> list[dict]:

@@ -15,9 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from clv.monitoring import DriftReport
 
-# Version of the saved model's layout: a model saved in another layout is refused at load, with the
-# advice to retrain, instead of being read into the wrong places.
-ARTIFACT_FORMAT = 2
 CONFIDENCE_DEFINITION = "1 / (1 + (high - low) / max(|predicted|, scale))"
 
 
@@ -113,9 +110,9 @@ class Drift(_Card):
     thresholds: dict[str, float] = Field(description="Below moderate: stable; above significant: significant.")
 
     @classmethod
-    def of(cls, report: DriftReport, rows: int) -> Drift:
+    def of(cls, report: DriftReport) -> Drift:
         data = report.to_json()
-        return cls(rows=rows, features=data["features"], prediction=data["prediction"], drifted=data["drifted"],
+        return cls(rows=report.rows, features=data["features"], prediction=data["prediction"], drifted=data["drifted"],
                    thresholds=data["thresholds"])  # fmt: skip
 
 

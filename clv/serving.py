@@ -19,10 +19,12 @@ import numpy as np
 from clv import artifacts, dates, telemetry
 from clv.artifacts import LATEST, LoadedModel, ModelArtifactError
 from clv.bank import bank_from_request, concat_banks
+from clv.contract import find_table
 from clv.estimator import top_drivers
 from clv.features import FEATURE_NAMES, feature_matrix
 from clv.labels import former
-from clv.layout import MANIFEST
+from clv.layout import is_partitioned
+from clv.monitoring import DriftReport
 from clv.schema import CustomerIn
 from clv.scoring import predict_rows
 from clv.settings import Settings
@@ -48,23 +50,28 @@ class Service:
     started: float = field(default_factory=time.monotonic)
     training: asyncio.Task | None = None
     recent: RecentRows | None = field(init=False)
+    together: Together = field(init=False)
     refused: Path | None = None
     wake: asyncio.Event | None = None  # set to look for a new model at once (SIGHUP); made in the app's loop
 
     def __post_init__(self) -> None:
         metrics = self.settings.metrics
         self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES)) if metrics else None
+        self.together = Together(self.recent)
 
     def serve(self, loaded: LoadedModel) -> None:
         """Swap in a model at once: a request in flight keeps the one it started with."""
         before = self.loaded
         self.loaded, self.reason = loaded, "ok"
-        meta = loaded.metadata
-        previous = None if before is None else (before.version, str(before.metadata.trained_at),
-                                                before.metadata.synthetic_data)  # fmt: skip
-        telemetry.serving(meta.version, str(meta.trained_at), meta.synthetic_data, previous)
+        telemetry.serving(loaded.metadata, None if before is None else before.metadata)
         logger.info("serving model %s", loaded.version)
         settle_heap()
+
+    def drift(self, loaded: LoadedModel) -> DriftReport | None:
+        """The recent requests' drift against `loaded`'s training rows; None with the metrics off, or too few."""
+        if self.recent is None:
+            return None
+        return self.recent.report(loaded.profile, tuple(loaded.model.ledger_features))
 
 
 class NotReady(Exception):
@@ -134,7 +141,7 @@ def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows |
     if recent is not None:
         recent.add(X, out["point"])
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-    meta, values = loaded.metadata, X
+    meta = loaded.metadata
     base = round(loaded.model.expected_value_, 2)
     return [
         {
@@ -148,7 +155,7 @@ def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows |
             "confidence_score": round(float(out["confidence"][i]), 4),
             "horizon_months": meta.horizon_months,
             "as_of": as_ofs[i].isoformat(),
-            "drivers": [] if gone[i] else top_drivers(values[i], out["contrib"][i], TOP, FEATURE_NAMES),
+            "drivers": [] if gone[i] else top_drivers(X[i], out["contrib"][i], TOP, FEATURE_NAMES),
             "drivers_base": base,
             "model_version": loaded.version,
             "prediction_timestamp": now,
@@ -251,7 +258,7 @@ def first_model(settings: Settings) -> LoadedModel:
 
 
 def has_data(data_dir: Path) -> bool:
-    return any(data_dir.glob("transactions.*")) or (data_dir / MANIFEST).is_file()
+    return is_partitioned(data_dir) or find_table(data_dir, "transactions") is not None
 
 
 def without_a_model(service: Service, error: ModelArtifactError) -> None:
@@ -259,9 +266,8 @@ def without_a_model(service: Service, error: ModelArtifactError) -> None:
     model is reported, never trained over; a configured data folder with no data is never filled with a
     made-up bank (a mistyped CLV_DATA_DIR would serve a model of customers who do not exist)."""
     settings = service.settings
-    service.reason = str(error)
-    if artifacts.has_latest(settings.model_dir):
-        logger.error("%s", service.reason)
+    if artifacts.has_latest(settings.model_dir):  # a broken model: reported, never trained over
+        service.reason = str(error)
     elif not settings.train_on_start:
         service.reason = (
             f"no model in {settings.model_dir}; run `python model.py train --model-dir {settings.model_dir}`"
@@ -289,7 +295,7 @@ async def train_first(service: Service) -> None:
 
 async def follow_latest(service: Service) -> None:
     """Look at models/clv_model_latest every CLV_RELOAD_SECONDS, and at once when woken (SIGHUP)."""
-    service.wake = asyncio.Event()
+    assert service.wake is not None, "the app's lifespan makes the event before it follows"
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(service.wake.wait(), service.settings.reload_seconds)
@@ -304,6 +310,8 @@ async def follow_latest(service: Service) -> None:
 
 async def take_latest(service: Service) -> None:
     """Serve the version `latest` points at, once it is verified; refuse (log, count) one that is not."""
+    if service.training is not None and not service.training.done():
+        return  # the first model is being trained here: it is served when saved, not loaded a second time
     link = service.settings.model_dir / LATEST
     if not link.exists():
         return

@@ -3,9 +3,9 @@
 Conventional names with units: `clv_http_requests_total` and `clv_http_request_duration_seconds` by
 route and status, `clv_predictions_total`, `clv_predicted_clv` (a histogram), `clv_model_info` (1 for the
 serving version), `clv_model_reloads_total{result}`, and `clv_input_drift_psi{feature}` with
-`clv_prediction_drift_psi`. With several workers the values live in files of prometheus-client's
-multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before the workers start), summed or, for
-the drift, the most recent of any worker.
+`clv_prediction_drift_psi` and `clv_drift_window_rows`. With several workers the values live in files of
+prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before the workers start),
+summed or, for the drift, the most recent of any worker.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from clv.card import ModelMetadata
 from clv.monitoring import DriftReport, Profile, drift
 
 disable_created_metrics()  # a *_created series beside every counter says nothing a scrape needs
@@ -83,11 +84,15 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serving(version: str, trained_at: str, synthetic: bool, previous: tuple[str, str, bool] | None) -> None:
+def serving(meta: ModelMetadata, previous: ModelMetadata | None) -> None:
     """The serving model as an info metric: its labels at 1, the one it replaced at 0."""
     if previous is not None:
-        MODEL.labels(previous[0], previous[1], str(previous[2]).lower()).set(0)
-    MODEL.labels(version, trained_at, str(synthetic).lower()).set(1)
+        _model_info(previous).set(0)
+    _model_info(meta).set(1)
+
+
+def _model_info(meta: ModelMetadata) -> Gauge:
+    return MODEL.labels(meta.version, str(meta.trained_at), str(meta.synthetic_data).lower())
 
 
 class RecentRows:
@@ -99,7 +104,7 @@ class RecentRows:
         self.predictions = np.full(size, np.nan)
         self.count, self.added = 0, 0
         self.lock = threading.Lock()  # batches are scored in threads
-        self._report: tuple[int, DriftReport | None] = (-1, None)
+        self._report: tuple[int, Profile | None, DriftReport | None] = (-1, None, None)
 
     def add(self, X: np.ndarray, predictions: np.ndarray) -> None:
         size = self.rows.shape[0]
@@ -114,16 +119,17 @@ class RecentRows:
             PREDICTED.observe(value)
 
     def report(self, profile: Profile, ledger_features: tuple[str, ...]) -> DriftReport | None:
-        """PSI of the window against the training reference (kept until new rows arrive); None when too few."""
+        """PSI of the window against the training reference (kept until new rows arrive or the reference is
+        another model's); None when too few."""
         with self.lock:
-            if self._report[0] == self.added:
-                return self._report[1]
+            if self._report[0] == self.added and self._report[1] is profile:
+                return self._report[2]
             added, count = self.added, self.count
             X = pd.DataFrame(self.rows[:count].copy(), columns=self.columns)
             predictions = self.predictions[:count].copy()
         report = drift(profile, X, predictions, ledger_features, MIN_DRIFT_ROWS) if count >= MIN_DRIFT_ROWS else None
         with self.lock:
-            self._report = (added, report)
+            self._report = (added, profile, report)
         return report
 
 

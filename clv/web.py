@@ -40,10 +40,7 @@ class RateLimit:
     requests under load, and each start stalls the event loop.)"""
 
     def __init__(self, rate: str, storage: str = "memory://") -> None:
-        try:
-            self.item = parse(rate)
-        except ValueError as exc:
-            raise ValueError(f"CLV_RATE_LIMIT {rate!r}: not a rate limit such as '120/minute'") from exc
+        self.item = parse(rate)  # checked with the settings
         if storage.startswith("memory://"):
             backend = MemoryStorage()
         else:  # redis-py's asyncio client; limits names its async storages async+redis://

@@ -452,7 +452,7 @@ def test_requests_that_arrive_together_are_scored_in_one_call(loaded: LoadedMode
 
 def test_concurrent_requests_to_the_service_share_scoring_calls(client: TestClient, example: dict) -> None:
     """Eight requests sent at once through the app are answered by fewer scoring calls than requests."""
-    together = client.app.state.together
+    together = client.app.state.service.together
     before = together.calls
 
     async def eight() -> list[httpx.Response]:

@@ -18,6 +18,7 @@ from clv.bank import load_bank
 from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.monitoring import EPSILON, DriftError, Profile, band, plot_drift, psi, reference_profile
+from clv.telemetry import RecentRows
 from clv.training import rows_at, train_and_save
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -305,3 +306,14 @@ def test_plot_drift_writes_a_png_atomically(reference: Reference, shifted, tmp_p
     assert data.startswith(PNG_SIGNATURE)
     assert len(data) > 10_000
     assert [p.name for p in tmp_path.iterdir()] == ["drift.png"]  # no temporary file left behind
+
+
+def test_the_service_window_is_measured_against_the_profile_it_is_given(reference: Reference, shifted) -> None:
+    """After a model swap the window is compared with the new model's reference, not a report kept from the old."""
+    X, predictions = shifted
+    recent = RecentRows(len(X), list(FEATURE_NAMES))
+    recent.add(X.to_numpy(), predictions)
+    ledger = tuple(reference.model.ledger_features)
+    own = reference_profile(X, predictions)
+    assert recent.report(reference.profile, ledger).features["income"] > 0.25
+    assert recent.report(own, ledger).features["income"] < 0.1
