@@ -14,7 +14,7 @@ from pathlib import Path
 from common import peak_gb, verdict
 
 from clv import artifacts, generator
-from clv.bank import bank_from_frames
+from clv.bank import bank_from_tables
 from clv.contract import read_bank
 from clv.io import atomic_path
 from clv.scoring import score_bank
@@ -44,8 +44,7 @@ def main() -> None:
         started = time.perf_counter()
         tables = read_bank(work / "bank")
         read = time.perf_counter()
-        bank = bank_from_frames(tables.get("customers"), tables["transactions"], tables.get("products"),
-                                tables.get("customer_metrics"))  # fmt: skip
+        bank = bank_from_tables(tables)
         built = time.perf_counter()
         scores = score_bank(model, bank)
         scored = time.perf_counter()

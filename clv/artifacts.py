@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from pydantic import ValidationError
 from clv.card import ModelCard, ModelMetadata
 from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES
+from clv.io import atomic_folder
 from clv.monitoring import Profile
 
 logger = logging.getLogger(__name__)
@@ -98,9 +98,7 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile
     now = dt.datetime.now(dt.UTC)
     version = now.strftime("%Y%m%dT%H%M%S%fZ")
     final = model_dir / f"{PREFIX}{version}"
-    staging = model_dir / f".{PREFIX}{version}.tmp"
-    staging.mkdir()
-    try:
+    with atomic_folder(final) as staging:
         # what this save knows wins over the caller's keys: a re-saved model gets its own version
         feature_names = [str(name) for name in model.feature_names_in_]
         typed = ModelMetadata.model_validate({
@@ -116,10 +114,6 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile
             name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        os.replace(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     point_latest(model_dir, final.name)
     logger.info("saved model %s to %s", version, final)
     return final

@@ -93,7 +93,11 @@ def per_customer(cust: np.ndarray, n: int, weights: np.ndarray | None = None) ->
 
 def load_bank(data_dir: Path) -> Bank:
     """Read and check a bank's folder (clv.contract), as a Bank."""
-    tables = read_bank(data_dir)
+    return bank_from_tables(read_bank(data_dir))
+
+
+def bank_from_tables(tables: dict[str, pd.DataFrame]) -> Bank:
+    """The tables the contract read (by name) as a Bank."""
     return bank_from_frames(
         tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
     )

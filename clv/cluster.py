@@ -98,11 +98,13 @@ class DaskRunner:
         progress = Progress(label, [source.customers_in([part]) for part in parts], self.quiet)
         futures = self.client.map(function, [source] * len(parts), parts, pure=False, **kwargs)
         index = {future.key: i for i, future in enumerate(futures)}
+        results: list[Any] = [None] * len(parts)
         try:
             for future in as_completed(futures):
-                future.result()  # a part that failed raises here, with its own message
-                progress.advance(index[future.key])
-            return self.client.gather(futures)
+                i = index[future.key]
+                results[i] = future.result()  # fetched once; a part that failed raises here, with its own message
+                progress.advance(i)
+            return results
         finally:
             self.client.cancel(futures)
 

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
 
+from clv.schema import INTERVAL_LEVEL
 from clv.trees import CompiledForest
 
 TARGETS = ("auto", "squared_error", "log", "two_part")
@@ -65,7 +66,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         min_samples_leaf: int = 20,
         subsample: float = 0.5,
         max_features: float = 0.3,
-        interval_level: float = 0.8,
+        interval_level: float = INTERVAL_LEVEL,
         calibration_share: float = 0.25,
         ledger_features: tuple[str, ...] = (),
         random_state: int | None = 42,

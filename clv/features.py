@@ -1,7 +1,8 @@
 """Feature rows: (customers, products, transactions, ledger, as-of date T) to one row per customer.
 
-Training, batch scoring and the API all call `build_features` on a `Bank` (clv.bank). Every feature uses
-only what was known at T (docs/protocol.md); a missing table or column gives NaN.
+Training and batch scoring call `build_features` on a `Bank` (clv.bank); the API calls `feature_matrix`, the
+same rows as an array, without the frame. Every feature uses only what was known at T (docs/protocol.md); a
+missing table or column gives NaN.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ import pyarrow.compute as pc
 
 from clv import dates
 from clv.cluster import Runner
-from clv.layout import Manifest, Part, part_name, staging, write_manifest, write_part
+from clv.io import atomic_folder
+from clv.layout import Manifest, Part, part_name, write_manifest, write_part
 from clv.schema import HORIZON_MONTHS, LEDGER_PARTS
 from clv.simulation import (
     CARD,
@@ -227,7 +228,7 @@ def generate_part(plan: Plan, part: str, folder: Path) -> tuple[Part, int]:
 
 def generate(plan: Plan, out: Path, runner: Runner) -> Manifest:
     """The whole bank, part by part, into `out` (written beside it and renamed when complete)."""
-    with staging(out) as folder:
+    with atomic_folder(out) as folder:
         done = runner.map(generate_part, plan, label="generated", folder=folder)
         manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done),
                                plan.config.describe() | {"partitions": plan.partitions})  # fmt: skip

@@ -14,12 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -31,8 +26,9 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from clv import artifacts, dates
-from clv.bank import Bank, bank_from_frames, load_bank
+from clv.bank import Bank, bank_from_tables, load_bank
 from clv.contract import DataContractError, find_table, read_tables
+from clv.io import atomic_path, write_json
 from clv.schema import TABLES
 
 logger = logging.getLogger(__name__)
@@ -195,9 +191,7 @@ class PartitionedBank:
         index = self.parts.index(part)
         rule, count = self.manifest.rule, self.manifest.partitions
         tables = read_tables(self.paths(part), self.last_day, lambda ids: partition_of(ids, count, rule) == index)
-        bank = bank_from_frames(
-            tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
-        )
+        bank = bank_from_tables(tables)
         bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
         oracle = self.data_dir / ORACLE / f"{part}.parquet"
         return bank, _oracle(oracle) if oracle.exists() else None
@@ -214,26 +208,6 @@ def open_bank(data_dir: Path) -> Source:
 # ---- writing a partitioned bank ------------------------------------------------------------------------
 
 
-@contextmanager
-def staging(out: Path) -> Iterator[Path]:
-    """A hidden folder beside `out`, renamed to `out` when the block completes; removed on any failure."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        for leftover in tmp.rglob(".*.tmp"):  # a file a task lost with its worker was writing; rerun elsewhere
-            leftover.unlink()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
     """One partition's tables as Parquet files in `folder` (a staging folder), with their checksums."""
     name = part_name(index)
@@ -241,12 +215,11 @@ def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
     for table_name, table in tables.items():
         path = folder / table_name / f"{name}.parquet"
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)  # a rerun of the same partition (a worker lost) rewrites it whole
+        with atomic_path(path) as tmp:  # a rerun of the same partition (a worker lost) rewrites it whole
+            pq.write_table(table, tmp)
         rows[table_name], sums[table_name] = table.num_rows, artifacts.sha256(path)
     return Part(name=name, rows=rows, sha256=sums)
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:
-    (folder / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    write_json(manifest.model_dump(mode="json"), folder / MANIFEST)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from clv import contract, dates
 from clv.cluster import Runner
 from clv.contract import DataContractError, DuplicateKeyError
+from clv.io import atomic_folder
 from clv.layout import (
     ORACLE,
     Manifest,
@@ -34,7 +35,6 @@ from clv.layout import (
     PartitionedBank,
     part_name,
     partition_of,
-    staging,
     write_manifest,
     write_part,
 )
@@ -167,7 +167,7 @@ def prepare(src: Path, out: Path, partitions: int, runner: Runner) -> Manifest:
     paths = contract.find_tables(src)
     oracle = contract.find_table(Path(src), ORACLE)
     known = Known()
-    with staging(out) as folder:
+    with atomic_folder(out) as folder:
         work = folder / ".blocks"
         for name in [n for n in ORDER if n in paths] + ([ORACLE] if oracle else []):
             (work / name).mkdir(parents=True)

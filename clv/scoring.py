@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ from clv.bank import Bank
 from clv.cluster import Runner
 from clv.estimator import BankingCLVModel, driver_order
 from clv.features import FEATURE_NAMES, build_features
-from clv.io import atomic_path
+from clv.io import atomic_folder, atomic_path
 from clv.labels import eligible, former, joined
-from clv.layout import Source, part_name, staging
+from clv.layout import Source, part_name
 from clv.monitoring import DriftReport, drift
 
 TOP_DRIVERS = 3
@@ -79,14 +80,16 @@ def write_scores(source: Source, runner: Runner, model: BankingCLVModel, as_of: 
     """Score every part into `output`: a Parquet dataset (a folder of one file a part) when it ends in
     .parquet, else one CSV. Written beside `output` under a temporary name and renamed when complete."""
     as_of = as_of or dates.from_day(source.last_day)
-    suffix = "parquet" if output.suffix == ".parquet" else "csv"
-    with staging(output.with_name(f"{output.name}.parts") if suffix == "csv" else output) as folder:
-        rows = runner.map(score_part, source, label="scored", model=runner.share(model), as_of=as_of,
-                          folder=folder, suffix=suffix)  # fmt: skip
-        if suffix == "csv":
-            _concatenate(sorted(folder.glob("*.csv")), output)
-    if suffix == "csv":
-        shutil.rmtree(output.with_name(f"{output.name}.parts"))
+    model = runner.share(model)
+    if output.suffix == ".parquet":
+        with atomic_folder(output) as folder:
+            return sum(runner.map(score_part, source, label="scored", model=model, as_of=as_of, folder=folder,
+                                  suffix="parquet"))  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as parts:
+        rows = runner.map(score_part, source, label="scored", model=model, as_of=as_of, folder=Path(parts),
+                          suffix="csv")  # fmt: skip
+        _concatenate(sorted(Path(parts).glob("*.csv")), output)
     return sum(rows)
 
 

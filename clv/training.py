@@ -239,11 +239,12 @@ def train(
 
 
 def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float,
-          seed: int | None) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
-    """Every part's held-out customers scored where the part lives; only their columns come back."""
+          seed: int | None, importance: bool = True) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
+    """Every part's held-out customers scored where the part lives; only their columns come back, and, for the
+    `importance`, a sample of their rows."""
     # each part sends its share of the importance rows (twice it, for parts with fewer held-out customers than
     # their share), so that the client's memory stays the same whatever the number of parts
-    sample = min(IMPORTANCE_ROWS, math.ceil(2 * IMPORTANCE_ROWS / len(source.parts)))
+    sample = min(IMPORTANCE_ROWS, math.ceil(2 * IMPORTANCE_ROWS / len(source.parts))) if importance else 0
     results = runner.map(held_out_scores, source, label="held-out customers", model=runner.share(model),
                          cutoff=cutoff, horizon_months=horizon, discount_rate=rate, seed=seed,
                          sample=sample)  # fmt: skip
@@ -261,7 +262,7 @@ def evaluate_saved(model: BankingCLVModel, metadata: ModelMetadata, data_dir: Pa
     cutoff = cutoff or metadata.cutoff
     same = source.fingerprint == metadata.data_fingerprint
     scores, _ = judge(source, runner, model, cutoff, metadata.horizon_months, metadata.discount_rate,
-                      metadata.seed if same else None)  # fmt: skip
+                      metadata.seed if same else None, importance=False)  # fmt: skip
     result = evaluation(scores, metadata.train_mean)
     result["evaluated_on"] = "held-out customers of the training data" if same else "every eligible customer"
     result["cutoff"] = cutoff.isoformat()
