@@ -14,8 +14,8 @@ from faker import Faker
 
 from clv import dates
 from clv.io import atomic_path, write_csv, write_json
-from clv.layout import GENERATED
-from clv.schema import AcquisitionChannel, Channel, ProductStatus, ProductType, Region, TransactionType
+from clv.layout import GENERATED, ORACLE
+from clv.schema import TABLES, AcquisitionChannel, Channel, ProductStatus, ProductType, Region, TransactionType
 from clv.simulation import (
     CARD,
     CHK,
@@ -203,7 +203,8 @@ def write_tables(
     tables: dict[str, pa.Table], out: Path, file_format: str = "csv", config: Config | None = None
 ) -> list[Path]:
     """Write every table beside the others, each under a temporary name first, then renamed; with the
-    generator's settings in generator.json when `config` is given."""
+    generator's settings in generator.json when `config` is given. A table left there by an earlier run in
+    the other format, or an oracle this run does not write, is removed: the contract would read it."""
     out.mkdir(parents=True, exist_ok=True)
     if config is not None:
         write_json(config.describe(), out / GENERATED)
@@ -217,4 +218,9 @@ def write_tables(
                 pq.write_table(table, tmp)
         paths.append(path)
         logger.info("wrote %s rows to %s", f"{table.num_rows:,}", path)
+    for name in (*TABLES, ORACLE):
+        for stale in (out / f"{name}.csv", out / f"{name}.parquet"):
+            if stale not in paths and stale.exists():
+                stale.unlink()
+                logger.info("removed %s, an earlier run's", stale)
     return paths

@@ -328,3 +328,14 @@ def test_cli_writes_the_tables_and_no_leftovers(tmp_path: Path, oracle: bool) ->
     for name in expected:
         assert (out / name).stat().st_size > 0
     assert np.array_equal(pd.read_csv(out / "customers.csv")["customer_id"], np.arange(1, 51))
+
+
+def test_a_rerun_in_another_format_leaves_only_its_own_tables(tmp_path: Path) -> None:
+    """The contract reads a table's CSV before its Parquet: an earlier run's copy, or its oracle, would be read."""
+    out = tmp_path / "out"
+    first = run_cli("--customers", "50", "--seed", "5", "--out", str(out), "--write-oracle")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("--customers", "60", "--seed", "6", "--out", str(out), "--format", "parquet")
+    assert again.returncode == 0, again.stderr
+    assert {p.name for p in out.iterdir()} == {f"{name}.parquet" for name in TABLE_NAMES} | {"generator.json"}
+    assert len(pd.read_parquet(out / "customers.parquet")) == 60
