@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import joblib
 import pytest
 from fastapi.testclient import TestClient
 
@@ -68,3 +70,17 @@ def client(settings: Settings) -> Iterator[TestClient]:
     requests. A test that needs other settings or its own state makes its own app."""
     with TestClient(create_app(settings)) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def models(model_dir: Path, tmp_path: Path) -> Path:
+    """A writable copy of the session's model folder."""
+    out = tmp_path / "models"
+    shutil.copytree(model_dir, out, symlinks=True)
+    return out
+
+
+def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
+    """Save the loaded model again as a new version."""
+    importance = joblib.load(loaded.path / "feature_importance.joblib")
+    return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, model_dir)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +20,22 @@ import uvicorn
 from fastapi import FastAPI
 
 from tests.conftest import ROOT
+
+
+def run_script(script: str, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python SCRIPT ARGS` from the repository root, with `env` as its only CLV_* settings (none of this shell's)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")} | env
+    return subprocess.run(
+        [sys.executable, script, *map(str, args)], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300
+    )
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 def free_port() -> int:

@@ -27,7 +27,7 @@ from clv.layout import open_bank
 from clv.scoring import write_scores
 from clv.training import train_and_save
 from tests.conftest import ROOT
-from tests.servers import free_port
+from tests.servers import free_port, run_script
 
 pytestmark = pytest.mark.cluster
 
@@ -106,14 +106,6 @@ def cluster(dask_cluster: DaskCluster) -> DaskCluster:
     return dask_cluster
 
 
-def command(script: str, *args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python SCRIPT ARGS` from the repository root, with `env` as its only CLV_* settings."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")} | env
-    return subprocess.run(
-        [sys.executable, script, *map(str, args)], cwd=ROOT, env=environ, capture_output=True, text=True, timeout=300
-    )
-
-
 def flags(config: generator.Config) -> list[str]:
     """The options of `data_gen.py` that make `config`."""
     options = {"customers": config.customers, "start-date": config.start, "end-date": config.end, "seed": config.seed}
@@ -148,7 +140,7 @@ def test_data_gen_on_the_cluster_writes_the_files_of_an_in_process_run(
     cluster: DaskCluster, small: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "bank"
-    done = command("data_gen.py", *flags(SMALL), "--partitions", 8, "--scheduler", cluster.address, "--out", out)
+    done = run_script("data_gen.py", *flags(SMALL), "--partitions", 8, "--scheduler", cluster.address, "--out", out)
     assert done.returncode == 0, done.stderr
     made = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     assert made == {p.relative_to(small): p.read_bytes() for p in sorted(small.rglob("*")) if p.is_file()}
@@ -157,8 +149,8 @@ def test_data_gen_on_the_cluster_writes_the_files_of_an_in_process_run(
 def test_score_on_the_cluster_gives_the_in_process_predictions(
     cluster: DaskCluster, small: Path, model_dir: Path, loaded: artifacts.LoadedModel, tmp_path: Path
 ) -> None:
-    done = command("model.py", "score", "--data-dir", small, "--model-dir", model_dir, "--scheduler", cluster.address,
-                   "--output", tmp_path / "cluster.parquet")  # fmt: skip
+    done = run_script("model.py", "score", "--data-dir", small, "--model-dir", model_dir,
+                      "--scheduler", cluster.address, "--output", tmp_path / "cluster.parquet")  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"using the Dask cluster at {cluster.address}" in done.stderr
     write_scores(open_bank(small), LocalRunner(), loaded.model, None, tmp_path / "here.parquet")
@@ -169,8 +161,8 @@ def test_score_on_the_cluster_gives_the_in_process_predictions(
 def test_training_on_the_cluster_gives_the_in_process_model(cluster: DaskCluster, small: Path, tmp_path: Path) -> None:
     """Training is deterministic given its rows, and the runner hands them over in the order of the parts:
     the model and its held-out figures are the same wherever the parts were read and judged."""
-    done = command("model.py", "train", "--data-dir", small, "--model-dir", tmp_path / "cluster",
-                   CLV_DASK_SCHEDULER=cluster.address)  # fmt: skip
+    done = run_script("model.py", "train", "--data-dir", small, "--model-dir", tmp_path / "cluster",
+                      CLV_DASK_SCHEDULER=cluster.address)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"using the Dask cluster at {cluster.address}" in done.stderr
     _, here = train_and_save(small, tmp_path / "here", runner=LocalRunner())

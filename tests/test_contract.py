@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from clv.contract import DataContractError, read_bank
-from tests.conftest import ROOT
+from tests.servers import run_script
 
 
 @pytest.fixture
@@ -119,11 +117,7 @@ def test_parquet_is_read_like_csv(folder: Path) -> None:
 def test_the_cli_refuses_before_work_and_writes_nothing(folder: Path, model_dir: Path, tmp_path: Path) -> None:
     edit(folder / "transactions.csv", 9, "amount", "n.a.")
     output = tmp_path / "predictions.csv"
-    run = subprocess.run(
-        [sys.executable, "model.py", "score", "--data-dir", str(folder), "--model-dir", str(model_dir),
-         "--output", str(output)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    run = run_script("model.py", "score", "--data-dir", folder, "--model-dir", model_dir, "--output", output)
     assert run.returncode == 2
     assert "transactions.csv: column 'amount' row 10: 'n.a.' is not a finite number" in run.stderr
     assert not output.exists()

@@ -6,7 +6,6 @@ import csv
 import datetime as dt
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from clv import generator
 from clv.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
 from clv.simulation import MAX_PRODUCTS_PER_CUSTOMER
-from tests.conftest import ROOT
+from tests.servers import run_script
 
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
 RECORDS: dict[str, type[BaseModel]] = {
@@ -285,7 +284,7 @@ def test_oracle_ranks_the_future_well_but_not_perfectly(
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "data_gen.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return run_script("data_gen.py", *args)
 
 
 @pytest.mark.parametrize(

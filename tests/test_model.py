@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import joblib
@@ -24,7 +23,8 @@ from clv.estimator import BankingCLVModel
 from clv.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
 from clv.trees import ROW_WALK_LIMIT
-from tests.conftest import ROOT
+from tests.conftest import resave
+from tests.servers import run_script
 
 METRIC_KEYS = {"normalized_gini", "spearman", "decile_mape", "total_error", "mae", "rmse", "r2"}
 
@@ -90,20 +90,6 @@ def test_a_frame_of_other_columns_is_refused(loaded: artifacts.LoadedModel, rows
 
 
 # ---- artifacts -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def models(model_dir: Path, tmp_path: Path) -> Path:
-    """A writable copy of the session's model folder."""
-    out = tmp_path / "models"
-    shutil.copytree(model_dir, out, symlinks=True)
-    return out
-
-
-def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
-    """Save the loaded model again as a new version."""
-    importance = joblib.load(loaded.path / "feature_importance.joblib")
-    return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, model_dir)
 
 
 def latest_name(model_dir: Path) -> str:
@@ -264,15 +250,7 @@ def test_a_six_month_horizon_trains_on_six_month_labels(six_month_model: Path, b
 
 
 def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "model.py"), *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_script("model.py", *args)
 
 
 @pytest.fixture(scope="module")

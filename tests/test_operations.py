@@ -9,7 +9,6 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from clv.artifacts import LoadedModel
 from clv.features import LEDGER_FEATURES
 from clv.monitoring import SIGNIFICANT
 from clv.settings import Settings
-from tests.servers import ApiProcess, redis_server, uvicorn_thread
-from tests.test_model import resave
+from tests.conftest import resave
+from tests.servers import ApiProcess, redis_server, uvicorn_thread, wait_until
 
 PREDICT = "/predict/clv"
 BATCH = "/predict/clv/batch"
@@ -34,25 +33,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-def models(model_dir: Path, tmp_path: Path) -> Path:
-    """A writable copy of the session's model folder."""
-    out = tmp_path / "models"
-    shutil.copytree(model_dir, out, symlinks=True)
-    return out
-
-
-@pytest.fixture
 def following(settings: Settings, models: Path, tmp_path: Path) -> Settings:
     """The service on the writable model folder, looking for a new latest every 0.2 s."""
     return settings.model_copy(update={"model_dir": models, "reload_seconds": 0.2, "log_file": tmp_path / "api.log"})
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def samples(text: str) -> Samples:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import joblib
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -29,12 +28,11 @@ from clv.schema import (
     Region,
     TransactionType,
 )
-from tests.conftest import ROOT
-from tests.servers import ApiProcess
+from tests.conftest import resave
+from tests.servers import ApiProcess, wait_until
 
 pytestmark = pytest.mark.browser
 
-SHOTS = ROOT / "screenshots"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -127,25 +125,36 @@ class Watch:
         self.problems.append(f"page error: {error}")
 
 
-def _open(browser: object, base: str, width: int = 1280) -> tuple[object, object, Watch]:
+@contextmanager
+def _opened(browser: object, base: str, width: int = 1280) -> Iterator[tuple[object, Watch]]:
+    """A page in a browser context of its own, closed however the test ends; once the block has run through,
+    any console or page error it saw (bar those the test allowed) fails the test."""
     context = browser.new_context(viewport={"width": width, "height": 900}, base_url=base)
-    page = context.new_page()
-    watch = Watch()
-    page.on("console", watch.console)
-    page.on("pageerror", watch.page_error)
-    page.set_default_timeout(10_000)
-    return context, page, watch
+    try:
+        page = context.new_page()
+        watch = Watch()
+        page.on("console", watch.console)
+        page.on("pageerror", watch.page_error)
+        page.set_default_timeout(10_000)
+        yield page, watch
+    finally:
+        context.close()
+    assert not watch.problems, "\n".join(watch.problems)
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the page's screenshots go: pytest's temporary folder, never the repository."""
+    return tmp_path_factory.mktemp("screenshots")
 
 
 @pytest.fixture
 def watched(browser: object, server: str) -> Iterator[tuple[object, Watch]]:
     """A page on the page's URL, ready (model card loaded); fails the test on any console or page error."""
-    context, page, watch = _open(browser, server)
-    page.goto("/")
-    page.wait_for_selector("#metrics-table")
-    yield page, watch
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+    with _opened(browser, server) as (page, watch):
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        yield page, watch
 
 
 def _predict(page: object) -> dict:
@@ -160,7 +169,7 @@ def _no_object_object(page: object) -> None:
     assert "[object " not in page.inner_text("body"), "something was shown as [object ...]"
 
 
-def test_default_customer_is_the_readme_example_sent_once(watched, server, example) -> None:
+def test_default_customer_is_the_readme_example_sent_once(watched, server, example, shots: Path) -> None:
     page, _ = watched
     assert page.locator("#products .row").count() == 1
     assert page.locator("#transactions .row").count() == 1
@@ -193,8 +202,7 @@ def test_default_customer_is_the_readme_example_sent_once(watched, server, examp
     assert "12 months" in page.inner_text("#result")
     assert re.search(r"\d+%", page.inner_text("#clv-confidence"))
     _no_object_object(page)
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SHOTS / "page-1280.png", full_page=True)
+    page.screenshot(path=shots / "page-1280.png", full_page=True)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -346,49 +354,42 @@ def test_rate_limit_and_network_errors_are_clear(watched) -> None:
 
 
 def test_a_service_without_a_model_says_so(browser, unready_server: ApiProcess) -> None:
-    context, page, watch = _open(browser, unready_server.ready(503))
-    watch.allow(503)
-    page.goto("/")
-    banner = page.locator("#banner .notice")
-    banner.wait_for()
-    assert "not ready" in banner.inner_text()
-    assert "no model" in banner.inner_text()
-    page.click("#predict")
-    page.wait_for_function("document.querySelector('#result').innerText.includes('not ready')")
-    assert "Try again" in page.inner_text("#result")
-    _no_object_object(page)
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+    with _opened(browser, unready_server.ready(503)) as (page, watch):
+        watch.allow(503)
+        page.goto("/")
+        banner = page.locator("#banner .notice")
+        banner.wait_for()
+        assert "not ready" in banner.inner_text()
+        assert "no model" in banner.inner_text()
+        page.click("#predict")
+        page.wait_for_function("document.querySelector('#result').innerText.includes('not ready')")
+        assert "Try again" in page.inner_text("#result")
+        _no_object_object(page)
 
 
-def test_narrow_screen_fits_375px(browser, server) -> None:
-    context, page, watch = _open(browser, server, width=375)
-    page.goto("/")
-    page.wait_for_selector("#metrics-table")
-    page.click("[data-profile=mortgage]")
-    assert _predict(page)["status"] == 200
-    page.wait_for_selector("#drivers-chart svg")
-    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
-    assert page.locator("#decile-chart svg rect.bar").count() > 0
-    SHOTS.mkdir(exist_ok=True)
-    page.screenshot(path=SHOTS / "page-375.png", full_page=True)
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+def test_narrow_screen_fits_375px(browser, server, shots: Path) -> None:
+    with _opened(browser, server, width=375) as (page, _):
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        page.click("[data-profile=mortgage]")
+        assert _predict(page)["status"] == 200
+        page.wait_for_selector("#drivers-chart svg")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
+        assert page.locator("#decile-chart svg rect.bar").count() > 0
+        page.screenshot(path=shots / "page-375.png", full_page=True)
 
 
 def test_the_api_docs_render_offline(browser, server) -> None:
     """/docs draws the OpenAPI page from files the service serves itself (the machines may have no internet)."""
-    context, page, watch = _open(browser, server)
-    outside: list[str] = []
-    page.on("request", lambda request: None if request.url.startswith(server) else outside.append(request.url))
-    page.goto("/docs")
-    page.wait_for_selector(".swagger-ui .info .title")
-    assert "Bank CLV service" in page.inner_text(".swagger-ui .info .title")
-    assert page.locator(".opblock-summary-path", has_text="/predict/clv").count() >= 1
-    context.close()
+    with _opened(browser, server) as (page, _):
+        outside: list[str] = []
+        page.on("request", lambda request: None if request.url.startswith(server) else outside.append(request.url))
+        page.goto("/docs")
+        page.wait_for_selector(".swagger-ui .info .title")
+        assert "Bank CLV service" in page.inner_text(".swagger-ui .info .title")
+        assert page.locator(".opblock-summary-path", has_text="/predict/clv").count() >= 1
     assert not outside, f"/docs fetched from outside the service: {outside}"
-    assert not watch.problems, "\n".join(watch.problems)
 
 
 def _options(page: object, selector: str) -> list[str]:
@@ -447,82 +448,78 @@ def test_a_change_in_the_openapi_document_reaches_the_form(browser, server) -> N
     customer["properties"]["age"]["minimum"] = 21
     schemas["TransactionIn"]["required"].append("channel")
 
-    context, page, watch = _open(browser, server)
-    served: list[str] = []
-    page.route("**/openapi.json", lambda route: served.append(route.request.url) or route.fulfill(json=document))
-    sent: list[str] = []
-    page.on("request", lambda request: sent.append(request.url) if "/predict/" in request.url else None)
-    page.goto("/")
-    page.wait_for_selector("#metrics-table")
-    assert served, "the page did not ask for /openapi.json"
+    with _opened(browser, server) as (page, _):
+        served: list[str] = []
+        page.route("**/openapi.json", lambda route: served.append(route.request.url) or route.fulfill(json=document))
+        sent: list[str] = []
+        page.on("request", lambda request: sent.append(request.url) if "/predict/" in request.url else None)
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        assert served, "the page did not ask for /openapi.json"
 
-    assert "Central" in _options(page, "#c-region")
-    page.select_option("#c-region", "Central")
-    assert page.input_value("#c-income") == "91234"
-    assert page.get_attribute("[data-profile=readme]", "aria-pressed") == "true"
-    assert "21 to 120" in page.inner_text(".f-age .hint")
-    assert page.get_attribute("#transactions [data-key=channel]", "required") is not None
-    assert "(optional)" not in page.inner_text("#transactions .f-channel label")
+        assert "Central" in _options(page, "#c-region")
+        page.select_option("#c-region", "Central")
+        assert page.input_value("#c-income") == "91234"
+        assert page.get_attribute("[data-profile=readme]", "aria-pressed") == "true"
+        assert "21 to 120" in page.inner_text(".f-age .hint")
+        assert page.get_attribute("#transactions [data-key=channel]", "required") is not None
+        assert "(optional)" not in page.inner_text("#transactions .f-channel label")
 
-    page.fill("#c-age", "19")
-    page.click("#predict")
-    assert "at least 21" in page.inner_text(".f-age .error")
-    assert sent == []
+        page.fill("#c-age", "19")
+        page.click("#predict")
+        assert "at least 21" in page.inner_text(".f-age .error")
+        assert sent == []
 
-    assert "1 of at most 3" in page.inner_text("#products-count")
-    page.click("#add-product")
-    page.click("#add-product")
-    assert page.locator("#products .row").count() == 3
-    assert "3 of at most 3" in page.inner_text("#products-count")
-    assert page.is_disabled("#add-product")
-    page.click("#json-panel summary")
-    page.fill("#json-text", json.dumps({**EXAMPLE, "products": EXAMPLE["products"] * 4}))
-    page.click("#json-load")
-    assert "products: at most 3 allowed, got 4" in page.inner_text("#json-err")
-    assert page.locator("#products .row").count() == 3
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+        assert "1 of at most 3" in page.inner_text("#products-count")
+        page.click("#add-product")
+        page.click("#add-product")
+        assert page.locator("#products .row").count() == 3
+        assert "3 of at most 3" in page.inner_text("#products-count")
+        assert page.is_disabled("#add-product")
+        page.click("#json-panel summary")
+        page.fill("#json-text", json.dumps({**EXAMPLE, "products": EXAMPLE["products"] * 4}))
+        page.click("#json-load")
+        assert "products: at most 3 allowed, got 4" in page.inner_text("#json-err")
+        assert page.locator("#products .row").count() == 3
 
 
 @pytest.mark.parametrize("failure", ["abort", "500", "unreadable"])
 def test_without_the_openapi_document_there_is_no_form(browser, server, failure: str) -> None:
     """/openapi.json unreachable, failing or not describing the request: the banner says so, no half-built form,
     the model card still loads, and the form appears once the document can be read."""
-    context, page, watch = _open(browser, server)
-    if failure == "abort":
-        watch.allow("net::ERR_FAILED")
-        page.route("**/openapi.json", lambda route: route.abort())
-    elif failure == "500":
-        watch.allow(500)
-        page.route("**/openapi.json", lambda route: route.fulfill(status=500, json={"detail": "boom"}))
-    else:
-        page.route("**/openapi.json", lambda route: route.fulfill(json={"openapi": "3.1.0", "paths": {}}))
-    page.goto("/")
-    page.wait_for_selector("#metrics-table")
-    banner = page.locator("#banner .notice")
-    assert banner.count() == 1, "the model card's success must not hide the contract's notice"
-    text = banner.inner_text()
-    assert "/openapi.json" in text and "form is not available" in text
-    assert {"abort": "Could not reach", "500": "answered 500: boom", "unreadable": "CustomerIn"}[failure] in text
-    assert page.is_hidden("#customer-form") and page.is_hidden("#examples")
-    assert page.locator("#customer-form [data-key]").count() == 0
-    assert "once the service's description" in page.inner_text("#form-wait")
-    assert page.evaluate("window.clvPage.contract()") is None
-    _no_object_object(page)
-
-    page.unroute("**/openapi.json")
-    if failure == "unreadable":  # the same document would fail again: no retry, a reload
-        assert banner.locator("button").count() == 0
-        page.reload()
+    with _opened(browser, server) as (page, watch):
+        if failure == "abort":
+            watch.allow("net::ERR_FAILED")
+            page.route("**/openapi.json", lambda route: route.abort())
+        elif failure == "500":
+            watch.allow(500)
+            page.route("**/openapi.json", lambda route: route.fulfill(status=500, json={"detail": "boom"}))
+        else:
+            page.route("**/openapi.json", lambda route: route.fulfill(json={"openapi": "3.1.0", "paths": {}}))
+        page.goto("/")
         page.wait_for_selector("#metrics-table")
-    else:
-        banner.get_by_role("button", name="Check now").click()
-    page.wait_for_selector("#customer-form:not([hidden])")
-    assert page.is_hidden("#banner") and page.is_hidden("#form-wait")
-    assert page.input_value("#c-income") == str(EXAMPLE["income"])
-    assert page.locator("#products .row").count() == 1
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+        banner = page.locator("#banner .notice")
+        assert banner.count() == 1, "the model card's success must not hide the contract's notice"
+        text = banner.inner_text()
+        assert "/openapi.json" in text and "form is not available" in text
+        assert {"abort": "Could not reach", "500": "answered 500: boom", "unreadable": "CustomerIn"}[failure] in text
+        assert page.is_hidden("#customer-form") and page.is_hidden("#examples")
+        assert page.locator("#customer-form [data-key]").count() == 0
+        assert "once the service's description" in page.inner_text("#form-wait")
+        assert page.evaluate("window.clvPage.contract()") is None
+        _no_object_object(page)
+
+        page.unroute("**/openapi.json")
+        if failure == "unreadable":  # the same document would fail again: no retry, a reload
+            assert banner.locator("button").count() == 0
+            page.reload()
+            page.wait_for_selector("#metrics-table")
+        else:
+            banner.get_by_role("button", name="Check now").click()
+        page.wait_for_selector("#customer-form:not([hidden])")
+        assert page.is_hidden("#banner") and page.is_hidden("#form-wait")
+        assert page.input_value("#c-income") == str(EXAMPLE["income"])
+        assert page.locator("#products .row").count() == 1
 
 
 # ---- the serving version, generated data, input drift ----------------------------------------------------------
@@ -573,73 +570,69 @@ def test_a_model_of_a_real_bank_has_no_generated_data_badge(browser, server) -> 
     """/health and /model as a model trained on a real bank would answer them: synthetic_data false."""
     health = httpx.get(f"{server}/health").json() | {"synthetic_data": False}
     card = httpx.get(f"{server}/model").json() | {"synthetic_data": False}
-    context, page, watch = _open(browser, server)
-    page.route("**/health", lambda route: route.fulfill(json=health))
-    page.route("**/model", lambda route: route.fulfill(json=card))
-    page.goto("/")
-    page.wait_for_selector("#metrics-table")
-    page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
-    assert _predict(page)["status"] == 200
-    assert page.locator("#card-synthetic, #status-synthetic, #result-synthetic").count() == 0
-    assert "synthetic" not in page.inner_text("body").lower()
-    assert "not on real customers" not in page.inner_text("body")
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+    with _opened(browser, server) as (page, _):
+        page.route("**/health", lambda route: route.fulfill(json=health))
+        page.route("**/model", lambda route: route.fulfill(json=card))
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
+        assert _predict(page)["status"] == 200
+        assert page.locator("#card-synthetic, #status-synthetic, #result-synthetic").count() == 0
+        assert "synthetic" not in page.inner_text("body").lower()
+        assert "not on real customers" not in page.inner_text("body")
 
 
 def test_drift_waits_for_50_customers_then_shows_the_most_drifted(browser, promotable: ApiProcess) -> None:
     base = promotable.ready()
     assert httpx.get(f"{base}/model").json()["drift"] is None, "another test scored 50 customers on this server"
-    context, page, watch = _open(browser, base)
-    page.clock.install()
-    models: list[str] = []
-    page.on("request", lambda request: models.append(request.url) if request.url.endswith("/model") else None)
-    page.goto("/")
-    _pause_clock(page)
-    page.wait_for_selector("#drift-body > *")
-    drift = page.locator("#drift")
-    assert "Not enough recent requests yet" in drift.inner_text()
-    assert "population stability index" in drift.inner_text()
-    assert "below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one" in drift.inner_text()
+    with _opened(browser, base) as (page, _):
+        page.clock.install()
+        models: list[str] = []
+        page.on("request", lambda request: models.append(request.url) if request.url.endswith("/model") else None)
+        page.goto("/")
+        _pause_clock(page)
+        page.wait_for_selector("#drift-body > *")
+        drift = page.locator("#drift")
+        assert "Not enough recent requests yet" in drift.inner_text()
+        assert "population stability index" in drift.inner_text()
+        assert "below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one" in drift.inner_text()
 
-    # 59 customers straight to the service, the 60th from the page
-    _send(base, _customers(59, 70_000))
-    loads = len(models)
-    assert _predict(page)["status"] == 200
-    assert len(models) == loads, "the card was read again at once: at most every 30 s after predictions"
-    assert "Not enough" in drift.inner_text()
-    page.clock.fast_forward(31_000)
-    page.wait_for_selector("#drift-rows")
-    served = httpx.get(f"{base}/model").json()["drift"]
-    assert served["rows"] >= 60
-    assert f"the {served['rows']} customers scored most recently" in page.inner_text("#drift-rows")
-    assert f"PSI {served['prediction']:.3f}" in page.inner_text("#drift-prediction")
+        # 59 customers straight to the service, the 60th from the page
+        _send(base, _customers(59, 70_000))
+        loads = len(models)
+        assert _predict(page)["status"] == 200
+        assert len(models) == loads, "the card was read again at once: at most every 30 s after predictions"
+        assert "Not enough" in drift.inner_text()
+        page.clock.fast_forward(31_000)
+        page.wait_for_selector("#drift-rows")
+        served = httpx.get(f"{base}/model").json()["drift"]
+        assert served["rows"] >= 60
+        assert f"the {served['rows']} customers scored most recently" in page.inner_text("#drift-rows")
+        assert f"PSI {served['prediction']:.3f}" in page.inner_text("#drift-prediction")
 
-    # the most drifted features, most first, in words, each with its band
-    features = sorted(served["features"].items(), key=lambda item: -item[1])
-    shown = features[:8]
-    assert page.locator("#drift-chart svg rect.bar.psi").count() == len(shown)
-    labels = page.evaluate("(names) => names.map((n) => window.clvPage.featureLabel(n))", [n for n, _ in shown])
-    chart = page.get_attribute("#drift-chart svg", "aria-label")
-    for label, (_, psi) in zip(labels, shown, strict=True):
-        band = "significant" if psi > 0.25 else "moderate" if psi >= 0.1 else "stable"
-        assert f"{label} {psi:.3f} {band}" in chart
-    assert chart.index(labels[0]) < chart.index(labels[-1])
-    texts = page.locator("#drift-chart svg text").all_text_contents()
-    assert all("_" not in text for text in texts), texts
-    assert page.locator("#drift-table tbody tr").count() == len(features)
-    _no_object_object(page)
+        # the most drifted features, most first, in words, each with its band
+        features = sorted(served["features"].items(), key=lambda item: -item[1])
+        shown = features[:8]
+        assert page.locator("#drift-chart svg rect.bar.psi").count() == len(shown)
+        labels = page.evaluate("(names) => names.map((n) => window.clvPage.featureLabel(n))", [n for n, _ in shown])
+        chart = page.get_attribute("#drift-chart svg", "aria-label")
+        for label, (_, psi) in zip(labels, shown, strict=True):
+            band = "significant" if psi > 0.25 else "moderate" if psi >= 0.1 else "stable"
+            assert f"{label} {psi:.3f} {band}" in chart
+        assert chart.index(labels[0]) < chart.index(labels[-1])
+        texts = page.locator("#drift-chart svg text").all_text_contents()
+        assert all("_" not in text for text in texts), texts
+        assert page.locator("#drift-table tbody tr").count() == len(features)
+        _no_object_object(page)
 
-    # five more, then the button reads the card again at once
-    _send(base, _customers(5, 80_000))
-    page.click("#drift-refresh")
-    page.wait_for_function(
-        "(n) => document.querySelector('#drift-rows').textContent.includes(`the ${n} customers`)",
-        arg=served["rows"] + 5,
-    )
-    assert page.evaluate("document.activeElement.id") == "drift-refresh"
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+        # five more, then the button reads the card again at once
+        _send(base, _customers(5, 80_000))
+        page.click("#drift-refresh")
+        page.wait_for_function(
+            "(n) => document.querySelector('#drift-rows').textContent.includes(`the ${n} customers`)",
+            arg=served["rows"] + 5,
+        )
+        assert page.evaluate("document.activeElement.id") == "drift-refresh"
 
 
 def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked(
@@ -650,39 +643,32 @@ def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked
     shows as made by the model before."""
     base = promotable.ready()
     old = httpx.get(f"{base}/health").json()["model_version"]
-    context, page, watch = _open(browser, base)
-    page.clock.install()
-    page.goto("/")
-    _pause_clock(page)
-    page.wait_for_selector("#metrics-table")
-    page.wait_for_function("(v) => document.querySelector('#serving-version')?.textContent === v", arg=old)
-    assert _predict(page)["json"]["model_version"] == old
-    assert page.is_hidden("#result-older")
+    with _opened(browser, base) as (page, _):
+        page.clock.install()
+        page.goto("/")
+        _pause_clock(page)
+        page.wait_for_selector("#metrics-table")
+        page.wait_for_function("(v) => document.querySelector('#serving-version')?.textContent === v", arg=old)
+        assert _predict(page)["json"]["model_version"] == old
+        assert page.is_hidden("#result-older")
 
-    importance = joblib.load(loaded.path / "feature_importance.joblib")
-    folder = artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, promotable.models)
-    new = folder.name.removeprefix(artifacts.PREFIX)
-    for _ in range(100):
-        if httpx.get(f"{base}/health").json()["model_version"] == new:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"the service did not take up {new}")
+        new = resave(loaded, promotable.models).name.removeprefix(artifacts.PREFIX)
+        wait_until(
+            lambda: httpx.get(f"{base}/health").json()["model_version"] == new, f"the service taking up {new}", 10
+        )
 
-    page.clock.fast_forward(16_000)  # the page's next look at /health
-    page.wait_for_function("(v) => document.querySelector('#serving-version').textContent === v", arg=new)
-    page.wait_for_function("(v) => document.querySelector('#card-body').innerText.includes(v)", arg=new)
-    assert old not in page.inner_text("#card-body dl.facts")
-    assert f"model {new} has taken over from {old}" in page.inner_text("#version-note")
-    page.clock.run_for(100)  # announce() writes to its live region after a moment
-    page.wait_for_function("(v) => document.querySelector('#announce').textContent.includes(v)", arg=new)
-    assert f"version {new}, in place of {old}" in page.text_content("#announce")
-    older = page.locator("#result-older")
-    assert older.is_visible()
-    assert f"Made by model {old}, which no longer serves: model {new} does now" in older.inner_text()
-    assert "an older model" in page.inner_text("#clv-model")
+        page.clock.fast_forward(16_000)  # the page's next look at /health
+        page.wait_for_function("(v) => document.querySelector('#serving-version').textContent === v", arg=new)
+        page.wait_for_function("(v) => document.querySelector('#card-body').innerText.includes(v)", arg=new)
+        assert old not in page.inner_text("#card-body dl.facts")
+        assert f"model {new} has taken over from {old}" in page.inner_text("#version-note")
+        page.clock.run_for(100)  # announce() writes to its live region after a moment
+        page.wait_for_function("(v) => document.querySelector('#announce').textContent.includes(v)", arg=new)
+        assert f"version {new}, in place of {old}" in page.text_content("#announce")
+        older = page.locator("#result-older")
+        assert older.is_visible()
+        assert f"Made by model {old}, which no longer serves: model {new} does now" in older.inner_text()
+        assert "an older model" in page.inner_text("#clv-model")
 
-    assert _predict(page)["json"]["model_version"] == new
-    assert page.is_hidden("#result-older") and "older" not in page.inner_text("#clv-model")
-    context.close()
-    assert not watch.problems, "\n".join(watch.problems)
+        assert _predict(page)["json"]["model_version"] == new
+        assert page.is_hidden("#result-older") and "older" not in page.inner_text("#clv-model")

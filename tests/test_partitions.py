@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,21 +25,13 @@ from clv.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, p
 from clv.prepare import prepare
 from clv.scoring import write_scores
 from clv.training import evaluate_saved, held_out, rows_at, train_and_save
-from tests.conftest import ROOT
+from tests.servers import run_script
 
 TABLES = ("customers", "products", "transactions", "customer_metrics")
 GENERATED = generator.Config(customers=600, start=dt.date(2022, 1, 1), end=dt.date(2024, 12, 31), seed=7, oracle=True)
 OTHER = generator.Config(customers=600, start=dt.date(2022, 1, 1), end=dt.date(2024, 12, 31), seed=11, oracle=True)
 PARTS = 3
 PROGRESS = re.compile(r"^scored: (\d+)/3 parts, ([\d,]+) customers, ")
-
-
-def command(script: str, *args: str | Path) -> subprocess.CompletedProcess[str]:
-    """`python SCRIPT ARGS` from the repository root, without the CLV_* settings of this shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")}
-    return subprocess.run(
-        [sys.executable, script, *map(str, args)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -125,9 +114,9 @@ def test_the_cli_on_a_cluster_writes_the_files_of_an_in_process_run(
     """`data_gen.py --partitions 3 --write-oracle` on a 2-worker LocalCluster writes the bytes the library
     wrote in this process: the files depend on the seed and the partition count, not on who made them."""
     out = tmp_path / "bank"
-    done = command("data_gen.py", "--customers", GENERATED.customers, "--partitions", PARTS, "--write-oracle",
-                   "--start-date", GENERATED.start, "--end-date", GENERATED.end, "--seed", GENERATED.seed,
-                   "--scheduler", cluster.client.scheduler.address, "--quiet", "--out", out)  # fmt: skip
+    done = run_script("data_gen.py", "--customers", GENERATED.customers, "--partitions", PARTS, "--write-oracle",
+                      "--start-date", GENERATED.start, "--end-date", GENERATED.end, "--seed", GENERATED.seed,
+                      "--scheduler", cluster.client.scheduler.address, "--quiet", "--out", out)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert " parts, " not in done.stderr  # --quiet
     made = files(out)
@@ -272,8 +261,8 @@ def broken_run(generated: Path, model_dir: Path, tmp_path_factory: pytest.TempPa
     broken = bank / "transactions" / "part-00001.parquet"
     broken.write_bytes(np.random.default_rng(0).bytes(4096))
     (root / "out").mkdir()
-    done = command("model.py", "score", "--data-dir", bank, "--model-dir", model_dir, "--workers", "1", "--quiet",
-                   "--output", root / "out" / "scores.parquet")  # fmt: skip
+    done = run_script("model.py", "score", "--data-dir", bank, "--model-dir", model_dir, "--workers", "1", "--quiet",
+                      "--output", root / "out" / "scores.parquet")  # fmt: skip
     return done, broken, root / "out"
 
 
@@ -379,8 +368,8 @@ def test_prepare_refuses_a_bad_source_value_naming_the_source_file_row_and_colum
 ) -> None:
     edit(source / "transactions.csv", {41: {"transaction_date": "2024-13-01"}})
     out = tmp_path / "prepared"
-    done = command("model.py", "prepare", source, "--out", out, "--partitions", PARTS, "--quiet",
-                   "--scheduler", cluster.client.scheduler.address)  # fmt: skip
+    done = run_script("model.py", "prepare", source, "--out", out, "--partitions", PARTS, "--quiet",
+                      "--scheduler", cluster.client.scheduler.address)  # fmt: skip
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     expected = f"{source / 'transactions.csv'}: column 'transaction_date' row 42: '2024-13-01' is not a date"
@@ -457,8 +446,8 @@ def test_score_reports_its_progress_by_parts_unless_quiet(
     prepared: Path, model_dir: Path, cluster: DaskRunner, tmp_path: Path
 ) -> None:
     args = ("score", "--data-dir", prepared, "--model-dir", model_dir, "--scheduler", cluster.client.scheduler.address)
-    loud = command("model.py", *args, "--output", tmp_path / "loud.parquet")
-    quiet = command("model.py", *args, "--output", tmp_path / "quiet.parquet", "--quiet")
+    loud = run_script("model.py", *args, "--output", tmp_path / "loud.parquet")
+    quiet = run_script("model.py", *args, "--output", tmp_path / "quiet.parquet", "--quiet")
     assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr + quiet.stderr
     done = [(int(m[1]), int(m[2].replace(",", ""))) for m in map(PROGRESS.match, loud.stderr.splitlines()) if m]
     assert [parts for parts, _ in done] == [1, 2, 3]  # a line a part: each is a third of the bank

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,17 +14,13 @@ from clv import artifacts
 from clv.bank import load_bank
 from clv.scoring import GONE, score_bank
 from clv.training import train_and_save
-from tests.conftest import ROOT
+from tests.servers import run_script
 
 COLUMNS = ["customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score"]
 
 
 def score_cli(data_dir: Path, model_dir: Path, output: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "model.py", "score", "--data-dir", str(data_dir), "--model-dir", str(model_dir),
-         "--output", str(output), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_script("model.py", "score", "--data-dir", data_dir, "--model-dir", model_dir, "--output", output, *extra)
 
 
 def test_generate_train_score_round_trip(bank_dir: Path, model_dir: Path, tmp_path: Path) -> None:

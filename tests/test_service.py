@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -78,10 +77,8 @@ def test_503_while_no_model_serves(tmp_path: Path, bank_dir: Path, example: dict
         assert client.get("/model").status_code == 503
 
 
-def test_a_broken_model_at_start_is_503_and_never_replaced(model_dir: Path, tmp_path: Path, bank_dir: Path) -> None:
+def test_a_broken_model_at_start_is_503_and_never_replaced(models: Path, tmp_path: Path, bank_dir: Path) -> None:
     """A model that fails its manifest is reported, not retrained over: whoever broke it must look."""
-    models = tmp_path / "models"
-    shutil.copytree(model_dir, models, symlinks=True)
     version = (models / artifacts.LATEST).resolve()
     (version / "model.joblib").write_bytes(b"not a model")
     broken = Settings(data_dir=bank_dir, model_dir=models, log_file=tmp_path / "api.log", train_on_start=True)
