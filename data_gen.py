@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 from clv import dates
-from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date
-from clv.cluster import runner
+from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, runner_for
 from clv.generator import Config, Plan, generate, simulate, write_tables
 from clv.settings import SettingsError, load_settings
 
@@ -82,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_tables(tables, args.out, args.format or "csv", config)
         rows = ", ".join(f"{p.name} {tables[p.stem].num_rows:,}" for p in paths)
     else:
-        scheduler = args.scheduler or settings.dask_scheduler
-        with runner(scheduler, args.workers, args.memory_limit, args.quiet) as run:
+        with runner_for(args, settings) as run:
             manifest = generate(Plan(config, args.partitions), args.out, run)
         rows = ", ".join(f"{name} {count:,}" for name, count in manifest.tables.items())
     logger.info("done in %.1f s: %s", time.perf_counter() - started, rows)

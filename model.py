@@ -11,8 +11,8 @@ from pathlib import Path
 
 from clv import artifacts
 from clv.artifacts import ModelArtifactError
-from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive
-from clv.cluster import Runner, runner
+from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
+from clv.cluster import Runner
 from clv.contract import DataContractError
 from clv.estimator import BankingCLVModel
 from clv.io import write_json
@@ -55,9 +55,7 @@ def print_report(meta: dict, as_json: bool) -> None:
 
 def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[Runner]:
     """Dask for a partitioned bank, or when a cluster is named or sized; this process for a flat folder."""
-    scheduler = args.scheduler or args.settings.dask_scheduler
-    partitioned = is_partitioned(args.data_dir)
-    return runner(scheduler, args.workers, args.memory_limit, args.quiet, cluster=partitioned)
+    return runner_for(args, args.settings, cluster=is_partitioned(args.data_dir))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -111,7 +109,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     if is_partitioned(args.src):
         raise OptionError(f"{args.src}: is partitioned already")
     partitions = args.partitions or max(1, -(-source_customers(args.src) // PARTITION_CUSTOMERS))
-    with runner(args.scheduler or args.settings.dask_scheduler, args.workers, args.memory_limit, args.quiet) as run:
+    with runner_for(args, args.settings) as run:
         manifest = prepare(args.src, args.out, partitions, run)
     print(
         f"{args.out}: {manifest.partitions} partitions, " + ", ".join(f"{n} {c:,}" for n, c in manifest.tables.items())

@@ -1,11 +1,16 @@
-"""What the command-line entry points share: one-line errors with exit code 2, and date options."""
+"""What the command-line entry points share: one-line errors with exit code 2, date options, and where
+part-by-part work runs."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import sys
+from contextlib import AbstractContextManager
 from typing import NoReturn
+
+from clv.cluster import Runner, runner
+from clv.settings import Settings
 
 
 class OptionError(Exception):
@@ -31,6 +36,13 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", help="tcp://HOST:8786 of an existing Dask cluster (or CLV_DASK_SCHEDULER)")
     parser.add_argument("--memory-limit", help="memory of each local worker, e.g. 2GiB (default: an equal share)")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
+def runner_for(args: argparse.Namespace, settings: Settings, cluster: bool = True) -> AbstractContextManager[Runner]:
+    """The runner the cluster options ask for: the cluster at --scheduler (or CLV_DASK_SCHEDULER), else a local
+    one; this process when `cluster` is False and no option asks for one."""
+    scheduler = args.scheduler or settings.dask_scheduler
+    return runner(scheduler, args.workers, args.memory_limit, args.quiet, cluster=cluster)
 
 
 def positive(text: str) -> int:

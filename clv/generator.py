@@ -21,6 +21,7 @@ from clv.simulation import (
     CARD,
     LOAN,
     MORT,
+    TERM_MONTHS,
     State,
     draw_customers,
     expected_value,
@@ -128,7 +129,7 @@ class _Run:
             sel = types == k
             r = state.rate[rows[sel], k] / 12
             p = state.payment[rows[sel], k]
-            left = np.maximum(np.where(k == MORT, 300, 48) - age_months[sel], 1)
+            left = np.maximum(TERM_MONTHS[k] - age_months[sel], 1)
             state.balance[rows[sel], k] = np.round(p * (1 - (1 + r) ** -left) / r, 2)
         self.record_opens(rows, types, start_day)
         state.active[joining] = True

@@ -20,6 +20,7 @@ from clv.schema import DISCOUNT_RATE, AcquisitionChannel, Region
 SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.schema.ProductType
 FTP_RATE = 0.03  # what the treasury pays for deposits and charges for funding loans
 MAX_PRODUCTS_PER_CUSTOMER = 5
+TERM_MONTHS = {MORT: 300, LOAN: 48}  # a loan's term: its payment pays it off in this many months
 ORACLE_REPLICAS = 32
 # Transaction kinds of the simulation; both loan kinds are written as "Loan Payment".
 DEP, WDR, TRF, BILL, FEE, SPEND, MORT_PAY, LOAN_PAY = range(8)
@@ -126,7 +127,7 @@ def open_products(state: State, rows: np.ndarray, types: np.ndarray, rng: np.ran
             0.07 + 0.07 * sigmoid(risk),
         ],
     )
-    term = np.where(types == MORT, 300, 48)
+    term = np.where(types == MORT, TERM_MONTHS[MORT], TERM_MONTHS[LOAN])
     monthly = rate / 12
     loan = (types == MORT) | (types == LOAN)
     payment = np.zeros(rows.size)
