@@ -60,6 +60,17 @@ def models(data: tuple[pd.DataFrame, np.ndarray, np.ndarray]) -> dict[str, Banki
     }
 
 
+@pytest.fixture(params=TARGETS)
+def model(request: pytest.FixtureRequest, models: dict[str, BankingCLVModel]) -> BankingCLVModel:
+    """Each fitted target in turn."""
+    return models[request.param]
+
+
+@pytest.fixture(scope="module")
+def X(data: tuple[pd.DataFrame, np.ndarray, np.ndarray]) -> pd.DataFrame:
+    return data[0]
+
+
 def sklearn_point(model: BankingCLVModel, A: np.ndarray) -> np.ndarray:
     """The point prediction from the fitted scikit-learn pipelines themselves (fitted on arrays)."""
     if model.target_ == "squared_error":
@@ -246,12 +257,7 @@ def test_a_frame_fitted_model_wants_the_same_columns(
         model.predict(X.to_numpy()[:, :5])
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_drivers_add_up_to_the_prediction(
-    models: dict[str, BankingCLVModel], data: tuple[pd.DataFrame, np.ndarray, np.ndarray], target: str
-) -> None:
-    model = models[target]
-    X, _, _ = data
+def test_drivers_add_up_to_the_prediction(model: BankingCLVModel, X: pd.DataFrame) -> None:
     for rows in (X.iloc[:1], X, model.without_ledger(X)):
         out = model.predict_all(rows)
         assert out["contrib"].shape == (len(rows), len(COLUMNS))
@@ -262,12 +268,7 @@ def test_drivers_add_up_to_the_prediction(
         assert model.predict_all(rows, contributions=False)["contrib"] is None
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_compiled_predictions_equal_scikit_learns_pipelines(
-    models: dict[str, BankingCLVModel], data: tuple[pd.DataFrame, np.ndarray, np.ndarray], target: str
-) -> None:
-    model = models[target]
-    X, _, _ = data
+def test_compiled_predictions_equal_scikit_learns_pipelines(model: BankingCLVModel, X: pd.DataFrame) -> None:
     assert len(X) > ROW_WALK_LIMIT  # the whole frame uses the trees' Cython apply, one row the numpy walk
     for rows in (X.iloc[:1], X, model.without_ledger(X)):
         A = rows.to_numpy()
@@ -282,12 +283,7 @@ def test_compiled_predictions_equal_scikit_learns_pipelines(
         np.testing.assert_allclose(high, np.maximum(np.maximum(a, b), point) + margin, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_one_row_at_a_time_equals_all_rows_at_once(
-    models: dict[str, BankingCLVModel], data: tuple[pd.DataFrame, np.ndarray, np.ndarray], target: str
-) -> None:
-    model = models[target]
-    X, _, _ = data
+def test_one_row_at_a_time_equals_all_rows_at_once(model: BankingCLVModel, X: pd.DataFrame) -> None:
     whole = model.predict_all(X)
     rows = [model.predict_all(X.iloc[i : i + 1]) for i in range(len(X))]
     for key in ("point", "low", "high", "confidence", "contrib"):
