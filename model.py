@@ -170,11 +170,16 @@ def add_evaluate(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.set_defaults(run=cmd_evaluate)
 
 
+def add_bank_as_of(p: argparse.ArgumentParser, settings: Settings, verb: str) -> None:
+    """The folders, the model version and the as-of date of a command that scores a bank's customers."""
+    add_folders(p, settings)
+    p.add_argument("--version", help=f"version to {verb} (default latest)")
+    p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
+
+
 def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("score", help="score every customer of a bank as of a date into a CSV or a Parquet dataset")
-    add_folders(p, settings)
-    p.add_argument("--version", help="version to use (default latest)")
-    p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
+    add_bank_as_of(p, settings, "use")
     p.add_argument(
         "--output",
         type=Path,
@@ -187,9 +192,7 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
 
 def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("monitor", help="input drift of a bank's customers against the model's training rows (PSI)")
-    add_folders(p, settings)
-    p.add_argument("--version", help="version to compare with (default latest)")
-    p.add_argument("--as-of", type=parse_date, help="as-of date (default: the last date in the data)")
+    add_bank_as_of(p, settings, "compare with")
     p.add_argument(
         "--out", type=Path, default=Path("drift"), help="folder for drift.json and drift.png (default drift)"
     )
