@@ -21,10 +21,9 @@ from clv import serving
 from clv.artifacts import LoadedModel
 from clv.bank import load_bank
 from clv.features import FEATURE_NAMES
-from clv.schema import LEDGER_COLUMNS, MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
+from clv.schema import EXAMPLE, LEDGER_COLUMNS, MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
 from clv.scoring import score_bank
 from clv.settings import Settings
-from tests.conftest import EXAMPLE
 
 PREDICT = "/predict/clv"
 BATCH = "/predict/clv/batch"
@@ -114,7 +113,7 @@ def test_page_docs_and_openapi(client: TestClient) -> None:
     assert {PREDICT, BATCH, "/health", "/model"} <= set(schema["paths"])
 
 
-def component(schema: dict, response: dict) -> str:
+def component(response: dict) -> str:
     return response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
 
 
@@ -132,7 +131,7 @@ def test_openapi_describes_every_response(client: TestClient) -> None:
     }  # fmt: skip
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
-        assert {status: component(schema, r) for status, r in responses.items()} == statuses, (path, method)
+        assert {status: component(r) for status, r in responses.items()} == statuses, (path, method)
     card = schema["components"]["schemas"]["ModelCard"]["properties"]
     assert {"metrics", "deciles", "importance", "confidence_scale"} <= set(card)
 
