@@ -3,7 +3,7 @@ the page at /.
 
 Run `python api.py` (or `make run`). At start it loads models/clv_model_latest; when there is none it
 generates the default data if data/ is empty and trains a first model in the background, while
-/health answers 503 with the reason. What a request does lives in clv/serving.py.
+/health answers 503 with the reason. What a request does lives in clv/service/serving.py.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
-from clv import artifacts, telemetry
-from clv.artifacts import LoadedModel, ModelArtifactError
-from clv.card import Drift, ModelCard
-from clv.responses import Alive, BatchOut, Health, PredictionOut, Problem, Ready, Unavailable, ValidationProblem
-from clv.schema import MAX_BATCH, BatchIn, CustomerIn
-from clv.serving import (
+from clv.data.schema import MAX_BATCH, BatchIn, CustomerIn
+from clv.model import artifacts
+from clv.model.artifacts import LoadedModel, ModelArtifactError
+from clv.model.card import Drift, ModelCard
+from clv.service import telemetry
+from clv.service.responses import Alive, BatchOut, Health, PredictionOut, Problem, Ready, Unavailable, ValidationProblem
+from clv.service.serving import (
     InputError,
     NotReady,
     Service,
@@ -43,8 +44,8 @@ from clv.serving import (
     predict_single,
     without_a_model,
 )
-from clv.settings import Settings, SettingsError, load_settings
-from clv.web import AccessLog, BodyLimit, RateLimit, RateLimited, access, attach_access_log, validation_details
+from clv.service.settings import Settings, SettingsError, load_settings
+from clv.service.web import AccessLog, BodyLimit, RateLimit, RateLimited, access, attach_access_log, validation_details
 
 logger = logging.getLogger("api")
 PAGE = Path(__file__).with_name("index.html")

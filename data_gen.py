@@ -1,8 +1,8 @@
 """The synthetic bank's command line: `python data_gen.py --help`.
 
 A bank whose customers' future margin follows hidden traits that their past only partly shows
-(clv.simulation), written as the four tables of the data contract (clv.generator): flat CSV or Parquet
-files, or with `--partitions` a partitioned Parquet bank generated part by part on Dask. `--write-oracle`
+(clv.synthetic.simulation), written as the four tables of the data contract (clv.synthetic.generator): flat
+CSV or Parquet files, or with `--partitions` a partitioned Parquet bank generated part by part on Dask. `--write-oracle`
 also writes each customer's expected 12-month value as of the last month end minus 12 months,
 estimated by simulating that future many times.
 """
@@ -17,10 +17,10 @@ import sys
 import time
 from pathlib import Path
 
-from clv import dates
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, runner_for
-from clv.generator import Config, Plan, generate, simulate, write_tables
-from clv.settings import SettingsError, load_settings
+from clv.common import dates
+from clv.service.settings import SettingsError, load_settings
+from clv.synthetic.generator import Config, Plan, generate, simulate, write_tables
 
 logger = logging.getLogger("data_gen")
 

@@ -9,20 +9,20 @@ import logging
 import sys
 from pathlib import Path
 
-from clv import artifacts
-from clv.artifacts import ModelArtifactError
+from clv.batch.scoring import monitor, write_scores
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
-from clv.cluster import Runner
-from clv.contract import DataContractError
-from clv.estimator import BankingCLVModel
-from clv.io import write_json
-from clv.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
-from clv.monitoring import band, plot_drift
-from clv.prepare import prepare
-from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
-from clv.scoring import monitor, write_scores
-from clv.settings import Settings, SettingsError, load_settings
-from clv.training import evaluate_saved, train_and_save
+from clv.common.cluster import Runner
+from clv.common.io import write_json
+from clv.data.contract import DataContractError
+from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
+from clv.data.prepare import prepare
+from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.model import artifacts
+from clv.model.artifacts import ModelArtifactError
+from clv.model.estimator import BankingCLVModel
+from clv.model.monitoring import band, plot_drift
+from clv.model.training import evaluate_saved, train_and_save
+from clv.service.settings import Settings, SettingsError, load_settings
 
 __all__ = ["BankingCLVModel", "main", "train_and_save"]
 

@@ -32,7 +32,7 @@ def peak_bytes(who: int = resource.RUSAGE_SELF) -> int:
 
 def stage_simulate(customers: int, seed: int) -> dict[str, float]:
     """Simulate only: how much memory the simulation itself needs."""
-    from clv import generator
+    from clv.synthetic import generator
 
     before = peak_bytes()
     started = time.perf_counter()
@@ -47,7 +47,7 @@ def stage_simulate(customers: int, seed: int) -> dict[str, float]:
 
 def stage_generate(customers: int, seed: int) -> dict[str, float]:
     """Simulate and write, then the reference: pandas writing the same tables (only to_csv is timed)."""
-    from clv import generator
+    from clv.synthetic import generator
 
     with tempfile.TemporaryDirectory(prefix="bench_data_gen_") as tmp:
         out = Path(tmp) / "generated"

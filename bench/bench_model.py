@@ -16,11 +16,13 @@ from pathlib import Path
 
 from common import peak_gb, verdict
 
-from clv import artifacts, dates, generator
-from clv.bank import bank_from_request
-from clv.features import build_features
-from clv.schema import EXAMPLE, CustomerIn
-from clv.training import train_and_save
+from clv.common import dates
+from clv.data.bank import bank_from_request
+from clv.data.schema import EXAMPLE, CustomerIn
+from clv.model import artifacts
+from clv.model.features import build_features
+from clv.model.training import train_and_save
+from clv.synthetic import generator
 from model import metrics_table
 
 TARGET_ORACLE_RATIO = 0.9
@@ -52,7 +54,7 @@ def generate(config: generator.Config, out: Path) -> float:
 
 def timed_training(data_dir: Path, model_dir: Path) -> tuple[float, dict, list[str]]:
     stages = Stages()
-    log = logging.getLogger("clv.training")
+    log = logging.getLogger("clv.model.training")
     log.addHandler(stages)
     log.setLevel(logging.INFO)
     log.propagate = False

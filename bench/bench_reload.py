@@ -25,7 +25,7 @@ from pathlib import Path
 import joblib
 from common import HOST, ROOT, free_port, train_model, verdict
 
-from clv import artifacts
+from clv.model import artifacts
 
 
 def get(url: str) -> dict:

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from common import ROOT, verdict
 from processes import ROLES, Run, mb, run
 
-from clv import artifacts
+from clv.model import artifacts
 
 RESULTS = ROOT / "bench" / "results"
 WORKERS = (1, 2)  # scoring runs with each; generation and training with the last

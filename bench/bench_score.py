@@ -13,12 +13,13 @@ from pathlib import Path
 
 from common import peak_gb, verdict
 
-from clv import artifacts, generator
-from clv.bank import bank_from_tables
-from clv.contract import read_bank
-from clv.io import atomic_path
-from clv.scoring import score_bank
-from clv.training import train_and_save
+from clv.batch.scoring import score_bank
+from clv.common.io import atomic_path
+from clv.data.bank import bank_from_tables
+from clv.data.contract import read_bank
+from clv.model import artifacts
+from clv.model.training import train_and_save
+from clv.synthetic import generator
 
 TARGET = 50_000
 

@@ -9,8 +9,8 @@ import sys
 from contextlib import AbstractContextManager
 from typing import NoReturn
 
-from clv.cluster import Runner, runner
-from clv.settings import Settings
+from clv.common.cluster import Runner, runner
+from clv.service.settings import Settings
 
 
 class OptionError(Exception):

@@ -13,10 +13,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from clv import artifacts, generator
-from clv.schema import EXAMPLE
-from clv.settings import Settings
-from clv.training import train_and_save
+from clv.data.schema import EXAMPLE
+from clv.model import artifacts
+from clv.model.training import train_and_save
+from clv.service.settings import Settings
+from clv.synthetic import generator
 
 ROOT = Path(__file__).resolve().parents[1]
 

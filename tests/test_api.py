@@ -17,13 +17,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from clv import serving
-from clv.artifacts import LoadedModel
-from clv.bank import load_bank
-from clv.features import FEATURE_NAMES
-from clv.schema import EXAMPLE, LEDGER_COLUMNS, MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
-from clv.scoring import score_bank
-from clv.settings import Settings
+from clv.batch.scoring import score_bank
+from clv.data.bank import load_bank
+from clv.data.schema import EXAMPLE, LEDGER_COLUMNS, MAX_BATCH, MAX_PRODUCTS, MAX_TRANSACTIONS, CustomerIn
+from clv.model.artifacts import LoadedModel
+from clv.model.features import FEATURE_NAMES
+from clv.service import serving
+from clv.service.settings import Settings
 
 PREDICT = "/predict/clv"
 BATCH = "/predict/clv/batch"

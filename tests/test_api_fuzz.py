@@ -17,7 +17,7 @@ import pytest
 import schemathesis
 
 from api import create_app
-from clv.settings import Settings
+from clv.service.settings import Settings
 from tests.conftest import ROOT
 from tests.servers import uvicorn_thread
 

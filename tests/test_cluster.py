@@ -20,12 +20,13 @@ import pandas as pd
 import pytest
 from distributed import Client
 
-from clv import artifacts, generator
-from clv.cluster import LocalRunner
-from clv.features import build_features
-from clv.layout import open_bank
-from clv.scoring import write_scores
-from clv.training import train_and_save
+from clv.batch.scoring import write_scores
+from clv.common.cluster import LocalRunner
+from clv.data.layout import open_bank
+from clv.model import artifacts
+from clv.model.features import build_features
+from clv.model.training import train_and_save
+from clv.synthetic import generator
 from tests.conftest import ROOT
 from tests.servers import free_port, run_script
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clv.contract import DataContractError, read_bank
+from clv.data.contract import DataContractError, read_bank
 from tests.servers import run_script
 
 

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from clv import generator
-from clv.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
-from clv.simulation import MAX_PRODUCTS_PER_CUSTOMER
+from clv.data.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
+from clv.synthetic import generator
+from clv.synthetic.simulation import MAX_PRODUCTS_PER_CUSTOMER
 from tests.servers import run_script
 
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")

@@ -16,13 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv import artifacts, dates, metrics
-from clv.artifacts import ModelArtifactError
-from clv.bank import load_bank
-from clv.estimator import BankingCLVModel
-from clv.features import FEATURE_NAMES, LEDGER_FEATURES
-from clv.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
-from clv.trees import ROW_WALK_LIMIT
+from clv.common import dates
+from clv.data.bank import load_bank
+from clv.model import artifacts, metrics
+from clv.model.artifacts import ModelArtifactError
+from clv.model.estimator import BankingCLVModel
+from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
+from clv.model.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
+from clv.model.trees import ROW_WALK_LIMIT
 from tests.conftest import resave
 from tests.servers import run_script
 
@@ -166,7 +167,7 @@ def test_a_missing_manifest_or_model_is_refused(models: Path, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": 1}, "saved in model format 1, this code reads format 2; retrain"),
+        ({"format": 1}, f"saved in model format 1, this code reads format {artifacts.ARTIFACT_FORMAT}; retrain"),
         ({"feature_names": [*FEATURE_NAMES[:-1], "margin_24m"]}, r"features differ .*margin_24m.*; retrain"),
         ({"metrics": {"model": {}}}, "not this code's metadata .*; retrain"),
     ],

@@ -1,4 +1,4 @@
-"""Input drift (clv.monitoring): PSI by hand on made-up columns, then on generated banks and a trained model."""
+"""Input drift (clv.model.monitoring): PSI by hand on made-up columns, then on generated banks and a trained model."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv import artifacts, generator, io
-from clv.bank import load_bank
-from clv.estimator import BankingCLVModel
-from clv.features import FEATURE_NAMES, LEDGER_FEATURES
-from clv.monitoring import EPSILON, DriftError, Profile, band, plot_drift, psi, reference_profile
-from clv.telemetry import RecentRows
-from clv.training import rows_at, train_and_save
+from clv.common import io
+from clv.data.bank import load_bank
+from clv.model import artifacts
+from clv.model.estimator import BankingCLVModel
+from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
+from clv.model.monitoring import EPSILON, DriftError, Profile, band, plot_drift, psi, reference_profile
+from clv.model.training import rows_at, train_and_save
+from clv.service.telemetry import RecentRows
+from clv.synthetic import generator
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

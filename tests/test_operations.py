@@ -19,11 +19,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
-from clv import artifacts, serving, telemetry
-from clv.artifacts import LoadedModel
-from clv.features import LEDGER_FEATURES
-from clv.monitoring import SIGNIFICANT
-from clv.settings import Settings
+from clv.model import artifacts
+from clv.model.artifacts import LoadedModel
+from clv.model.features import LEDGER_FEATURES
+from clv.model.monitoring import SIGNIFICANT
+from clv.service import serving, telemetry
+from clv.service.settings import Settings
 from tests.conftest import resave
 from tests.servers import ApiProcess, redis_server, uvicorn_thread, wait_until
 

@@ -13,9 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import sync_playwright
 
-from clv import artifacts
-from clv.features import FEATURE_NAMES
-from clv.schema import (
+from clv.data.schema import (
     EXAMPLE,
     MAX_ID,
     MAX_LEDGER_MONTHS,
@@ -28,6 +26,8 @@ from clv.schema import (
     Region,
     TransactionType,
 )
+from clv.model import artifacts
+from clv.model.features import FEATURE_NAMES
 from tests.conftest import resave
 from tests.servers import ApiProcess, wait_until
 
@@ -403,7 +403,7 @@ def _array(schema: dict) -> dict:
 
 
 def test_the_form_reads_the_real_openapi_document(watched, server) -> None:
-    """Enumerations, bounds, list limits and the example as the page read them are those of clv/schema.py."""
+    """Enumerations, bounds, list limits and the example as the page read them are those of clv/data/schema.py."""
     page, _ = watched
     contract = page.evaluate("window.clvPage.contract()")
     assert contract["limits"] == {

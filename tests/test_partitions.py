@@ -17,14 +17,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from clv import artifacts, generator
-from clv import prepare as prepare_module
-from clv.cluster import DaskRunner, LocalRunner, runner
-from clv.contract import KEYS, DataContractError, read_bank, read_tables
-from clv.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, partition_of
-from clv.prepare import prepare
-from clv.scoring import write_scores
-from clv.training import evaluate_saved, held_out, rows_at, train_and_save
+from clv.batch.scoring import write_scores
+from clv.common.cluster import DaskRunner, LocalRunner, runner
+from clv.data import prepare as prepare_module
+from clv.data.contract import KEYS, DataContractError, read_bank, read_tables
+from clv.data.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, partition_of
+from clv.data.prepare import prepare
+from clv.model import artifacts
+from clv.model.training import evaluate_saved, held_out, rows_at, train_and_save
+from clv.synthetic import generator
 from tests.servers import run_script
 
 TABLES = ("customers", "products", "transactions", "customer_metrics")

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clv import artifacts
-from clv.bank import load_bank
-from clv.scoring import GONE, score_bank
-from clv.training import train_and_save
+from clv.batch.scoring import GONE, score_bank
+from clv.data.bank import load_bank
+from clv.model import artifacts
+from clv.model.training import train_and_save
 from tests.servers import run_script
 
 COLUMNS = ["customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score"]

@@ -19,9 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from clv import artifacts, serving, web
-from clv.artifacts import LoadedModel
-from clv.settings import Settings
+from clv.model import artifacts
+from clv.model.artifacts import LoadedModel
+from clv.service import serving, web
+from clv.service.settings import Settings
 from tests.conftest import ROOT
 from tests.servers import uvicorn_thread
 

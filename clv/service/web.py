@@ -19,7 +19,7 @@ from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from clv.telemetry import observe_request
+from clv.service.telemetry import observe_request
 
 access = logging.getLogger("api.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")

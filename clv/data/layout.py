@@ -6,7 +6,7 @@ bank/manifest.json                 layout version, partitions, the rule, last da
 bank/customers/part-00000.parquet  ... one file per partition in each table's folder: every row of a
 bank/transactions/part-00000.parquet   disjoint set of customers, the same set across the tables
 ```
-Every command works part by part: a runner (clv.cluster) calls `function(source, part, ...)` for each
+Every command works part by part: a runner (clv.common.cluster) calls `function(source, part, ...)` for each
 part, and the function loads the part's tables with `source.load(part)`, in whatever process runs it.
 """
 
@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel
 
-from clv import artifacts, dates
-from clv.bank import Bank, bank_from_tables, load_bank
-from clv.contract import DataContractError, find_table, read_tables
-from clv.io import atomic_path, write_json
-from clv.schema import TABLES
+from clv.common import dates
+from clv.data.bank import Bank, bank_from_tables, load_bank
+from clv.data.contract import DataContractError, find_table, read_tables
+from clv.common.io import atomic_path, fingerprint, sha256, write_json
+from clv.data.schema import TABLES
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class FlatBank:
     @functools.cached_property
     def fingerprint(self) -> str:
         paths = [find_table(self.data_dir, name) for name in TABLES]
-        return artifacts.fingerprint([p for p in paths if p is not None])
+        return fingerprint([p for p in paths if p is not None])
 
     def customers_in(self, parts: list[str]) -> int:
         return self.load()[0].size
@@ -217,7 +217,7 @@ def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
         path.parent.mkdir(exist_ok=True)
         with atomic_path(path) as tmp:  # a rerun of the same partition (a worker lost) rewrites it whole
             pq.write_table(table, tmp)
-        rows[table_name], sums[table_name] = table.num_rows, artifacts.sha256(path)
+        rows[table_name], sums[table_name] = table.num_rows, sha256(path)
     return Part(name=name, rows=rows, sha256=sums)
 
 

@@ -3,7 +3,7 @@
 Each customer carries hidden traits (engagement, wallet share, price sensitivity, churn propensity,
 credit risk) that are correlated with what the bank sees but not fixed by it, and that drift. `step`
 advances every active customer by one calendar month over whole columns: churn, product closes and
-opens, balances, the month's transaction counts and the month's profit. clv.generator turns the months
+opens, balances, the month's transaction counts and the month's profit. clv.synthetic.generator turns the months
 into tables.
 """
 
@@ -14,10 +14,10 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from clv import dates
-from clv.schema import DISCOUNT_RATE, AcquisitionChannel, Region
+from clv.common import dates
+from clv.data.schema import DISCOUNT_RATE, AcquisitionChannel, Region
 
-SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.schema.ProductType
+SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.data.schema.ProductType
 FTP_RATE = 0.03  # what the treasury pays for deposits and charges for funding loans
 MAX_PRODUCTS_PER_CUSTOMER = 5
 TERM_MONTHS = {MORT: 300, LOAN: 48}  # a loan's term: its payment pays it off in this many months

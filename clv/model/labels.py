@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from clv import dates
-from clv.bank import Bank, per_customer
-from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.common import dates
+from clv.data.bank import Bank, per_customer
+from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
 
 
 def future_value(

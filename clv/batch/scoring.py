@@ -10,16 +10,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv import dates
-from clv.artifacts import LoadedModel
-from clv.bank import Bank
-from clv.cluster import Runner
-from clv.estimator import BankingCLVModel, driver_order
-from clv.features import FEATURE_NAMES, build_features
-from clv.io import atomic_folder, atomic_path
-from clv.labels import eligible, former, joined
-from clv.layout import Source, part_name
-from clv.monitoring import DriftReport, drift
+from clv.common import dates
+from clv.common.cluster import Runner
+from clv.common.io import atomic_folder, atomic_path
+from clv.data.bank import Bank
+from clv.data.layout import Source, part_name
+from clv.model.artifacts import LoadedModel
+from clv.model.attributions import driver_order
+from clv.model.estimator import BankingCLVModel
+from clv.model.features import FEATURE_NAMES, build_features
+from clv.model.labels import eligible, former, joined
+from clv.model.monitoring import DriftReport, drift
 
 TOP_DRIVERS = 3
 COLUMNS = (

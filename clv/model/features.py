@@ -1,6 +1,6 @@
 """Feature rows: (customers, products, transactions, ledger, as-of date T) to one row per customer.
 
-Training and batch scoring call `build_features` on a `Bank` (clv.bank); the API calls `feature_matrix`, the
+Training and batch scoring call `build_features` on a `Bank` (clv.data.bank); the API calls `feature_matrix`, the
 same rows as an array, without the frame. Every feature uses only what was known at T (docs/protocol.md); a
 missing table or column gives NaN.
 """
@@ -10,9 +10,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from clv import dates
-from clv.bank import ACQUISITION, CHANNEL_CODES, FAMILY_OF_TYPE, PRODUCT_CODES, REGIONS, TYPE_CODES, Bank, per_customer
-from clv.schema import FAMILIES, LEDGER_PARTS, ProductType
+from clv.common import dates
+from clv.data.bank import (
+    ACQUISITION,
+    CHANNEL_CODES,
+    FAMILY_OF_TYPE,
+    PRODUCT_CODES,
+    REGIONS,
+    TYPE_CODES,
+    Bank,
+    per_customer,
+)
+from clv.data.schema import FAMILIES, LEDGER_PARTS, ProductType
 
 WINDOWS = (30, 90, 365)
 TREND_TYPES = ("Deposit", "Withdrawal", "Bill Payment", "Card Purchase", "Transfer")

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv import dates
-from clv.contract import dense_ids, month_numbers, read_bank
-from clv.schema import (
+from clv.common import dates
+from clv.data.contract import dense_ids, month_numbers, read_bank
+from clv.data.schema import (
     FAMILIES,
     LEDGER_COLUMNS,
     PRODUCT_FAMILY,
@@ -92,7 +92,7 @@ def per_customer(cust: np.ndarray, n: int, weights: np.ndarray | None = None) ->
 
 
 def load_bank(data_dir: Path) -> Bank:
-    """Read and check a bank's folder (clv.contract), as a Bank."""
+    """Read and check a bank's folder (clv.data.contract), as a Bank."""
     return bank_from_tables(read_bank(data_dir))
 
 
@@ -145,7 +145,7 @@ def bank_from_frames(
     products: pd.DataFrame | None = None,
     ledger: pd.DataFrame | None = None,
 ) -> Bank:
-    """Whole tables (as read by clv.contract) to a Bank. Customers come from customers.csv or, without
+    """Whole tables (as read by clv.data.contract) to a Bank. Customers come from customers.csv or, without
     it, from the transactions."""
     if customers is None or customers.empty:
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})

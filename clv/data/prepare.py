@@ -1,5 +1,5 @@
 """Bring a big bank: a flat folder of the contract's files (CSV or Parquet, any size) to the partitioned
-layout (clv.layout), out of core.
+layout (clv.data.layout), out of core.
 
 1. Each file is read in blocks and checked with the contract's own rules, rows numbered across blocks, so
    a refusal names the source file, row and column as for a flat folder; customers' and products' ids are
@@ -24,11 +24,12 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from clv import contract, dates
-from clv.cluster import Runner
-from clv.contract import DataContractError, DuplicateKeyError
-from clv.io import atomic_folder
-from clv.layout import (
+from clv.data import contract
+from clv.common import dates
+from clv.common.cluster import Runner
+from clv.data.contract import DataContractError, DuplicateKeyError
+from clv.common.io import atomic_folder
+from clv.data.layout import (
     ORACLE,
     Manifest,
     Part,

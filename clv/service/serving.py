@@ -16,19 +16,21 @@ from pathlib import Path
 
 import numpy as np
 
-from clv import artifacts, dates, telemetry
-from clv.artifacts import LATEST, LoadedModel, ModelArtifactError
-from clv.bank import bank_from_request, concat_banks
-from clv.contract import find_table
-from clv.estimator import top_drivers
-from clv.features import FEATURE_NAMES, feature_matrix
-from clv.labels import former
-from clv.layout import is_partitioned
-from clv.monitoring import DriftReport
-from clv.schema import CustomerIn
-from clv.scoring import predict_rows
-from clv.settings import Settings
-from clv.telemetry import RecentRows
+from clv.batch.scoring import predict_rows
+from clv.common import dates
+from clv.data.bank import bank_from_request, concat_banks
+from clv.data.contract import find_table
+from clv.data.layout import is_partitioned
+from clv.data.schema import CustomerIn
+from clv.model import artifacts
+from clv.model.artifacts import LATEST, LoadedModel, ModelArtifactError
+from clv.model.attributions import top_drivers
+from clv.model.features import FEATURE_NAMES, feature_matrix
+from clv.model.labels import former
+from clv.model.monitoring import DriftReport
+from clv.service import telemetry
+from clv.service.settings import Settings
+from clv.service.telemetry import RecentRows
 
 logger = logging.getLogger(__name__)
 
@@ -239,8 +241,8 @@ async def predict_single(together: Together, loaded: LoadedModel, customer: Cust
 def first_model(settings: Settings) -> LoadedModel:
     """Train, save and load a first model, on a generated demo bank when the default data folder is empty.
     One process trains (a lock in the model folder); another waiting for it serves what it saves."""
-    from clv.generator import Config, simulate, write_tables  # only on the first run
-    from clv.training import train_and_save
+    from clv.model.training import train_and_save
+    from clv.synthetic.generator import Config, simulate, write_tables  # only on the first run
 
     settings.model_dir.mkdir(parents=True, exist_ok=True)
     with (settings.model_dir / ".first-model.lock").open("w") as lock:

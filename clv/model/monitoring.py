@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clv.io import atomic_path
+from clv.common.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class Profile:
         if data.get("format") != PROFILE_FORMAT:
             raise DriftError(
                 f"drift profile format {data.get('format')!r} is not {PROFILE_FORMAT}; rebuild it with "
-                "clv.monitoring.reference_profile from the model's training rows"
+                "clv.model.monitoring.reference_profile from the model's training rows"
             )
         features = tuple(Histogram.from_json(h) for h in data["features"])
         prediction = Histogram.from_json(data["prediction"])
@@ -245,7 +245,7 @@ def _values(X: pd.DataFrame, names: list[str] | tuple[str, ...], predictions: np
     if missing:
         raise DriftError(
             f"feature rows lack {len(missing)} profiled column(s): {', '.join(repr(m) for m in missing[:10])}; "
-            "build them with clv.features.build_features"
+            "build them with clv.model.features.build_features"
         )
     if len(X) == 0:
         raise DriftError("no feature rows to compare with the profile")

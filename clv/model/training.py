@@ -1,7 +1,7 @@
 """The honest protocol (docs/protocol.md): features as of cutoffs, labels from the months after, customers
 split 80/20 by a hash of their id; fit on the training customers, judge on every held-out one.
 
-Work on the bank goes part by part through a runner (clv.cluster, over the parts of clv.layout): the rows
+Work on the bank goes part by part through a runner (clv.common.cluster, over the parts of clv.data.layout): the rows
 to learn from come from the first parts up to the training cap, the fit happens here, and each part then
 scores its own held-out customers and sends back only the few columns the metrics need.
 """
@@ -19,17 +19,18 @@ import numpy as np
 import pandas as pd
 from sklearn.inspection import permutation_importance
 
-from clv import artifacts, dates, metrics
-from clv.bank import Bank
-from clv.card import Evaluation, ModelMetadata
-from clv.cluster import LocalRunner, Runner
-from clv.contract import DataContractError
-from clv.estimator import BankingCLVModel
-from clv.features import LEDGER_FEATURES, build_features
-from clv.labels import eligible, future_value
-from clv.layout import Source, open_bank
-from clv.monitoring import reference_profile
-from clv.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.common import dates
+from clv.common.cluster import LocalRunner, Runner
+from clv.data.bank import Bank
+from clv.data.contract import DataContractError
+from clv.data.layout import Source, open_bank
+from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.model import artifacts, metrics
+from clv.model.card import Evaluation, ModelMetadata
+from clv.model.estimator import BankingCLVModel
+from clv.model.features import LEDGER_FEATURES, build_features
+from clv.model.labels import eligible, future_value
+from clv.model.monitoring import reference_profile
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from clv.monitoring import DriftReport
+from clv.model.monitoring import DriftReport
 
 CONFIDENCE_DEFINITION = "1 / (1 + (high - low) / max(|predicted|, scale))"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -18,11 +17,11 @@ import pandas as pd
 import sklearn
 from pydantic import ValidationError
 
-from clv.card import ModelCard, ModelMetadata
-from clv.estimator import BankingCLVModel
-from clv.features import FEATURE_NAMES
-from clv.io import atomic_folder
-from clv.monitoring import Profile
+from clv.common.io import atomic_folder, sha256
+from clv.model.card import ModelCard, ModelMetadata
+from clv.model.estimator import BankingCLVModel
+from clv.model.features import FEATURE_NAMES
+from clv.model.monitoring import Profile
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ PICKLED_BY = ("scikit-learn", "numpy")
 PROFILE = "reference_profile.json"  # the training rows' distributions, for the drift metrics
 # Version of the saved model's layout: a model saved in another layout is refused at load, with the
 # advice to retrain, instead of being read into the wrong places.
-ARTIFACT_FORMAT = 2
+ARTIFACT_FORMAT = 3  # 3: the estimator pickled from clv.model.estimator
 FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json", PROFILE)
 
 
@@ -72,23 +71,6 @@ def library_versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "joblib": joblib.__version__,
     }
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def fingerprint(paths: list[Path]) -> str:
-    """One hash over the named data files' contents, in name order."""
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(path.name.encode())
-        digest.update(sha256(path).encode())
-    return digest.hexdigest()
 
 
 def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile: Profile, model_dir: Path) -> Path:

@@ -5,98 +5,27 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from faker import Faker
 
-from clv import dates
-from clv.io import atomic_path, write_csv, write_json
-from clv.layout import GENERATED, ORACLE
-from clv.schema import TABLES, AcquisitionChannel, Channel, ProductStatus, ProductType, Region, TransactionType
-from clv.simulation import (
+from clv.common import dates
+from clv.common.io import atomic_path, write_csv, write_json
+from clv.data.layout import GENERATED, ORACLE
+from clv.data.schema import TABLES, AcquisitionChannel, Channel, ProductStatus, ProductType, Region, TransactionType
+from clv.synthetic.run import Config, Run
+from clv.synthetic.simulation import (
     CARD,
-    CHK,
-    DEP,
-    FEE,
     INV,
     LOAN,
-    LOAN_PAY,
-    MORT,
-    MORT_PAY,
     SAV,
-    SPEND,
-    TRF,
-    WDR,
-    State,
-    sigmoid,
 )
-
-if TYPE_CHECKING:
-    from clv.generator import Config, _Run
 
 logger = logging.getLogger(__name__)
 
 PRODUCT_TYPES = [t.value for t in ProductType]
-KIND_TYPE = np.array([list(TransactionType).index(t) for t in (
-    TransactionType.DEPOSIT, TransactionType.WITHDRAWAL, TransactionType.TRANSFER,
-    TransactionType.BILL_PAYMENT, TransactionType.FEE, TransactionType.CARD_PURCHASE,
-    TransactionType.LOAN_PAYMENT, TransactionType.LOAN_PAYMENT)], dtype=np.int8)  # fmt: skip
-# The product each kind moves money on: first held product of the list.
-KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
-ONLINE, MOBILE, BRANCH, ATM = range(4)
-
-
-def materialize(
-    counts: np.ndarray,
-    steady: np.ndarray,
-    pid: np.ndarray,
-    state: State,
-    first: int,
-    days: int,
-    rng: np.random.Generator,
-) -> dict[str, np.ndarray]:
-    """Expand a month's (customer x kind) counts into transaction rows, on products held all month."""
-    n, kinds = counts.shape
-    flat = np.repeat(np.arange(n * kinds), counts.ravel())
-    cust, kind = flat // kinds, flat % kinds
-    product = np.zeros((n, kinds), np.int64)
-    for k, candidates in enumerate(KIND_PRODUCTS):
-        for p in reversed(candidates):  # the first candidate held wins
-            product[:, k] = np.where(steady[:, p], pid[:, p], product[:, k])
-    income = state.income[cust]
-    size = rng.lognormal(0.0, 0.8, flat.size)
-    typical = (
-        np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])[kind] * income * np.exp(0.3 * state.wallet[cust])
-    )
-    amount = np.select(
-        [kind == DEP, kind == FEE, kind == MORT_PAY, kind == LOAN_PAY, kind == TRF],
-        [
-            typical * size,
-            -8.0,
-            -state.payment[cust, MORT],
-            -state.payment[cust, LOAN],
-            typical * size * np.where(rng.random(flat.size) < 0.45 - 0.2 * state.drifting[cust], 1, -1),
-        ],
-        -typical * size,
-    )
-    amount = np.where(kind == SPEND, -45 * size, amount)
-    digital = rng.random(flat.size) < state.digital[cust]
-    mobile = rng.random(flat.size) < sigmoid(-0.06 * (state.age[cust] - 40))
-    counter = np.where((kind == WDR) & (rng.random(flat.size) < 0.75), ATM, BRANCH)
-    channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
-    day = first + np.floor(rng.random(flat.size) * days).astype(np.int64)
-    order = np.argsort((day - first).astype(np.int16), kind="stable")  # 16-bit keys sort by radix
-    return {
-        "owner": cust[order].astype(np.int32),
-        "product_id": product[cust, kind][order],
-        "day": day[order].astype(np.int32),
-        "type": KIND_TYPE[kind][order],
-        "amount": np.round(amount, 2)[order],
-        "channel": channel[order].astype(np.int8),
-    }
 
 
 def _dictionary(codes: np.ndarray, values: list[str]) -> pa.DictionaryArray:
@@ -122,7 +51,7 @@ def display_names(ids: np.ndarray, seq: np.random.SeedSequence) -> tuple[np.ndar
     return names, emails
 
 
-def customers_table(run: _Run) -> pa.Table:
+def customers_table(run: Run) -> pa.Table:
     ids, attrs = run.block.customer_id, run.attrs
     names, emails = display_names(ids, run.faker_seq)
     join = attrs["join_day"]
@@ -141,7 +70,7 @@ def customers_table(run: _Run) -> pa.Table:
     })  # fmt: skip
 
 
-def products_table(run: _Run) -> pa.Table:
+def products_table(run: Run) -> pa.Table:
     """Products with their balance and status at the end date; statuses draw from their own stream."""
     state, products = run.state, run.products
     local, owner, ptype = products.column("local"), products.column("owner"), products.column("type")
@@ -170,7 +99,7 @@ def products_table(run: _Run) -> pa.Table:
     })  # fmt: skip
 
 
-def transactions_table(run: _Run) -> pa.Table:
+def transactions_table(run: Run) -> pa.Table:
     txns = run.txns
     day = txns.column("day")
     return pa.table({
@@ -184,7 +113,7 @@ def transactions_table(run: _Run) -> pa.Table:
     })  # fmt: skip
 
 
-def ledger_table(run: _Run) -> pa.Table:
+def ledger_table(run: Run) -> pa.Table:
     ledger = run.ledger
     months = ledger.column("month")
     first_month = int(months.min())

@@ -1,40 +1,97 @@
-"""The synthetic bank, run: a block of customers simulated month by month (clv.simulation), laid out as
-the four tables of the data contract (clv.tables); a partitioned bank generated block by block."""
+"""One block of the synthetic bank simulated month by month (clv.synthetic.simulation): the settings of a
+bank, its blocks of customers, and the rows a block collects, a month's transaction rows included."""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 
-from clv import dates
-from clv.cluster import Runner
-from clv.io import atomic_folder
-from clv.layout import Manifest, Part, part_name, write_manifest, write_part
-from clv.schema import HORIZON_MONTHS, LEDGER_PARTS
-from clv.simulation import (
+from clv.common import dates
+from clv.data.schema import HORIZON_MONTHS, LEDGER_PARTS, TransactionType
+from clv.synthetic.simulation import (
     CARD,
+    CHK,
+    DEP,
+    FEE,
+    INV,
     LOAN,
+    LOAN_PAY,
     MORT,
+    MORT_PAY,
+    SAV,
+    SPEND,
     TERM_MONTHS,
+    TRF,
+    WDR,
     State,
     draw_customers,
     expected_value,
     family_balances,
     first_products,
     open_products,
+    sigmoid,
     step,
 )
-from clv.tables import customers_table, ledger_table, materialize, products_table, transactions_table, write_tables
 
-__all__ = ["Block", "Config", "Plan", "generate", "simulate", "write_tables"]
+KIND_TYPE = np.array([list(TransactionType).index(t) for t in (
+    TransactionType.DEPOSIT, TransactionType.WITHDRAWAL, TransactionType.TRANSFER,
+    TransactionType.BILL_PAYMENT, TransactionType.FEE, TransactionType.CARD_PURCHASE,
+    TransactionType.LOAN_PAYMENT, TransactionType.LOAN_PAYMENT)], dtype=np.int8)  # fmt: skip
+# The product each kind moves money on: first held product of the list.
+KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
+ONLINE, MOBILE, BRANCH, ATM = range(4)
 
-logger = logging.getLogger(__name__)
+
+def materialize(
+    counts: np.ndarray,
+    steady: np.ndarray,
+    pid: np.ndarray,
+    state: State,
+    first: int,
+    days: int,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """Expand a month's (customer x kind) counts into transaction rows, on products held all month."""
+    n, kinds = counts.shape
+    flat = np.repeat(np.arange(n * kinds), counts.ravel())
+    cust, kind = flat // kinds, flat % kinds
+    product = np.zeros((n, kinds), np.int64)
+    for k, candidates in enumerate(KIND_PRODUCTS):
+        for p in reversed(candidates):  # the first candidate held wins
+            product[:, k] = np.where(steady[:, p], pid[:, p], product[:, k])
+    income = state.income[cust]
+    size = rng.lognormal(0.0, 0.8, flat.size)
+    typical = (
+        np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])[kind] * income * np.exp(0.3 * state.wallet[cust])
+    )
+    amount = np.select(
+        [kind == DEP, kind == FEE, kind == MORT_PAY, kind == LOAN_PAY, kind == TRF],
+        [
+            typical * size,
+            -8.0,
+            -state.payment[cust, MORT],
+            -state.payment[cust, LOAN],
+            typical * size * np.where(rng.random(flat.size) < 0.45 - 0.2 * state.drifting[cust], 1, -1),
+        ],
+        -typical * size,
+    )
+    amount = np.where(kind == SPEND, -45 * size, amount)
+    digital = rng.random(flat.size) < state.digital[cust]
+    mobile = rng.random(flat.size) < sigmoid(-0.06 * (state.age[cust] - 40))
+    counter = np.where((kind == WDR) & (rng.random(flat.size) < 0.75), ATM, BRANCH)
+    channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
+    day = first + np.floor(rng.random(flat.size) * days).astype(np.int64)
+    order = np.argsort((day - first).astype(np.int16), kind="stable")  # 16-bit keys sort by radix
+    return {
+        "owner": cust[order].astype(np.int32),
+        "product_id": product[cust, kind][order],
+        "day": day[order].astype(np.int32),
+        "type": KIND_TYPE[kind][order],
+        "amount": np.round(amount, 2)[order],
+        "channel": channel[order].astype(np.int8),
+    }
 
 
 @dataclass(frozen=True)
@@ -47,7 +104,7 @@ class Config:
 
     def describe(self) -> dict:
         """The settings, as written beside a synthetic bank so that a model trained on it can say so."""
-        return {"generator": "clv.generator", "customers": self.customers, "start": self.start.isoformat(),
+        return {"generator": "clv.synthetic.generator", "customers": self.customers, "start": self.start.isoformat(),
                 "end": self.end.isoformat(), "seed": self.seed}  # fmt: skip
 
     @property
@@ -85,7 +142,7 @@ class Block:
         return np.asarray(local, np.int64) * self.count + self.index + 1
 
 
-class _Run:
+class Run:
     """One block simulated month by month: its state, the ids of its products, and the rows it collects."""
 
     def __init__(self, config: Config, block: Block) -> None:
@@ -164,74 +221,3 @@ class _Run:
         )
         counts = ev["counts"] * ~was_new[:, None]
         self.txns.add(**materialize(counts, ev["steady"], self.pid, state, first, last_day - first + 1, rng))
-
-
-def simulate(config: Config, block: Block | None = None) -> dict[str, pa.Table]:
-    """Run the synthetic bank for one block of customers (default: the whole bank, ids 1..N); return its
-    tables by name, and `oracle_clv` when asked."""
-    if block is None:
-        block = Block(np.arange(1, config.customers + 1), np.random.SeedSequence(config.seed))
-    run = _Run(config, block)
-    start_month = int(dates.month_of(dates.to_day(config.start)))
-    end_month = int(dates.month_of(dates.to_day(config.end)))
-    oracle_month = int(dates.month_of(dates.to_day(config.oracle_as_of)))
-    for month in range(start_month, end_month + 1):
-        run.month(month, oracle_month)
-    logger.debug("simulated %d customers over %d months", run.n, end_month - start_month + 1)
-    tables = {
-        "customers": customers_table(run),
-        "products": products_table(run),
-        "transactions": transactions_table(run),
-        "customer_metrics": ledger_table(run),
-    }
-    if run.oracle is not None:
-        keep = run.attrs["join_day"] <= dates.to_day(config.oracle_as_of)
-        tables["oracle_clv"] = pa.table({
-            "customer_id": pa.array(block.customer_id[keep]),
-            "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
-            "expected_clv": pa.array(np.round(run.oracle[keep], 2)),
-        })  # fmt: skip
-    return tables
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A partitioned synthetic bank to generate: partition p holds the customers whose id modulo the
-    count is p, simulated with the p-th random stream spawned from the seed; so the files depend on the
-    seed and the count of partitions only, never on how many workers made them."""
-
-    config: Config
-    partitions: int
-
-    @property
-    def parts(self) -> list[str]:
-        return [part_name(p) for p in range(self.partitions)]
-
-    def customer_ids(self, index: int) -> np.ndarray:
-        return np.arange(index or self.partitions, self.config.customers + 1, self.partitions)
-
-    def customers_in(self, parts: list[str]) -> int:
-        return sum(self.customer_ids(self.parts.index(part)).size for part in parts)
-
-
-def generate_part(plan: Plan, part: str, folder: Path) -> tuple[Part, int]:
-    """Simulate one partition and write its tables into `folder`; its manifest entry and last day."""
-    index = plan.parts.index(part)
-    seed = np.random.SeedSequence(plan.config.seed, spawn_key=(index,))
-    block = Block(plan.customer_ids(index), seed, index, plan.partitions)
-    tables = simulate(plan.config, block)
-    ledger_months = tables["customer_metrics"].column("month").chunk(0).dictionary
-    last_txn = pc.max(tables["transactions"].column("transaction_date")).as_py()
-    last_month = np.datetime64(ledger_months[-1].as_py(), "M").astype(np.int64) if len(ledger_months) else None
-    last_day = dates.data_last_day(None if last_txn is None else dates.to_day(last_txn), last_month)
-    return write_part(folder, index, tables), last_day
-
-
-def generate(plan: Plan, out: Path, runner: Runner) -> Manifest:
-    """The whole bank, part by part, into `out` (written beside it and renamed when complete)."""
-    with atomic_folder(out) as folder:
-        done = runner.map(generate_part, plan, label="generated", folder=folder)
-        manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done),
-                               plan.config.describe() | {"partitions": plan.partitions})  # fmt: skip
-        write_manifest(folder, manifest)
-    return manifest

@@ -28,8 +28,8 @@ from prometheus_client import (
     multiprocess,
 )
 
-from clv.card import ModelMetadata
-from clv.monitoring import DriftReport, Profile, drift
+from clv.model.card import ModelMetadata
+from clv.model.monitoring import DriftReport, Profile, drift
 
 disable_created_metrics()  # a *_created series beside every counter says nothing a scrape needs
 

@@ -1,4 +1,5 @@
-"""BankingCLVModel: gradient boosting on the feature rows, with calibrated 80% intervals and drivers.
+"""BankingCLVModel: gradient boosting on the feature rows, fitted here; its 80% interval is calibrated by
+clv.model.conformal and its drivers are computed by clv.model.attributions.
 
 It lives in clv/ (and model.py re-exports it) because a class pickled from a script run as
 `__main__` cannot be loaded by the API.
@@ -6,7 +7,6 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -16,10 +16,12 @@ from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegress
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags
-from sklearn.utils.validation import check_array, check_consistent_length, check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from clv.schema import INTERVAL_LEVEL
-from clv.trees import CompiledForest
+from clv.data.schema import INTERVAL_LEVEL
+from clv.model import conformal
+from clv.model.attributions import rescale, top_drivers
+from clv.model.trees import CompiledForest
 
 TARGETS = ("auto", "squared_error", "log", "two_part")
 ZERO_HEAVY = 0.10  # share of zero labels from which "auto" fits the two-part model
@@ -34,7 +36,7 @@ def _signed_exp(z: np.ndarray) -> np.ndarray:
 
 
 class BankingCLVModel(RegressorMixin, BaseEstimator):
-    """Predicts the discounted net margin of the next months from a feature row (clv.features).
+    """Predicts the discounted net margin of the next months from a feature row (clv.model.features).
 
     Parameters
     ----------
@@ -99,7 +101,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", y_numeric=True)
         self.ledger_columns_ = self._ledger_columns()
-        calibrate = self._calibration_rows(X.shape[0], groups)
+        calibrate = conformal.held_back(X.shape[0], groups, self.calibration_share, self.random_state)
         self.target_ = self._resolve_target(y)
         if self.ledger_columns_.size and not np.isnan(X[:, self.ledger_columns_]).all():
             X_fit, y_fit, calibrate_fit = np.vstack([X, self._mask(X)]), np.tile(y, 2), np.tile(calibrate, 2)
@@ -139,21 +141,6 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if missing:
             raise ValueError(f"ledger_features not among the columns of X: {missing}")
         return np.array([position[name] for name in names], np.intp)
-
-    def _calibration_rows(self, n_samples: int, groups) -> np.ndarray:
-        """Rows of the customers held back to calibrate the interval (a `calibration_share` of them)."""
-        groups = np.arange(n_samples) if groups is None else np.asarray(groups)
-        check_consistent_length(np.empty(n_samples), groups)
-        unique = np.unique(groups)
-        held = round(self.calibration_share * unique.size)
-        if not 0 < held < unique.size:
-            raise ValueError(
-                f"n_samples={n_samples} in {unique.size} groups is too few: calibration_share="
-                f"{self.calibration_share} holds back {held} of them, and the interval needs at least one "
-                "group to calibrate on and one to fit on"
-            )
-        chosen = np.random.default_rng(self.random_state).choice(unique, held, replace=False)
-        return np.isin(groups, chosen)
 
     def _resolve_target(self, y: np.ndarray) -> str:
         zero = np.mean(y == 0)
@@ -200,10 +187,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
         margin = {}
         for name, part in rows.items():
-            _, lo, hi, _ = self._outputs(part, contributions=False, conformal=False)
-            scores = np.maximum(lo - y, y - hi)
-            level = min(1.0, np.ceil((scores.size + 1) * self.interval_level) / scores.size)
-            margin[name] = float(np.quantile(scores, level, method="higher"))
+            _, lo, hi, _ = self._outputs(part, contributions=False, calibrated=False)
+            margin[name] = conformal.margin(y, lo, hi, self.interval_level)
         return margin
 
     def _compile(self) -> None:
@@ -247,7 +232,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return masked
 
     def _outputs(
-        self, X: np.ndarray, contributions: bool = True, conformal: bool = True
+        self, X: np.ndarray, contributions: bool = True, calibrated: bool = True
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """Point, interval low and high, and per-feature contributions to the point, for validated rows X."""
         forest = self.forest_
@@ -257,21 +242,20 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         elif self.target_ == "log":
             point = _signed_exp(raw[:, 0])
             if contrib is not None:
-                contrib = _rescale(contrib, forest.bias, raw[:, 0], _signed_exp(forest.bias), point)
+                contrib = rescale(contrib, forest.bias, raw[:, 0], _signed_exp(forest.bias), point)
         else:
             p = 1 / (1 + np.exp(-raw[:, 0]))
             point = p * raw[:, 3]
             if contrib is not None:
-                contrib = _rescale(contrib, forest.bias, raw[:, 3], forest.bias, point)
+                contrib = rescale(contrib, forest.bias, raw[:, 3], forest.bias, point)
         lo, hi = np.minimum(raw[:, 1], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 2])
-        if conformal:
+        if calibrated:
             if self.ledger_columns_.size:
                 has_ledger = ~np.isnan(X[:, self.ledger_columns_]).all(axis=1)
                 margin = np.where(has_ledger, self.margin_["ledger"], self.margin_["no_ledger"])
             else:
                 margin = self.margin_["all"]
-            # widen the band the margin was calibrated on (in fit): the quantile band stretched to hold the point
-            lo, hi = np.minimum(lo, point) - margin, np.maximum(hi, point) + margin
+            lo, hi = conformal.widen(point, lo, hi, margin)
         return point, np.minimum(lo, point), np.maximum(hi, point), contrib
 
     def predict(self, X) -> np.ndarray:
@@ -309,7 +293,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     def explain(self, X, top: int = 5) -> list[list[dict[str, float | str | None]]]:
         """Per row, the `top` features that move its prediction most from the average (bias), signed."""
         X = self._validated(X)
-        contrib = self._outputs(X, conformal=False)[3]
+        contrib = self._outputs(X, calibrated=False)[3]
         names = getattr(self, "feature_names_in_", None)
         if names is None:
             names = [f"x{j}" for j in range(self.n_features_in_)]
@@ -333,29 +317,3 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         bias = float(self.forest_.bias)
         # the log target's attributions are rescaled around the back-transformed bias (see _outputs)
         return float(_signed_exp(bias)) if self.target_ == "log" else bias
-
-
-def driver_order(contrib: np.ndarray, top: int) -> np.ndarray:
-    """Per row of contributions, the columns of the `top` largest in size, largest first."""
-    return np.argsort(-np.abs(contrib), axis=-1, kind="stable")[..., :top]
-
-
-def top_drivers(
-    x: np.ndarray, contrib: np.ndarray, top: int, names: Sequence[str]
-) -> list[dict[str, float | str | None]]:
-    """The `top` drivers of one row: feature name (`names[j]` for column j), its value, its contribution."""
-    return [
-        {
-            "feature": str(names[j]),
-            "value": None if np.isnan(x[j]) else float(x[j]),
-            "contribution": round(float(contrib[j]), 2),
-        }
-        for j in driver_order(contrib, top)
-    ]
-
-
-def _rescale(contrib: np.ndarray, raw_bias: float, raw: np.ndarray, bias: float, point: np.ndarray) -> np.ndarray:
-    """Scale raw-space attributions so that bias + sum equals the back-transformed prediction."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(np.abs(raw - raw_bias) > 1e-12, (point - bias) / (raw - raw_bias), 0.0)
-    return contrib * factor[:, None]

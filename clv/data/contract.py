@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from clv import dates
-from clv.schema import REQUIRED_TABLES, TABLES, Column
+from clv.common import dates
+from clv.data.schema import REQUIRED_TABLES, TABLES, Column
 
 logger = logging.getLogger(__name__)
 
