@@ -45,10 +45,20 @@ from clv.service.serving import (
     without_a_model,
 )
 from clv.service.settings import Settings, SettingsError, load_settings
-from clv.service.web import AccessLog, BodyLimit, RateLimit, RateLimited, access, attach_access_log, validation_details
+from clv.service.web import (
+    AccessLog,
+    BodyLimit,
+    PageFiles,
+    RateLimit,
+    RateLimited,
+    access,
+    attach_access_log,
+    validation_details,
+)
 
 logger = logging.getLogger("api")
 PAGE = Path(__file__).with_name("index.html")
+STATIC = Path(__file__).with_name("static")  # the page's stylesheet and ES modules
 
 
 # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request
@@ -180,7 +190,7 @@ page = APIRouter(include_in_schema=False)
 
 @page.get("/")
 async def index() -> FileResponse:
-    return FileResponse(PAGE, media_type="text/html")
+    return FileResponse(PAGE, media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
 def problem(status: int, detail: object, headers: dict | None = None) -> JSONResponse:
@@ -234,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
     for router in (predictions, operations, page, *([monitoring] if settings.metrics else [])):
         app.include_router(router)
+    app.mount("/static", PageFiles(directory=STATIC), name="static")
     # the prediction routes carry the traffic: matched first, before the documentation's own routes
     app.router.routes.sort(key=lambda route: getattr(route, "original_router", None) is not predictions)
     add_error_handlers(app)

@@ -113,6 +113,21 @@ def test_page_docs_and_openapi(client: TestClient) -> None:
     assert {PREDICT, BATCH, "/health", "/model"} <= set(schema["paths"])
 
 
+def test_the_page_loads_its_parts_from_the_service_and_revalidates_them(client: TestClient) -> None:
+    page = client.get("/").text
+    parts = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
+    assert {"/static/app.css", "/static/page.js"} <= set(parts)
+    assert "<style" not in page and "<script>" not in page  # styles and script live in their own files
+    for path in [*parts, "/static/chart.js"]:
+        reply = client.get(path)
+        assert reply.status_code == 200, path
+        assert reply.headers["cache-control"] == "no-cache"
+        assert reply.headers["content-type"].split(";")[0] in {"text/css", "text/javascript", "application/javascript"}
+        again = client.get(path, headers={"If-None-Match": reply.headers["etag"]})
+        assert again.status_code == 304 and not again.content  # unchanged: nothing sent again
+    assert "https://" not in "".join(client.get(path).text for path in parts)  # no CDN: the page works offline
+
+
 def component(response: dict) -> str:
     return response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
 

@@ -17,6 +17,8 @@ from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clv.service.telemetry import observe_request
@@ -186,3 +188,14 @@ def attach_access_log(path: Path) -> logging.Handler:
     access.setLevel(logging.INFO)
     access.propagate = False
     return handler
+
+
+class PageFiles(StaticFiles):
+    """The page's stylesheet and modules (static/). No build step names them by their content, so a browser
+    keeps them but asks again each time (no-cache, with the ETag and Last-Modified StaticFiles sends): a reload
+    after an upgrade gets the new page whole, and an unchanged file costs a 304 with no body."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
