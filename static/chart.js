@@ -1,7 +1,7 @@
 // The page's small chart helper, shared by its views: SVG elements, a chart redrawn when its container's
 // width changes, and the axis arithmetic. No library, no build step: a plain ES module served from /static.
 
-export const SVG_NS = "http://www.w3.org/2000/svg";
+const SVG_NS = "http://www.w3.org/2000/svg";
 export function svg(tag, attrs = {}, ...kids) {
   const node = document.createElementNS(SVG_NS, tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -19,7 +19,7 @@ export function chart(container, draw) {
   charts.set(container, { draw, width: 0 });
   redraw(container);
 }
-export function redraw(container) {
+function redraw(container) {
   const entry = charts.get(container);
   if (!entry || !container.isConnected) { charts.delete(container); return; }
   const width = Math.max(Math.floor(container.clientWidth), 260);

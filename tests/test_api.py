@@ -118,7 +118,14 @@ def test_the_page_loads_its_parts_from_the_service_and_revalidates_them(client: 
     parts = re.findall(r'(?:href|src)="(/static/[^"]+)"', page)
     assert {"/static/app.css", "/static/page.js"} <= set(parts)
     assert "<style" not in page and "<script>" not in page  # styles and script live in their own files
-    for path in [*parts, "/static/chart.js"]:
+    modules, waiting = set(), ["/static/page.js"]
+    while waiting:  # the entry module and every module it imports, followed as the browser does
+        path = waiting.pop()
+        modules.add(path)
+        waiting += {f"/static/{m}" for m in re.findall(r'from "\./(\w+\.js)"', client.get(path).text)} - modules
+    views = {"page", "contract", "form", "result", "card", "drift", "format", "chart"}
+    assert modules == {f"/static/{view}.js" for view in views}
+    for path in sorted({*parts, *modules}):
         reply = client.get(path)
         assert reply.status_code == 200, path
         assert reply.headers["cache-control"] == "no-cache"

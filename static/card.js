@@ -1,0 +1,110 @@
+// The model card: held-out metrics against the baselines, and the serving model.
+import { chart } from "./chart.js";
+import { renderDrift } from "./drift.js";
+import { state } from "./form.js";
+import { $, PLAIN, TIME, describe, el, fill, finite, fmtDate, fmtDateTime, money, money0, num, pct, plural } from "./format.js";
+import { SYNTHETIC_WORDS, loadCard } from "./page.js";
+import { decileChart, importanceChart } from "./result.js";
+
+// ---- the model card ----------------------------------------------------------------------------
+const METRIC_ROWS = [
+  ["normalized_gini", "Normalized Gini", "ranking; 1 is perfect, higher is better", (x) => num(x), "max"],
+  ["spearman", "Spearman", "rank correlation, higher is better", (x) => num(x), "max"],
+  ["decile_mape", "Decile MAPE", "calibration by decile, lower is better", (x) => pct(x), "min"],
+  ["total_error", "Total error", "sum predicted ÷ sum actual − 1; 0 is best", (x) => (finite(x) ? (x >= 0 ? "+" : "\u2212") + pct(Math.abs(x)) : "—"), "zero"],
+  ["mae", "MAE", "mean absolute error", (x) => money0(x), "min"],
+  ["rmse", "RMSE", "root mean squared error", (x) => money0(x), "min"],
+  ["r2", "R²", "variance explained, higher is better", (x) => num(x), "max"],
+  ["interval_coverage", "Interval coverage", "share inside the 80% interval; 77–83% is right", (x) => pct(x), "level"],
+];
+const METRIC_COLUMNS = [
+  ["model", "Model"], ["model_without_ledger", "Model without ledger"],
+  ["baseline_last12", "Last 12 months repeated"], ["baseline_mean", "Training mean"], ["oracle", "Oracle (best reachable)"],
+];
+
+function metricsTable(card) {
+  const metrics = card.metrics || {};
+  const columns = METRIC_COLUMNS.filter(([key]) => metrics[key]);
+  const level = card.interval_level || 0.8;
+  const head = el("tr", {}, el("th", { scope: "col" }, "Held-out metric"),
+    columns.map(([key, name]) => el("th", { scope: "col", class: key === "model" ? "model" : null }, name)));
+  const body = METRIC_ROWS.map(([key, name, note, format, best]) => {
+    const contenders = columns.filter(([c]) => c !== "oracle").map(([c]) => metrics[c][key]).filter(finite);
+    const distance = (v) => (best === "max" ? -v : best === "min" ? v : best === "zero" ? Math.abs(v) : Math.abs(v - level));
+    const top = contenders.length > 1 ? Math.min(...contenders.map(distance)) : null;
+    return el("tr", {}, el("th", { scope: "row" }, name, el("span", { class: "metric-note" }, note)),
+      columns.map(([c]) => {
+        const value = metrics[c][key];
+        const isBest = c !== "oracle" && top !== null && finite(value) && distance(value) === top;
+        return el("td", { class: [c === "model" ? "model" : "", isBest ? "best" : ""].join(" ").trim() || null }, format(value));
+      }));
+  });
+  return el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Held-out metrics, scrollable" },
+    el("table", { id: "metrics-table" }, el("caption", { class: "sr-only" }, "Held-out metrics of the model against the baselines"), el("thead", {}, head), el("tbody", {}, body)));
+}
+
+function comparison(card) {
+  const m = card.metrics || {};
+  if (!m.model || !m.baseline_last12) return null;
+  const parts = [`The model ranks held-out customers with a normalized Gini of ${num(m.model.normalized_gini)}; repeating the last 12 months reaches ${num(m.baseline_last12.normalized_gini)}.`,
+    `Decile MAPE: ${pct(m.model.decile_mape)} against ${pct(m.baseline_last12.decile_mape)}.`];
+  if (finite(m.model.oracle_ratio)) parts.push(`It captures ${pct(m.model.oracle_ratio, 0)} of the ranking power reachable on this data (the oracle).`);
+  if (finite(m.model.interval_coverage)) parts.push(`Its ${Math.round((card.interval_level || 0.8) * 100)}% intervals held ${pct(m.model.interval_coverage)} of actual values.`);
+  return el("p", {}, parts.join(" "));
+}
+
+export function renderCard(card) {
+  const rows = card.rows || {};
+  const params = card.params || {};
+  const facts = [
+    ["Version", card.version],
+    ["Trained", `${fmtDateTime(card.trained_at)}${finite(card.seconds) ? ` in ${card.seconds.toFixed(1)} s` : ""}`],
+    ["Data", `${card.data_dir || "—"}, up to ${fmtDate(card.data_last_date)}`],
+    ["Cutoffs", `${(rows.cutoffs || [card.cutoff]).filter(Boolean).map(fmtDate).join(", ")}: features known then, value over the next ${plural(card.horizon_months, "month", "months")}`],
+    ["Customers", finite(rows.train) ? `${PLAIN.format(rows.train)} training rows, ${PLAIN.format(rows.test)} held-out customers` : "—"],
+    ["Value", `discounted net margin at ${pct(card.discount_rate, 0)} a year; ${Math.round((card.interval_level || 0.8) * 100)}% intervals`],
+    ["Estimator", Object.keys(params).length ? ["target", "n_estimators", "max_depth", "learning_rate"].filter((k) => k in params).map((k) => `${k.replace(/_/g, " ")} ${params[k]}`).join(", ") : "—"],
+  ];
+  const deciles = (card.deciles || []).filter((d) => d && finite(d.mean_predicted));
+  const importance = (card.importance || []).filter((d) => d && finite(d.importance)).slice(0, 10);
+  const decileBox = el("div", { class: "chart", id: "decile-chart" });
+  const importanceBox = el("div", { class: "chart", id: "importance-chart" });
+  const change = state.versionChange && state.versionChange.to === card.version ? state.versionChange : null;
+  const focused = document.activeElement && $("#card-body").contains(document.activeElement) ? document.activeElement.id : null;
+  fill($("#card-body"),
+    card.synthetic_data ? el("p", { class: "badge", id: "card-synthetic" }, `${SYNTHETIC_WORDS}: its metrics describe the generator's bank.`) : null,
+    change ? el("p", { class: "notice", id: "version-note" }, `Updated at ${TIME.format(change.at)} UTC: model ${change.to} has taken over from ${change.from}, without a restart of the service.`) : null,
+    el("dl", { class: "facts" }, facts.map(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))])),
+    el("h3", {}, "Held-out metrics against the baselines"),
+    comparison(card),
+    metricsTable(card),
+    el("p", { class: "muted small" }, "Bold: the best of the model and the baselines on each row. The oracle uses the generator's knowledge of each customer's future, so no model can beat it."),
+    el("div", { class: "card-grid" },
+      el("div", {},
+        el("h3", {}, "Predicted against actual, by decile"),
+        el("div", { class: "legend" },
+          el("span", {}, el("span", { class: "swatch", style: "background: var(--up)" }), "mean predicted"),
+          el("span", {}, el("span", { class: "swatch", style: "background: #2b3440" }), "mean actual")),
+        deciles.length ? decileBox : el("p", { class: "muted" }, "No decile table in this model card."),
+        deciles.length ? el("details", {}, el("summary", {}, "Deciles as a table"),
+          el("div", { class: "table-wrap" }, el("table", {},
+            el("thead", {}, el("tr", {}, ["Decile", "Customers", "Mean predicted", "Mean actual"].map((h) => el("th", { scope: "col" }, h)))),
+            el("tbody", {}, deciles.map((d) => el("tr", {}, el("td", {}, String(d.decile)), el("td", {}, PLAIN.format(d.customers)), el("td", {}, money0(d.mean_predicted)), el("td", {}, money0(d.mean_actual)))))))) : null),
+      el("div", {},
+        el("h3", {}, `What the model relies on: top ${importance.length} features`),
+        el("p", { class: "muted small" }, "How much R² drops on held-out customers when a feature is shuffled (line: ± one standard deviation)."),
+        importance.length ? importanceBox : el("p", { class: "muted" }, "No importance in this model card."))),
+    card.confidence_definition ? el("p", { class: "muted small" }, `Confidence score = ${card.confidence_definition}; scale ${money(card.confidence_scale)}.`) : null,
+    el("section", { id: "drift", "aria-labelledby": "drift-title" },
+      el("h3", { id: "drift-title" }, "Input drift: recent requests against the training data"),
+      el("p", { class: "muted small" }, "PSI, the population stability index, measures how far the spread of a value among the customers scored lately has moved from its spread in the training rows: below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one."),
+      el("div", { class: "drift-tools" },
+        el("button", { type: "button", id: "drift-refresh", onclick: () => { state.announceRefresh = true; loadCard(); } }, "Refresh the drift"),
+        el("span", { class: "muted small", id: "drift-updated" })),
+      el("div", { id: "drift-body" })));
+  state.shown = card.version;
+  if (deciles.length) chart(decileBox, decileChart(deciles));
+  if (importance.length) chart(importanceBox, importanceChart(importance));
+  renderDrift(card.drift);
+  if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
+}

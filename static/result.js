@@ -1,0 +1,170 @@
+// The answer: the interval chart, the drivers and the rest of a prediction.
+import { chart, clamp, frame, niceStep, svg, titled } from "./chart.js";
+import { range } from "./contract.js";
+import { state } from "./form.js";
+import { $, MONEY_SHORT, el, featureLabel, featureValue, fill, finite, fmtDate, fmtDateTime, money, money0, num, pct, plural, signedMoney } from "./format.js";
+import { SYNTHETIC_WORDS, markOlderResult } from "./page.js";
+
+// ---- charts ---------------------------------------------------------------------------------
+
+function intervalChart(r) {
+  return (width) => {
+    const { low, high } = r.clv_interval;
+    const point = r.predicted_clv;
+    let lo = Math.min(low, point), hi = Math.max(high, point);
+    const span = Math.max(hi - lo, Math.abs(point) * 0.1, 1);
+    if (lo > 0 && lo <= span * 0.5) lo = 0;  // show zero when it is near
+    if (hi < 0 && -hi <= span * 0.5) hi = 0;
+    const d0 = lo - span * 0.1, d1 = hi + span * 0.1;
+    const left = 8, right = width - 8;
+    const x = (v) => left + ((v - d0) / (d1 - d0)) * (right - left);
+    const height = 92;
+    const g = frame(width, height, `80% interval from ${money(low)} to ${money(high)}, predicted ${money(point)}`);
+    g.append(svg("line", { class: "axis", x1: left, x2: right, y1: 52, y2: 52 }));
+    if (d0 <= 0 && 0 <= d1) {
+      g.append(svg("line", { class: "zero dashed", x1: x(0), x2: x(0), y1: 34, y2: 70 }, titled("zero")));
+      const far = Math.abs(x(0) - x(low)) > 60 && Math.abs(x(0) - x(high)) > 60;
+      if (far) g.append(svg("text", { x: x(0), y: 86, "text-anchor": "middle", class: "muted" }, "0"));
+    }
+    g.append(svg("rect", { class: "band", x: x(low), y: 40, width: Math.max(x(high) - x(low), 2), height: 24, rx: 3 },
+      titled(`80% interval: ${money(low)} to ${money(high)}`)));
+    g.append(svg("rect", { class: "point", x: x(point) - 2, y: 32, width: 4, height: 40 }, titled(`Predicted: ${money(point)}`)));
+    g.append(svg("text", { x: clamp(x(point), 50, width - 50), y: 24, "text-anchor": "middle", "font-weight": "700" }, money(point)));
+    g.append(svg("text", { x: Math.max(x(low), 0), y: 86, "text-anchor": "start", class: "muted" }, `low ${money(low)}`));
+    g.append(svg("text", { x: Math.min(x(high), width), y: 86, "text-anchor": "end", class: "muted" }, `high ${money(high)}`));
+    return g;
+  };
+}
+
+function driversChart(r) {
+  const rows = r.drivers.map((d) => ({
+    label: featureLabel(d.feature), value: featureValue(d.feature, d.value), c: d.contribution,
+    kind: d.contribution >= 0 ? "up" : "down",
+  }));
+  const rest = r.predicted_clv - r.drivers_base - rows.reduce((s, d) => s + d.c, 0);
+  if (Math.abs(rest) >= 0.01) rows.push({ label: "All other features", value: null, c: Math.round(rest * 100) / 100, kind: "other" });
+  return (width) => {
+    const rowHeight = 46, top = 4;
+    const height = top + rows.length * rowHeight;
+    const lo = Math.min(0, ...rows.map((d) => d.c)), hi = Math.max(0, ...rows.map((d) => d.c));
+    const room = (d) => signedMoney(d.c).length * 8 + 10;  // bold 13px digits are about 8px wide
+    const left = Math.max(8, ...rows.filter((d) => d.c < 0).map(room)), right = width - Math.max(8, ...rows.filter((d) => d.c >= 0).map(room));
+    const x = (v) => (hi === lo ? (left + right) / 2 : left + ((v - lo) / (hi - lo)) * (right - left));
+    const g = frame(width, height, `Drivers: ${rows.map((d) => `${d.label} ${signedMoney(d.c)}`).join(", ")}`);
+    rows.forEach((d, i) => {
+      const y = top + i * rowHeight;
+      g.append(svg("text", { x: 0, y: y + 13 }, d.label, d.value !== null ? svg("tspan", { class: "muted", fill: "#566170" }, ` · ${d.value}`) : null));
+      const x0 = x(0), x1 = x(d.c);
+      g.append(svg("line", { class: "zero", x1: x0, x2: x0, y1: y + 17, y2: y + 39 }));
+      g.append(svg("rect", { class: `bar ${d.kind}`, x: Math.min(x0, x1), y: y + 20, width: Math.max(Math.abs(x1 - x0), 2), height: 16, rx: 2 },
+        titled(`${d.label}: ${signedMoney(d.c)}`)));
+      const after = d.c >= 0;
+      g.append(svg("text", { x: after ? Math.max(x1, x0) + 6 : Math.min(x1, x0) - 6, y: y + 33, "text-anchor": after ? "start" : "end", "font-weight": "600" }, signedMoney(d.c)));
+    });
+    return g;
+  };
+}
+
+export function decileChart(deciles) {
+  return (width) => {
+    const height = 270;
+    const m = { l: 62, r: 8, t: 12, b: 44 };
+    const values = deciles.flatMap((d) => [d.mean_predicted, d.mean_actual]).filter(finite);
+    const step = niceStep(Math.max(...values, 0) - Math.min(...values, 0) || 1, 5);
+    const hi = Math.ceil(Math.max(0, ...values) / step) * step || step;
+    let lo = Math.min(0, ...values);
+    if (lo < 0 && -lo > step * 0.25) lo = Math.floor(lo / step) * step;  // a sliver below zero needs no tick of its own
+    const y = (v) => m.t + ((hi - v) / (hi - lo)) * (height - m.t - m.b);
+    const g = frame(width, height, `Mean predicted and mean actual value by decile of prediction, ${deciles.length} deciles`);
+    for (let tick = Math.ceil(lo / step) * step; tick <= hi + step / 2; tick += step) {
+      const v = Math.abs(tick) < step / 1e6 ? 0 : tick;  // never "-$0"
+      g.append(svg("line", { class: Math.abs(v) < step / 1e6 ? "zero" : "grid-line", x1: m.l, x2: width - m.r, y1: y(v), y2: y(v) }));
+      g.append(svg("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", class: "muted" }, MONEY_SHORT.format(v)));
+    }
+    const groupWidth = (width - m.l - m.r) / deciles.length;
+    const barWidth = Math.min(groupWidth * 0.38, 24);
+    deciles.forEach((d, i) => {
+      const xc = m.l + groupWidth * (i + 0.5);
+      const tip = `Decile ${d.decile} (${plural(d.customers, "customer", "customers")}): predicted ${money0(d.mean_predicted)}, actual ${money0(d.mean_actual)}`;
+      for (const [kind, value, offset] of [["predicted", d.mean_predicted, -barWidth - 1], ["actual", d.mean_actual, 1]]) {
+        if (!finite(value)) continue;
+        g.append(svg("rect", { class: `bar ${kind}`, x: xc + offset, y: y(Math.max(value, 0)), width: barWidth, height: Math.max(Math.abs(y(value) - y(0)), 1) }, titled(tip)));
+      }
+      g.append(svg("text", { x: xc, y: height - m.b + 16, "text-anchor": "middle" }, String(d.decile)));
+    });
+    g.append(svg("text", { x: m.l + (width - m.l - m.r) / 2, y: height - 6, "text-anchor": "middle", class: "muted" }, "Decile of predicted value (1 = lowest)"));
+    return g;
+  };
+}
+
+export function importanceChart(items) {
+  return (width) => {
+    const rowHeight = 40, top = 2;
+    const height = top + items.length * rowHeight;
+    const max = Math.max(...items.map((d) => d.importance + (d.std || 0)), 1e-9);
+    const room = width - 64;
+    const x = (v) => (Math.max(v, 0) / max) * room;
+    const g = frame(width, height, `Global feature importance: ${items.map((d) => `${featureLabel(d.feature)} ${num(d.importance)}`).join(", ")}`);
+    items.forEach((d, i) => {
+      const yy = top + i * rowHeight;
+      g.append(svg("text", { x: 0, y: yy + 13 }, featureLabel(d.feature)));
+      g.append(svg("rect", { class: "bar importance", x: 0, y: yy + 18, width: Math.max(x(d.importance), 1), height: 14, rx: 2 },
+        titled(`${featureLabel(d.feature)}: R² drops by ${num(d.importance)} (± ${num(d.std || 0)}) when shuffled`)));
+      if (d.std) {
+        const a = x(d.importance - d.std), b = x(d.importance + d.std), mid = yy + 25;
+        g.append(svg("line", { class: "whisker", x1: a, x2: b, y1: mid, y2: mid }));
+        g.append(svg("line", { class: "whisker", x1: b, x2: b, y1: mid - 4, y2: mid + 4 }));
+      }
+      g.append(svg("text", { x: Math.max(x(d.importance), x(d.importance + (d.std || 0))) + 6, y: yy + 30, class: "muted" }, num(d.importance)));
+    });
+    return g;
+  };
+}
+
+// ---- the answer -----------------------------------------------------------------------------
+function confidenceWord(score) {
+  return score >= 0.6 ? "high" : score >= 0.35 ? "moderate" : "low";
+}
+
+export function renderResult(r, body) {
+  state.result = r;
+  $("#result-panel").classList.remove("stale");
+  const { low, high, level } = r.clv_interval;
+  const levelPct = Math.round((level || 0.8) * 100);
+  const asOfNote = body.as_of ? "" : " (the model's default)";
+  const intervalBox = el("div", { class: "chart", id: "interval-chart" });
+  const driversBox = el("div", { class: "chart", id: "drivers-chart" });
+  const score = r.confidence_score;
+  const definition = state.card && state.card.confidence_definition;
+  const drivers = r.drivers && r.drivers.length
+    ? [el("p", { class: "muted small" }, `The model starts from the average customer, ${money(r.drivers_base)}, and these features move this customer to ${money(r.predicted_clv)}.`),
+      el("div", { class: "legend" },
+        el("span", {}, el("span", { class: "swatch", style: "background: var(--up)" }), "raises the value"),
+        el("span", {}, el("span", { class: "swatch", style: "background: var(--down)" }), "lowers the value"),
+        el("span", {}, el("span", { class: "swatch", style: "background: var(--other)" }), "all other features")),
+      driversBox]
+    : [el("p", { class: "muted" }, "No drivers: the customer has no open product at the as-of date, so nothing further is expected.")];
+  const synthetic = state.synthetic.has(r.model_version) ? state.synthetic.get(r.model_version) : Boolean(state.serving && state.serving.synthetic);
+  fill($("#result"),
+    el("p", { class: "stale-note notice" }, "The form has changed since this prediction. Press Predict CLV to update it."),
+    el("p", { class: "older-note notice", id: "result-older", hidden: true }),
+    synthetic ? el("p", { class: "badge", id: "result-synthetic" }, `${SYNTHETIC_WORDS}: this value is an illustration, not a real customer's.`) : null,
+    el("div", { class: "answer" },
+      el("p", { class: "kicker" }, `Customer ${r.customer_id} · predicted CLV`),
+      el("p", { class: `big${r.predicted_clv < 0 ? " negative" : ""}`, id: "clv-value" }, money(r.predicted_clv)),
+      el("p", {}, `Discounted net margin over the next ${plural(r.horizon_months, "month", "months")}, as of ${fmtDate(r.as_of)}${asOfNote}.`),
+      el("h3", {}, `${levelPct}% interval`),
+      el("p", { id: "clv-interval" }, `Between ${money(low)} and ${money(high)}: ${levelPct} in 100 customers like this one end up in this range.`),
+      intervalBox,
+      el("h3", {}, "Confidence"),
+      el("p", { id: "clv-confidence" }, el("strong", {}, pct(score, 0)), ` · ${confidenceWord(score)}: the interval is ${money(high - low)} wide.`),
+      el("div", { class: "meter", role: "img", "aria-label": `confidence ${pct(score, 0)}` }, el("span", { style: `width: ${clamp(score * 100, 0, 100)}%` })),
+      definition ? el("p", { class: "muted small" }, `Confidence = ${definition}, with scale ${money(state.card.confidence_scale)}: it falls as the interval widens relative to the prediction.`) : null,
+      el("h3", {}, "Why: the biggest drivers"),
+      ...drivers,
+      el("p", { class: "meta", id: "clv-model" }, `Model ${r.model_version}`, el("span", { id: "clv-model-older" }), ` · scored ${fmtDateTime(r.prediction_timestamp)}`),
+      el("details", {}, el("summary", {}, "Response as JSON"), el("pre", {}, JSON.stringify(r, null, 2)))));
+  chart(intervalBox, intervalChart(r));
+  if (r.drivers && r.drivers.length) chart(driversBox, driversChart(r));
+  markOlderResult();
+}
