@@ -7,10 +7,13 @@ MODEL_DIR ?= models
 
 .PHONY: run test lint data model bench system clean
 
-$(VENV)/.runtime: requirements.txt
+# the project is installed into the venv (editable), so that every program of the venv imports clv wherever it
+# is started: a `dask worker` in another folder, a notebook, a test's subprocess
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt

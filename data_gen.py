@@ -19,6 +19,7 @@ from pathlib import Path
 
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, runner_for
 from clv.common import dates
+from clv.common.cluster import ClusterError
 from clv.service.settings import SettingsError, load_settings
 from clv.synthetic.generator import Config, Plan, generate, simulate, write_tables
 
@@ -81,8 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_tables(tables, args.out, args.format or "csv", config)
         rows = ", ".join(f"{p.name} {tables[p.stem].num_rows:,}" for p in paths)
     else:
-        with runner_for(args, settings) as run:
-            manifest = generate(Plan(config, args.partitions), args.out, run)
+        try:
+            with runner_for(args, settings) as run:
+                manifest = generate(Plan(config, args.partitions), args.out, run)
+        except ClusterError as exc:
+            print(f"data_gen.py: error: {exc}", file=sys.stderr)
+            return 2
         rows = ", ".join(f"{name} {count:,}" for name, count in manifest.tables.items())
     logger.info("done in %.1f s: %s", time.perf_counter() - started, rows)
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from clv.batch.scoring import monitor, write_scores
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
-from clv.common.cluster import Runner
+from clv.common.cluster import ClusterError, Runner
 from clv.common.io import write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         if not 0 <= getattr(args, "discount_rate", 0.1) < 1:
             raise OptionError(f"--discount-rate {args.discount_rate}: must be in [0, 1)")
         args.run(args)
-    except (OptionError, DataContractError, ModelArtifactError) as exc:
+    except (OptionError, DataContractError, ModelArtifactError, ClusterError) as exc:
         print(f"model.py {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

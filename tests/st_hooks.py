@@ -1,4 +1,4 @@
-"""Schemathesis hooks (SCHEMATHESIS_HOOKS=tests.st_hooks): what the OpenAPI document cannot state, and
+"""Schemathesis hooks (SCHEMATHESIS_HOOKS=tests/st_hooks.py): what the OpenAPI document cannot state, and
 one place where schemathesis misreads it.
 
 - A customer's dates must not lie after its as_of (a schema cannot compare two fields; the operations'

@@ -1,5 +1,6 @@
-"""A real Dask cluster, started as an operator starts one (`dask scheduler`, two `dask worker`s): the commands
-reach it with --scheduler or CLV_DASK_SCHEDULER and give the numbers of an in-process run, even when a worker
+"""A real Dask cluster, started as an operator starts one (`dask scheduler`, two `dask worker`s, from the
+project's venv, in a folder of their own and with no PYTHONPATH: the installed package is what they import);
+the commands reach it with --scheduler or CLV_DASK_SCHEDULER and give the numbers of an in-process run, even when a worker
 dies in the middle of the run. Select these tests with `pytest -m cluster`."""
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,19 +43,20 @@ class DaskCluster:
     """`dask scheduler` and `dask worker` processes on a free loopback port, each in its own process group
     (a worker's nanny and the worker it spawns die together), with their output in `log_dir`."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, workers: int = 2, **env: str) -> None:
         self.log_dir, self.port = log_dir, free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
         self.address = f"tcp://127.0.0.1:{self.port}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")} | {"PYTHONPATH": str(ROOT)}
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLV_") and k != "PYTHONPATH"} | env
         self.processes: list[subprocess.Popen] = []
         # should this process die without stopping them, they stop themselves: idle 10 min, or orphaned 1 min
         self.scheduler = self._start("scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard",
                                      "--idle-timeout", "600")  # fmt: skip
-        self.workers = [self.add_worker() for _ in range(2)]
+        self.workers = [self.add_worker() for _ in range(workers)]
 
     def _start(self, kind: str, *args: str) -> subprocess.Popen:
         with (self.log_dir / f"{kind}-{len(self.processes)}.log").open("wb") as log:
-            process = subprocess.Popen([str(DASK), kind, *args], cwd=ROOT, env=self.env, stdout=log,
+            process = subprocess.Popen([str(DASK), kind, *args], cwd=self.log_dir, env=self.env, stdout=log,
                                        stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         self.processes.append(process)
         return process
@@ -175,6 +178,31 @@ def test_training_on_the_cluster_gives_the_in_process_model(cluster: DaskCluster
     bank = open_bank(small).load("part-00003")[0]
     X = build_features(bank, bank.last_day())
     np.testing.assert_array_equal(there.model.predict(X), artifacts.load(tmp_path / "here").model.predict(X))
+
+
+def test_a_worker_running_other_code_is_named_before_any_work(
+    small: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """A worker whose environment holds another clv (here an edited copy, found first on its PYTHONPATH, as an
+    image built before a change would) is named in one line with what to do, before any part is sent."""
+    other = tmp_path / "old-image"
+    shutil.copytree(ROOT / "clv", other / "clv", ignore=shutil.ignore_patterns("__pycache__"))
+    with (other / "clv" / "batch" / "scoring.py").open("a") as source:
+        source.write("# a change the client does not have\n")
+    stale = DaskCluster(tmp_path / "logs", workers=1, PYTHONPATH=str(other))
+    try:
+        stale.wait_for_workers(1)
+        output = tmp_path / "scores.parquet"
+        done = run_script("model.py", "score", "--data-dir", small, "--model-dir", model_dir,
+                          "--scheduler", stale.address, "--output", output)  # fmt: skip
+    finally:
+        stale.stop()
+    assert done.returncode == 2, done.stderr
+    [line] = done.stderr.strip().splitlines()[-1:]
+    assert line.startswith("model.py score: error: the Dask worker at tcp://127.0.0.1:"), done.stderr
+    assert f"from {other / 'clv'}" in line and "install this project in the workers' environment" in line
+    assert "Traceback" not in done.stderr
+    assert not output.exists()
 
 
 def test_score_survives_a_worker_killed_mid_run(

@@ -18,6 +18,10 @@ from typing import Any, TextIO
 logger = logging.getLogger(__name__)
 
 
+class ClusterError(RuntimeError):
+    """A cluster this run cannot use (its workers run other code): reported as one line, exit code 2."""
+
+
 class Progress:
     """Parts done of the total, rows a second, time left: a bar on a terminal, a line every 10% in a log."""
 
@@ -128,6 +132,7 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
     if scheduler:
         logger.info("using the Dask cluster at %s", scheduler)
         with Client(scheduler, timeout="30s") as client:
+            check_workers(client)
             yield DaskRunner(client, quiet)
         return
     n = workers or os.cpu_count() or 1
@@ -150,4 +155,30 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
         ) as local,  # fmt: skip
         Client(local) as client,
     ):
+        check_workers(client)
         yield DaskRunner(client, quiet)
+
+
+def check_workers(client: Any) -> None:
+    """Raise ClusterError, naming the first worker that does not import the very clv this process imports
+    (another version, other files, or none at all), and what to do about it."""
+    import cloudpickle
+
+    from clv.common import package
+
+    mine = f"clv {package.identity()} from {package.ROOT}"
+    # the probe goes by value: a worker without clv can still run it and say so
+    cloudpickle.register_pickle_by_value(package)
+    try:
+        found = client.run(package.probe, on_error="return")
+    finally:
+        cloudpickle.unregister_pickle_by_value(package)
+    for address, theirs in sorted(found.items()):
+        if isinstance(theirs, BaseException):
+            theirs = f"an error ({type(theirs).__name__}: {theirs})"
+        if theirs.split(" from ")[0] != mine.split(" from ")[0]:
+            raise ClusterError(
+                f"the Dask worker at {address} imports {theirs}, this client {mine}: install this project in the "
+                f"workers' environment (pip install -e {package.ROOT.parent}, or an image built with it) and "
+                "restart the workers"
+            )
