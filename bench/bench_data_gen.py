@@ -86,9 +86,8 @@ STAGES = {"simulate": stage_simulate, "generate": stage_generate}
 
 def run_stage(stage: str, customers: int, seed: int) -> dict[str, float]:
     """Run one stage in a fresh interpreter and return the figures it reports."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, __file__, "--stage", stage, "--customers", str(customers), "--seed", str(seed)]
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"stage {stage} failed (exit {result.returncode}):\n{result.stderr}")
     return json.loads(result.stdout.splitlines()[-1])

@@ -1,7 +1,7 @@
 """A real Dask cluster, started as an operator starts one (`dask scheduler`, two `dask worker`s, from the
 project's venv, in a folder of their own and with no PYTHONPATH: the installed package is what they import);
-the commands reach it with --scheduler or CLV_DASK_SCHEDULER and give the numbers of an in-process run, even when a worker
-dies in the middle of the run. Select these tests with `pytest -m cluster`."""
+the commands reach it with --scheduler or CLV_DASK_SCHEDULER and give the numbers of an in-process run, even
+when a worker dies in the middle of the run. Select these tests with `pytest -m cluster`."""
 
 from __future__ import annotations
 
