@@ -180,9 +180,7 @@ def test_training_on_the_cluster_gives_the_in_process_model(cluster: DaskCluster
     np.testing.assert_array_equal(there.model.predict(X), artifacts.load(tmp_path / "here").model.predict(X))
 
 
-def test_a_worker_running_other_code_is_named_before_any_work(
-    small: Path, model_dir: Path, tmp_path: Path
-) -> None:
+def test_a_worker_running_other_code_is_named_before_any_work(small: Path, model_dir: Path, tmp_path: Path) -> None:
     """A worker whose environment holds another clv (here an edited copy, found first on its PYTHONPATH, as an
     image built before a change would) is named in one line with what to do, before any part is sent."""
     other = tmp_path / "old-image"
