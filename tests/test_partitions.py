@@ -35,6 +35,18 @@ PARTS = 3
 PROGRESS = re.compile(r"^scored: (\d+)/3 parts, ([\d,]+) customers, ")
 
 
+def write_flawed(table: pa.Table, path: Path) -> None:
+    """Write a part's table with a flaw of its content, and record the file in the manifest: a bank written so
+    (its checksums are right), whose contract the reader must still check."""
+    pq.write_table(table, path)
+    bank = path.parent.parent
+    manifest = Manifest.model_validate_json((bank / MANIFEST).read_text())
+    part = next(p for p in manifest.parts if p.name == path.stem)
+    part.sha256[path.parent.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    part.bytes[path.parent.name] = path.stat().st_size
+    (bank / MANIFEST).write_text(manifest.model_dump_json())
+
+
 def files(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` by its relative path, with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
@@ -271,8 +283,28 @@ def test_a_broken_partition_file_is_named_and_nothing_is_written(broken_run: tup
     done, broken, out = broken_run
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("model.py score: error:")]
-    assert len(errors) == 1 and f"{broken}: cannot be read as PARQUET" in errors[0], done.stderr
+    assert len(errors) == 1 and f"{broken}: 4,096 bytes where the manifest wrote " in errors[0], done.stderr
     assert no_output(out)  # neither the dataset nor its temporary folder
+
+
+@pytest.mark.parametrize("change", ["one byte", "truncated"])
+def test_a_part_changed_since_it_was_written_is_named_and_nothing_is_written(
+    bank: Path, loaded: artifacts.LoadedModel, tmp_path: Path, cluster: DaskRunner, change: str
+) -> None:
+    """A byte changed in the middle of a column (the file still reads, with another value), or the file cut
+    short: the manifest's SHA-256 and size catch them before the contract reads a row, on a cluster too."""
+    path = bank / "products" / "part-00002.parquet"
+    data = bytearray(path.read_bytes())
+    if change == "one byte":
+        data[len(data) // 3] ^= 0x01
+    else:
+        data = data[: len(data) - 100]
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataContractError) as caught:
+        write_scores(open_bank(bank), cluster, loaded.model, None, tmp_path / "out" / "scores.parquet")
+    why = "its SHA-256 is not the manifest's" if change == "one byte" else "bytes where the manifest wrote"
+    assert str(caught.value).startswith(f"{path}: ") and why in str(caught.value)
+    assert no_output(tmp_path / "out")
 
 
 def test_a_broken_partition_is_reported_without_a_traceback(broken_run: tuple) -> None:
@@ -288,7 +320,7 @@ def test_a_value_that_breaks_the_contract_is_named_by_partition_file_and_row(
     table = pq.read_table(path)
     amount = table["amount"].to_numpy().copy()
     amount[41] = np.inf
-    pq.write_table(table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amount)), path)
+    write_flawed(table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amount)), path)
     run = LocalRunner() if where == "in-process" else request.getfixturevalue("cluster")
     with pytest.raises(DataContractError) as caught:
         write_scores(open_bank(bank), run, loaded.model, None, tmp_path / "out" / "scores.csv")
@@ -305,8 +337,8 @@ def move_customer(bank: Path, customer: int, tables: tuple[str, ...], keep: bool
         here, there = pq.read_table(source), pq.read_table(target)
         mine = pc.equal(here["customer_id"], customer)
         if not keep:
-            pq.write_table(here.filter(pc.invert(mine)), source)
-        pq.write_table(pa.concat_tables([there, here.filter(mine)]), target)
+            write_flawed(here.filter(pc.invert(mine)), source)
+        write_flawed(pa.concat_tables([there, here.filter(mine)]), target)
         first_row[name] = there.num_rows + 1
     return first_row
 

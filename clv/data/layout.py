@@ -55,9 +55,12 @@ def partition_of(customer_id: np.ndarray, partitions: int, rule: str) -> np.ndar
 
 
 class Part(BaseModel):
+    """One partition: its rows, and each file's SHA-256 and size (checked whenever the file is read)."""
+
     name: str
     rows: dict[str, int]
     sha256: dict[str, str]
+    bytes: dict[str, int] = {}  # absent from the manifests of layout 1's first banks: their sums are checked
 
 
 class Manifest(BaseModel):
@@ -190,11 +193,36 @@ class PartitionedBank:
     def load(self, part: str) -> tuple[Bank, pd.Series | None]:
         index = self.parts.index(part)
         rule, count = self.manifest.rule, self.manifest.partitions
-        tables = read_tables(self.paths(part), self.last_day, lambda ids: partition_of(ids, count, rule) == index)
+        paths = self.paths(part)
+        self.verify(part, paths)
+        tables = read_tables(paths, self.last_day, lambda ids: partition_of(ids, count, rule) == index)
         bank = bank_from_tables(tables)
         bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
         oracle = self.data_dir / ORACLE / f"{part}.parquet"
-        return bank, _oracle(oracle) if oracle.exists() else None
+        if not oracle.exists():
+            return bank, None
+        self.verify(part, {ORACLE: oracle})
+        return bank, _oracle(oracle)
+
+    def verify(self, part: str, paths: dict[str, Path]) -> None:
+        """Each file as the manifest wrote it: its size (a truncated copy), then its SHA-256 (any change)."""
+        listed = self.manifest.parts[self.parts.index(part)]
+        for name, path in paths.items():
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise DataContractError(f"{path}: cannot be read ({exc.strerror})") from None
+            expected = listed.bytes.get(name)
+            if expected is not None and size != expected:
+                raise DataContractError(
+                    f"{path}: {size:,} bytes where the manifest wrote {expected:,}: truncated or replaced since the "
+                    "bank was written; write the bank again (data_gen.py or model.py prepare)"
+                )
+            if name in listed.sha256 and sha256(path) != listed.sha256[name]:
+                raise DataContractError(
+                    f"{path}: its SHA-256 is not the manifest's: changed since the bank was written; write the bank "
+                    "again (data_gen.py or model.py prepare)"
+                )
 
 
 Source = FlatBank | PartitionedBank
@@ -211,14 +239,14 @@ def open_bank(data_dir: Path) -> Source:
 def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
     """One partition's tables as Parquet files in `folder` (a staging folder), with their checksums."""
     name = part_name(index)
-    rows, sums = {}, {}
+    rows, sums, sizes = {}, {}, {}
     for table_name, table in tables.items():
         path = folder / table_name / f"{name}.parquet"
         path.parent.mkdir(exist_ok=True)
         with atomic_path(path) as tmp:  # a rerun of the same partition (a worker lost) rewrites it whole
             pq.write_table(table, tmp)
-        rows[table_name], sums[table_name] = table.num_rows, sha256(path)
-    return Part(name=name, rows=rows, sha256=sums)
+        rows[table_name], sums[table_name], sizes[table_name] = table.num_rows, sha256(path), path.stat().st_size
+    return Part(name=name, rows=rows, sha256=sums, bytes=sizes)
 
 
 def write_manifest(folder: Path, manifest: Manifest) -> None:

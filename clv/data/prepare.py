@@ -160,7 +160,7 @@ def shuffle_table(name: str, blocks_folder: Path, out: Path, partitions: int) ->
 def _write_partition(frame: pd.DataFrame, out: Path, name: str, index: int) -> dict:
     table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
     part = write_part(out, index, {name: table})
-    return {"name": part.name, "rows": part.rows, "sha256": part.sha256}
+    return part.model_dump()
 
 
 def prepare(src: Path, out: Path, partitions: int, runner: Runner) -> Manifest:
@@ -176,12 +176,12 @@ def prepare(src: Path, out: Path, partitions: int, runner: Runner) -> Manifest:
             logger.info("checked %s rows of %s", f"{rows:,}", paths.get(name, oracle))
         last_day = dates.data_last_day(known.last_txn, known.last_month)
         check_late(work, paths, last_day)
-        parts = [{"name": part_name(i), "rows": {}, "sha256": {}} for i in range(partitions)]
+        parts = [{"name": part_name(i), "rows": {}, "sha256": {}, "bytes": {}} for i in range(partitions)]
         for name in [n for n in ORDER if n in paths] + ([ORACLE] if oracle else []):
             for written in shuffle_table(name, work / name, folder, partitions):
                 part = parts[int(written["name"].split("-")[1])]
-                part["rows"] |= written["rows"]
-                part["sha256"] |= written["sha256"]
+                for field in ("rows", "sha256", "bytes"):
+                    part[field] |= written[field]
         shutil.rmtree(work)
         manifest = Manifest.of([Part(**p) for p in parts], "hash", last_day)
         write_manifest(folder, manifest)
