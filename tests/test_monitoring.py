@@ -22,6 +22,7 @@ from clv.model.monitoring import EPSILON, DriftError, Profile, band, plot_drift,
 from clv.model.training import rows_at, train_and_save
 from clv.service.telemetry import RecentRows
 from clv.synthetic import generator
+from tests.servers import run_script
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -277,6 +278,29 @@ def test_a_shifted_population_is_significant_where_it_shifted(reference: Referen
     unrelated = {name: value for name, value in report.features.items() if name not in ("income", "age")}
     assert max(unrelated.values()) < 0.1
     assert set(report.to_json()["drifted"]) == {"income", "age"}
+
+
+def test_monitor_at_the_model_cutoff_is_stable_on_the_same_population_and_not_on_a_shifted_one(
+    reference: Reference, tmp_path: Path
+) -> None:
+    """The saved reference (as of the model's cutoff alone) against a bank of the same settings and another
+    seed, as `model.py monitor` reports it: every feature below 0.1, history_days included; a bank whose
+    incomes and ages moved is still flagged."""
+    same, moved = generate(tmp_path / "seed7", seed=7), reference.variant("moved")
+    customers = pd.read_csv(moved / "customers.csv")
+    customers["income"] = (customers["income"] * 1.6).round().astype("int64")
+    customers["age"] += 12
+    customers.to_csv(moved / "customers.csv", index=False)
+    reports = {}
+    for name, bank in {"same": same, "moved": moved}.items():
+        done = run_script("model.py", "monitor", "--data-dir", bank, "--model-dir", reference.root / "models",
+                          "--as-of", reference.cutoff, "--out", tmp_path / name, "--json")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        reports[name] = json.loads(done.stdout)
+    same_report = reports["same"]
+    assert same_report["rows"] > 500 and same_report["drifted"] == [], same_report["features"]
+    assert max(same_report["features"].values()) < 0.1 and same_report["features"]["history_days"] < 0.1
+    assert reports["moved"]["features"]["income"] > 0.25 and reports["moved"]["features"]["age"] > 0.25
 
 
 def test_a_bank_without_a_ledger_drifts_on_the_ledger_features(reference: Reference) -> None:

@@ -233,7 +233,10 @@ def train(
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
     report["data_fingerprint"] = source.fingerprint
     report["synthetic_data"] = source.synthetic
-    report["profile"] = reference_profile(rows.X, model.predict(rows.X))
+    # the drift reference compares like with like: the rows as of the model's cutoff alone, not mixed with the
+    # earlier quarter's (a same population monitored at the cutoff would otherwise drift on its history_days)
+    latest = rows.take(rows.cutoff == dates.to_day(cutoff))
+    report["profile"] = reference_profile(latest.X, model.predict(latest.X))
     report["seconds"] = round(time.perf_counter() - started, 1)
     logger.info("judged %d held-out customers in %.1f s", report["test_customers"], report["seconds"])
     return TrainResult(model, cutoff, dates.from_day(source.last_day), report)
