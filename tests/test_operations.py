@@ -4,6 +4,7 @@ two workers' metrics summed, and a rate limit shared through Redis."""
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import signal
@@ -16,6 +17,7 @@ import httpx
 import psutil
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from api import create_app
@@ -328,9 +330,22 @@ def worker_processes(server: ApiProcess) -> list[psutil.Process]:
     return [child for child in children if "--multiprocessing-fork" in child.cmdline()]
 
 
-def test_two_workers_answer_and_metrics_sum_both(
+def predictions_by_worker(server: ApiProcess) -> dict[int, float]:
+    """Customers each worker scored, read from its own file of prometheus-client's multiprocess folder."""
+    found = {}
+    for worker in worker_processes(server):
+        folder = Path(worker.environ()["PROMETHEUS_MULTIPROC_DIR"])
+        path = folder / f"counter_{worker.pid}.db"
+        values = MmapedDict.read_all_values_from_file(str(path)) if path.exists() else []
+        found[worker.pid] = sum(v for key, v, *_ in values if json.loads(key)[1] == "clv_predictions_total")
+    return found
+
+
+def test_two_workers_answer_and_share_their_metrics_and_drift_window(
     model_dir: Path, bank_dir: Path, tmp_path: Path, example: dict
 ) -> None:
+    """Counters sum both workers; the drift window holds the rows of both, so that /metrics and the model
+    card report the same drift and window rows whichever worker answers."""
     server = ApiProcess(tmp_path, CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir), CLV_WORKERS="2")
     try:
         # wait for both workers to have started, so that either may take the requests
@@ -344,12 +359,22 @@ def test_two_workers_answer_and_metrics_sum_both(
             120,
         )
         # a new connection each time, so that the kernel hands them to either worker
-        statuses = [httpx.post(f"{base}{PREDICT}", json=example, timeout=30).status_code for _ in range(40)]
-        assert statuses == [200] * 40
-        for _ in range(4):
+        statuses = [httpx.post(f"{base}{PREDICT}", json=example, timeout=30).status_code for _ in range(80)]
+        assert statuses == [200] * 80
+        by_worker = predictions_by_worker(server)
+        assert len(by_worker) == 2 and min(by_worker.values()) > 0 and sum(by_worker.values()) == 80, by_worker
+        drifts, cards = set(), set()
+        for _ in range(8):
             scraped = samples(httpx.get(f"{base}/metrics", timeout=30).text)
-            assert value(scraped, "clv_http_requests_total", method="POST", route=PREDICT, status="200") == 40
-            assert value(scraped, "clv_predictions_total") == 40
+            assert value(scraped, "clv_http_requests_total", method="POST", route=PREDICT, status="200") == 80
+            assert value(scraped, "clv_predictions_total") == 80
+            assert value(scraped, "clv_drift_window_rows") == 80
+            psi = labelled(scraped, "clv_input_drift_psi", "feature")
+            drifts.add((value(scraped, "clv_prediction_drift_psi"), psi["income"], psi["age"]))
+            card = httpx.get(f"{base}/model", timeout=30).json()["drift"]
+            cards.add((card["rows"], card["features"]["income"]))
+        assert len(drifts) == 1 and len(cards) == 1, (drifts, cards)
+        assert cards == {(80, psi["income"])}
     finally:
         server.stop()
 

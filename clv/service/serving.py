@@ -10,6 +10,7 @@ import datetime as dt
 import fcntl
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,8 @@ class Service:
 
     def __post_init__(self) -> None:
         metrics = self.settings.metrics
-        self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES)) if metrics else None
+        shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")  # several workers: one window for all of them
+        self.recent = RecentRows(self.settings.drift_window, list(FEATURE_NAMES), shared) if metrics else None
         self.together = Together(self.recent)
 
     def serve(self, loaded: LoadedModel) -> None:

@@ -5,14 +5,19 @@ route and status, `clv_predictions_total`, `clv_predicted_clv` (a histogram), `c
 serving version), `clv_model_reloads_total{result}`, and `clv_input_drift_psi{feature}` with
 `clv_prediction_drift_psi` and `clv_drift_window_rows`. With several workers the values live in files of
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before the workers start),
-summed or, for the drift, the most recent of any worker.
+summed or, for the drift, the most recent of any worker; the drift window itself is one file there, shared by the
+workers (`RecentRows`), so that every worker reports the drift of all the recent requests.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -28,6 +33,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from clv.common.io import atomic_path
 from clv.model.card import ModelMetadata
 from clv.model.monitoring import DriftReport, Profile, drift
 
@@ -96,24 +102,60 @@ def _model_info(meta: ModelMetadata) -> Gauge:
 
 
 class RecentRows:
-    """The feature rows and predictions of the last `size` customers scored, for the drift metrics."""
+    """The feature rows and predictions of the last `size` customers scored, for the drift metrics.
 
-    def __init__(self, size: int, columns: list[str]) -> None:
-        self.columns = columns
-        self.rows = np.full((size, len(columns)), np.nan)
-        self.predictions = np.full(size, np.nan)
-        self.count, self.added = 0, 0
-        self.lock = threading.Lock()  # batches are scored in threads
+    In one process they live in memory. With several workers (`folder`, the multiprocess folder) they live in
+    one memory-mapped file there, `drift-window.f64`, which every worker writes and reads under a file lock:
+    the window holds the recent rows of every worker, and each one reports the same drift. The file is a
+    matrix of float64, `size + 1` rows by the features and the prediction; its first row holds the count of
+    rows ever added, where the next one goes."""
+
+    FILE = "drift-window.f64"
+
+    def __init__(self, size: int, columns: list[str], folder: Path | None = None) -> None:
+        self.columns, self.size = columns, size
+        shape = (size + 1, len(columns) + 1)
+        self.lock = threading.Lock()  # batches are scored in threads; a file lock does not part them
+        self._file: int | None = None
+        if folder is None:
+            self.store = _empty(shape)
+        else:
+            path = Path(folder) / self.FILE
+            self._file = os.open(Path(folder) / f"{self.FILE}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            with self._locked():
+                if not path.exists() or path.stat().st_size != np.prod(shape) * 8:
+                    with atomic_path(path) as tmp:  # the first worker up makes it, whole, under the lock
+                        _empty(shape).tofile(tmp)
+            self.store = np.memmap(path, np.float64, mode="r+", shape=shape)
         self._report: tuple[int, Profile | None, DriftReport | None] = (-1, None, None)
 
-    def add(self, X: np.ndarray, predictions: np.ndarray) -> None:
-        size = self.rows.shape[0]
-        X, predictions = X[-size:], predictions[-size:]
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         with self.lock:
-            at = np.arange(self.added, self.added + len(X)) % size
-            self.rows[at], self.predictions[at] = X, predictions
-            self.added += len(X)
-            self.count = min(size, self.count + len(X))
+            if self._file is None:
+                yield
+                return
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    @property
+    def added(self) -> int:
+        return int(self.store[0, 0])
+
+    @property
+    def count(self) -> int:
+        return min(self.size, self.added)
+
+    def add(self, X: np.ndarray, predictions: np.ndarray) -> None:
+        X, predictions = X[-self.size :], predictions[-self.size :]
+        with self._locked():
+            added = self.added
+            at = 1 + np.arange(added, added + len(X)) % self.size
+            self.store[at, :-1], self.store[at, -1] = X, predictions
+            self.store[0, 0] = added + len(X)
         PREDICTIONS.inc(len(predictions))
         for value in predictions:
             PREDICTED.observe(value)
@@ -121,16 +163,23 @@ class RecentRows:
     def report(self, profile: Profile, ledger_features: tuple[str, ...]) -> DriftReport | None:
         """PSI of the window against the training reference (kept until new rows arrive or the reference is
         another model's); None when too few."""
-        with self.lock:
-            if self._report[0] == self.added and self._report[1] is profile:
+        with self._locked():
+            added = self.added
+            if self._report[0] == added and self._report[1] is profile:
                 return self._report[2]
-            added, count = self.added, self.count
-            X = pd.DataFrame(self.rows[:count].copy(), columns=self.columns)
-            predictions = self.predictions[:count].copy()
+            window = np.array(self.store[1 : 1 + min(self.size, added)])
+        X, predictions = pd.DataFrame(window[:, :-1], columns=self.columns), window[:, -1]
+        count = len(window)
         report = drift(profile, X, predictions, ledger_features, MIN_DRIFT_ROWS) if count >= MIN_DRIFT_ROWS else None
         with self.lock:
             self._report = (added, profile, report)
         return report
+
+
+def _empty(shape: tuple[int, int]) -> np.ndarray:
+    store = np.full(shape, np.nan)
+    store[0] = 0.0
+    return store
 
 
 def publish_drift(report: DriftReport | None, rows: int, features: list[str]) -> None:
