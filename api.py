@@ -48,6 +48,7 @@ from clv.service.settings import Settings, SettingsError, load_settings
 from clv.service.web import (
     AccessLog,
     BodyLimit,
+    BodyTimeout,
     PageFiles,
     RateLimit,
     RateLimited,
@@ -253,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"])  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
     app.add_middleware(AccessLog, metrics=settings.metrics)
     return app
 
@@ -273,13 +275,15 @@ def main() -> None:
     settings = app.state.service.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if settings.workers == 1:
-        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info")
+        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info",
+                    limit_concurrency=settings.max_connections)  # fmt: skip
         return
     with tempfile.TemporaryDirectory(prefix="clv-metrics-") as folder:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by prometheus-client as each worker imports it
         # a worker imports pandas and scikit-learn before it can answer uvicorn's health check: give it time
         uvicorn.run("api:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    timeout_worker_healthcheck=60, access_log=False, log_level="info")  # fmt: skip
+                    timeout_worker_healthcheck=60, access_log=False, log_level="info",
+                    limit_concurrency=settings.max_connections)  # fmt: skip
 
 
 if __name__ == "__main__":

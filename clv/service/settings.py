@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     cors_origins: str = ""  # comma-separated; empty keeps CORS closed
     log_file: Path = Path("api.log")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    body_timeout_seconds: float = Field(30.0, gt=0, description="a body not whole this long after its request: 408")
+    max_connections: int = Field(1_000, ge=1, description="open connections a worker serves; past it: 503")
     train_on_start: bool = True  # with no model: train one at start (and generate a demo bank for data/ only)
     first_run_customers: int = Field(10_000, ge=100)
     reload_seconds: float = Field(10.0, gt=0, description="how often the service looks for a new latest model")

@@ -1,7 +1,9 @@
-"""HTTP plumbing of the service: body limit, request log, rate limit, and 422s that never echo the input."""
+"""HTTP plumbing of the service: body limit and timeout, request log, rate limit, and 422s that never echo the
+input."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.handlers
 import math
@@ -118,6 +120,54 @@ class BodyLimit:
         body = orjson.dumps({"detail": f"request body over {self.max_bytes:,} bytes"})
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class BodyTimeout:
+    """408, and the connection closed, for a request whose body has not fully arrived `seconds` after the
+    request began: a client that sends half a body and stops holds no connection for long. The app, still
+    waiting for the body, is told that the client left, and whatever it answers then is dropped."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        arrived = started = cut = False
+
+        async def timed() -> Message:
+            nonlocal arrived, cut
+            if arrived or cut:  # the body is whole: only a disconnect is left to wait for, as long as it takes
+                return await receive() if not cut else {"type": "http.disconnect"}
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                cut = True
+                if not started:
+                    await self._refuse(send)
+                return {"type": "http.disconnect"}
+            arrived = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if cut:
+                return
+            started = True
+            await send(message)
+
+        await self.app(scope, timed, guarded)
+
+    async def _refuse(self, send: Send) -> None:
+        body = orjson.dumps({"detail": f"request body not complete within {self.seconds:g} s"})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]  # fmt: skip
+        await send({"type": "http.response.start", "status": 408, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
