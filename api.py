@@ -34,7 +34,17 @@ from clv.model import artifacts
 from clv.model.artifacts import LoadedModel, ModelArtifactError
 from clv.model.card import Drift, ModelCard
 from clv.service import telemetry
-from clv.service.responses import Alive, BatchOut, Health, PredictionOut, Problem, Ready, Unavailable, ValidationProblem
+from clv.service.responses import (
+    Alive,
+    BatchOut,
+    Health,
+    PredictionOut,
+    Problem,
+    Ready,
+    Unavailable,
+    ValidationProblem,
+    typed_json,
+)
 from clv.service.serving import (
     InputError,
     NotReady,
@@ -115,15 +125,19 @@ async def limit_rate(request: Request) -> None:
 predictions = APIRouter(tags=["predict"], dependencies=[Depends(limit_rate)], responses=REFUSALS)
 
 
-@predictions.post("/predict/clv")
-async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request) -> PredictionOut:
+@predictions.post("/predict/clv", response_model=PredictionOut)
+async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request) -> Response:
     """Score one customer. Dates may be ISO dates or datetimes; none may lie after as_of."""
-    return await predict_single(request.app.state.service.together, loaded, customer)
+    return typed_json(PredictionOut, await predict_single(request.app.state.service.together, loaded, customer))
 
 
-@predictions.post("/predict/clv/batch", description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.")
-async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep) -> BatchOut:
-    return {"predictions": await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent)}
+@predictions.post(
+    "/predict/clv/batch", response_model=BatchOut,
+    description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.",
+)  # fmt: skip
+async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep) -> Response:
+    results = await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent)
+    return typed_json(BatchOut, {"predictions": results})
 
 
 operations = APIRouter(tags=["operations"])

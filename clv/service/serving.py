@@ -25,7 +25,7 @@ from clv.data.layout import is_partitioned
 from clv.data.schema import CustomerIn
 from clv.model import artifacts
 from clv.model.artifacts import LATEST, LoadedModel, ModelArtifactError
-from clv.model.attributions import top_drivers
+from clv.model.attributions import driver_order
 from clv.model.features import FEATURE_NAMES, feature_matrix
 from clv.model.labels import former
 from clv.model.monitoring import DriftReport
@@ -144,22 +144,39 @@ def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows |
     out = predict_rows(loaded.model, X, gone)
     if recent is not None:
         recent.add(X, out["point"])
+    return answers(loaded, customers, as_ofs, X, out)
+
+
+def answers(
+    loaded: LoadedModel, customers: list[CustomerIn], as_ofs: list[dt.date], X: np.ndarray, out: dict
+) -> list[dict]:
+    """The model's outputs as the response's dicts (PredictionOut's fields), every array turned into Python
+    numbers in one call rather than one number at a time."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
     meta = loaded.metadata
     base = round(loaded.model.expected_value_, 2)
+    point, low, high = (out[key].round(2).tolist() for key in ("point", "low", "high"))
+    confidence = out["confidence"].round(4).tolist()
+    order = driver_order(out["contrib"], TOP)
+    values = np.take_along_axis(X, order, axis=1)
+    values = np.where(np.isnan(values), None, values).tolist()
+    contributions = np.take_along_axis(out["contrib"], order, axis=1).round(2).tolist()
+    names = [[FEATURE_NAMES[j] for j in row] for row in order.tolist()]
+    gone = out["gone"].tolist()
     return [
         {
             "customer_id": customer.customer_id,
-            "predicted_clv": round(float(out["point"][i]), 2),
-            "clv_interval": {
-                "low": round(float(out["low"][i]), 2),
-                "high": round(float(out["high"][i]), 2),
-                "level": meta.interval_level,
-            },
-            "confidence_score": round(float(out["confidence"][i]), 4),
+            "predicted_clv": point[i],
+            "clv_interval": {"low": low[i], "high": high[i], "level": meta.interval_level},
+            "confidence_score": confidence[i],
             "horizon_months": meta.horizon_months,
-            "as_of": as_ofs[i].isoformat(),
-            "drivers": [] if gone[i] else top_drivers(X[i], out["contrib"][i], TOP, FEATURE_NAMES),
+            "as_of": as_ofs[i],
+            "drivers": []
+            if gone[i]
+            else [
+                {"feature": feature, "value": value, "contribution": contribution}
+                for feature, value, contribution in zip(names[i], values[i], contributions[i], strict=True)
+            ],
             "drivers_base": base,
             "model_version": loaded.version,
             "prediction_timestamp": now,
