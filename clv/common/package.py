@@ -6,6 +6,7 @@ other numbers."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 from functools import cache
 from pathlib import Path
 
@@ -25,8 +26,8 @@ def identity() -> str:
 
 def probe() -> str:
     """Run on a worker, sent by value (it must not need clv to be unpickled): what that worker imports."""
-    try:
-        from clv.common import package
+    try:  # the worker's own copy of this module, which is not the one this function was pickled from
+        package = importlib.import_module("clv.common.package")
     except ImportError as exc:
         return f"no clv ({exc})"
     return f"clv {package.identity()} from {package.ROOT}"
