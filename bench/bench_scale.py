@@ -28,11 +28,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import psutil
 import pyarrow.parquet as pq
 from common import ROOT, verdict
 from processes import ROLES, Run, mb, run
 
+from clv.data.bank import id_positions
 from clv.data.layout import open_bank
 from clv.model import artifacts
 
@@ -46,6 +49,7 @@ TARGET_GENERATE_RATE = 1_000_000  # transactions per second end to end, largest 
 TARGET_TRAIN_S = 120.0
 TARGET_GINI_GAP = 0.01
 TARGET_VERIFY_SHARE = 0.05  # checking the part files, of scoring's CPU
+SCATTER = 1_000_003  # spreads a part's customer ids far apart: no lookup table over their range
 
 
 # ---- the stages ---------------------------------------------------------------------------------------------
@@ -73,6 +77,24 @@ def verify_seconds(bank: Path) -> float:
     return time.process_time() - started
 
 
+def mapping_seconds(bank: Path) -> tuple[float, float]:
+    """The time to map one part's transactions to its customers' rows when the ids are scattered (as in a part of
+    a bank split by a hash of its own ids): a search for every row (rows in their stored order, as before) and the
+    run-length pass (the same rows sorted by customer)."""
+    source = open_bank(bank)
+    paths = source.paths(source.parts[0])
+    customers = pq.read_table(paths["customers"], columns=["customer_id"])["customer_id"].to_numpy() * SCATTER
+    rows = pq.read_table(paths["transactions"], columns=["customer_id"])["customer_id"].to_numpy() * SCATTER
+    position = id_positions(customers)
+    seconds = []
+    for values in (rows, np.sort(rows, kind="stable")):
+        started = time.process_time()
+        found = position(pd.Series(values))
+        seconds.append(time.process_time() - started)
+        assert (customers[found] == values).all()
+    return seconds[0], seconds[1]
+
+
 def measure_size(customers: int, per_partition: int, store: Path, work: Path, models: Path | None) -> dict:
     """Generate a partitioned bank, score it with each count of workers (with the default bank's model, when
     there is one), and train on it."""
@@ -91,6 +113,11 @@ def measure_size(customers: int, per_partition: int, store: Path, work: Path, mo
         f"; {inside.group(1)} s inside the command)" if inside else ")"
     )
     size["verify_s"] = verify_seconds(bank)
+    size["map_search_s"], size["map_runs_s"] = mapping_seconds(bank)
+    print(
+        f"  map one part's ids to rows, ids scattered: {size['map_search_s'] * 1e3:,.1f} ms searching every row, "
+        f"{size['map_runs_s'] * 1e3:,.1f} ms by runs of customer-sorted rows"
+    )
     size["score"] = {}
     for workers in WORKERS if models else ():
         output = work / f"scores-{customers}-{workers}.parquet"
@@ -272,6 +299,9 @@ def targets(figures: dict) -> list[Target]:
     share = large["verify_s"] / scored.cpu_s if scored and scored.ok and "verify_s" in large else None
     rows.append(target(f"verify {n}'s part files (size, SHA-256) <= {TARGET_VERIFY_SHARE:.0%} of scoring's CPU",
                        share, "{:.1%}", lambda s: s <= TARGET_VERIFY_SHARE))  # fmt: skip
+    speedup = large["map_search_s"] / large["map_runs_s"] if large.get("map_runs_s") else None
+    rows.append(target("map a part's scattered ids to rows: run-length pass over searching every row (printed only)",
+                       speedup, "{:.1f}x", None))  # fmt: skip
     generate, train = large["generate"], large.get("train")
     gen_rate = large["transactions"] / generate.seconds if generate.ok else None
     gap = abs(large["gini"] - small["gini"]) if "gini" in large and "gini" in small and large is not small else None

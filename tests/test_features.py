@@ -150,6 +150,19 @@ def test_missing_tables_give_missing_values_not_crashes(tables: dict[str, pd.Dat
     assert (X["tenure_months"] >= 0).all()
 
 
+def test_scattered_ids_give_the_features_of_dense_ids_in_any_row_order(tables: dict[str, pd.DataFrame]) -> None:
+    """Ids far apart (no lookup table over their range) map to the same customers whether the transactions are
+    sorted by customer (one search per customer) or not (one search per row)."""
+    as_of = dates.to_day(CUTOFFS[0])
+    expected = build_features(bank_of(tables), as_of).to_numpy()
+    spread = {name: frame.assign(customer_id=frame["customer_id"] * 1_000_003) for name, frame in tables.items()}
+    by_customer = spread["transactions"].sort_values("customer_id", kind="stable")
+    assert not spread["transactions"]["customer_id"].is_monotonic_increasing
+    for transactions in (spread["transactions"], by_customer):
+        bank = bank_of(spread | {"transactions": transactions})
+        assert_same_features(expected, build_features(bank, as_of).to_numpy())
+
+
 # ---- the label --------------------------------------------------------------------------------------
 
 

@@ -127,8 +127,9 @@ def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
 
 
-def _positions(ids: np.ndarray):
-    """A function from customer ids to their positions in `ids`: a table over dense ids, else a search."""
+def id_positions(ids: np.ndarray):
+    """A function from customer ids to their positions in `ids`: a table over dense ids; else, over rows sorted by
+    customer, a run-length pass that searches once per customer; else a search per row."""
     low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
     if dense_ids(ids) or not ids.size:
         table = np.zeros(high - low + 1, np.int64)
@@ -136,7 +137,19 @@ def _positions(ids: np.ndarray):
         return lambda values: table[np.clip(values.to_numpy(np.int64) - low, 0, high - low)]
     order = np.argsort(ids, kind="stable")
     ids_sorted = ids[order]
-    return lambda values: order[np.minimum(np.searchsorted(ids_sorted, values.to_numpy(np.int64)), ids.size - 1)]
+
+    def found(values: np.ndarray) -> np.ndarray:
+        return order[np.minimum(np.searchsorted(ids_sorted, values), ids.size - 1)]
+
+    def position(values: pd.Series) -> np.ndarray:
+        values = values.to_numpy(np.int64)
+        if values.size < 2 or not (values[1:] >= values[:-1]).all():
+            return found(values)
+        # rows sorted by customer: one search per customer, its position repeated over its run of rows
+        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+        return np.repeat(found(values[starts]), np.diff(np.r_[starts, values.size]))
+
+    return position
 
 
 def bank_from_frames(
@@ -150,7 +163,7 @@ def bank_from_frames(
     if customers is None or customers.empty:
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
     ids = customers["customer_id"].to_numpy(np.int64)
-    position = _positions(ids)
+    position = id_positions(ids)
     n = ids.size
     bank = Bank(
         customer_id=ids,
