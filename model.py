@@ -16,7 +16,7 @@ from clv.common.io import write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.prepare import prepare
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
 from clv.model import artifacts
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
@@ -45,12 +45,31 @@ def metrics_table(metrics: dict) -> str:
 def print_report(meta: dict, as_json: bool) -> None:
     """The metrics table and the deciles of a report (`evaluate`'s, or a model's metadata as JSON)."""
     if as_json:
-        print(json.dumps({k: meta[k] for k in ("metrics", "deciles") if k in meta} | {"cutoff": meta.get("cutoff")}))
+        shown = ("metrics", "deciles", "churn")
+        print(json.dumps({k: meta[k] for k in shown if k in meta} | {"cutoff": meta.get("cutoff")}))
         return
     print(metrics_table(meta["metrics"]))
     print("\ndecile  customers  mean_predicted  mean_actual")
     for row in meta["deciles"]:
         print(f"{row['decile']:>6d} {row['customers']:>10d} {row['mean_predicted']:>15.2f} {row['mean_actual']:>12.2f}")
+    if meta.get("churn"):
+        print(churn_table(meta["churn"]))
+
+
+def churn_table(churn: dict) -> str:
+    """The churn probability's metrics, and the reliability table of the model with the ledger."""
+    lines = ["\nchurn                 customers  base_rate   brier  brier_skill     auc     ece"]
+    for name, m in churn.items():
+        if m is None:
+            continue
+        skill, auc = (f"{m[k]:.4f}" if m[k] is not None else "-" for k in ("brier_skill", "auc"))
+        lines.append(f"{name:<21} {m['customers']:>9d} {m['base_rate']:>10.4f} {m['brier']:>7.4f} {skill:>12} "
+                     f"{auc:>7} {m['ece']:>7.4f}")  # fmt: skip
+    lines.append("\nreliability  customers  mean_predicted  churn_rate")
+    for row in churn["model"]["reliability"]:
+        lines.append(f"{row['low']:.1f}-{row['high']:.1f}  {row['customers']:>12d} {row['mean_predicted']:>15.4f} "
+                     f"{row['churn_rate']:>11.4f}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[Runner]:
@@ -61,7 +80,14 @@ def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[R
 def cmd_train(args: argparse.Namespace) -> None:
     with cluster_for(args) as run:
         path, meta = train_and_save(
-            args.data_dir, args.model_dir, args.cutoff, args.horizon_months, args.discount_rate, args.seed, run
+            args.data_dir,
+            args.model_dir,
+            args.cutoff,
+            args.horizon_months,
+            args.discount_rate,
+            args.seed,
+            run,
+            args.churn_months,
         )
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
     print_report(meta.model_dump(mode="json"), as_json=False)
@@ -155,6 +181,10 @@ def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument(
         "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
     )
+    p.add_argument(
+        "--churn-months", type=int,
+        help=f"the churn probability is of leaving within these months (default: --horizon-months, {CHURN_MONTHS})",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     add_cluster_options(p)
     p.set_defaults(run=cmd_train)
@@ -246,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "horizon_months", 12) < 1:
             raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")
+        if getattr(args, "churn_months", None) is not None and args.churn_months < 1:
+            raise OptionError(f"--churn-months {args.churn_months}: must be 1 or more")
         if not 0 <= getattr(args, "discount_rate", 0.1) < 1:
             raise OptionError(f"--discount-rate {args.discount_rate}: must be in [0, 1)")
         args.run(args)

@@ -53,6 +53,39 @@ function comparison(card) {
   return el("p", {}, parts.join(" "));
 }
 
+const CHURN_ROWS = [
+  ["auc", "AUC", "ranking of who leaves; 0.5 is chance, higher is better", (x) => num(x)],
+  ["brier", "Brier score", "mean squared error of the probability, lower is better", (x) => num(x)],
+  ["brier_skill", "Brier skill", "against always the base rate; 0 is no better, higher is better", (x) => num(x)],
+  ["ece", "Calibration error", "ECE over 10 bins: how far the probabilities are from what happened", (x) => pct(x)],
+  ["base_rate", "Base rate", "share of held-out customers who left", (x) => pct(x)],
+];
+const CHURN_COLUMNS = [["model", "Model"], ["model_without_ledger", "Model without ledger"], ["oracle", "Oracle (best reachable)"]];
+
+function churnSection(card) {
+  const churn = card.churn;
+  if (!churn) return el("p", { class: "muted", id: "churn-card" }, "This model was trained without a churn probability.");
+  const columns = CHURN_COLUMNS.filter(([key]) => churn[key]);
+  const within = plural(card.churn_months, "month", "months");
+  const table = el("table", { id: "churn-table" },
+    el("caption", { class: "sr-only" }, "Held-out metrics of the churn probability"),
+    el("thead", {}, el("tr", {}, el("th", { scope: "col" }, "Churn metric"), columns.map(([, name]) => el("th", { scope: "col" }, name)))),
+    el("tbody", {}, CHURN_ROWS.map(([key, name, note, format]) => el("tr", {},
+      el("th", { scope: "row" }, name, el("span", { class: "metric-note" }, note)),
+      columns.map(([c]) => el("td", { class: c === "model" ? "model" : null }, format(churn[c][key])))))));
+  const bins = churn.model.reliability || [];
+  const reliability = el("table", { id: "reliability-table" },
+    el("thead", {}, el("tr", {}, ["Predicted", "Customers", "Mean predicted", "Share that left"].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, bins.map((b) => el("tr", {}, el("td", {}, `${pct(b.low, 0)}–${pct(b.high, 0)}`), el("td", {}, PLAIN.format(b.customers)),
+      el("td", {}, pct(b.mean_predicted)), el("td", {}, pct(b.churn_rate))))));
+  return el("section", { id: "churn-card", "aria-labelledby": "churn-title" },
+    el("h3", { id: "churn-title" }, `Churn probability: leaving within ${within}, on ${PLAIN.format(churn.model.customers)} held-out customers`),
+    el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Churn metrics, scrollable" }, table),
+    el("details", {}, el("summary", {}, "Reliability: predicted against what happened, by bin"),
+      el("p", { class: "muted small" }, "A calibrated probability has each bin's share that left close to its mean predicted."),
+      el("div", { class: "table-wrap" }, reliability)));
+}
+
 export function renderCard(card) {
   const rows = card.rows || {};
   const params = card.params || {};
@@ -79,6 +112,7 @@ export function renderCard(card) {
     comparison(card),
     metricsTable(card),
     el("p", { class: "muted small" }, "Bold: the best of the model and the baselines on each row. The oracle uses the generator's knowledge of each customer's future, so no model can beat it."),
+    churnSection(card),
     el("div", { class: "card-grid" },
       el("div", {},
         el("h3", {}, "Predicted against actual, by decile"),

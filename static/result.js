@@ -126,6 +126,15 @@ function confidenceWord(score) {
   return score >= 0.6 ? "high" : score >= 0.35 ? "moderate" : "low";
 }
 
+function churnLine(r) {
+  const within = `within ${plural(r.churn_months, "month", "months")}`;
+  if (r.churn_probability === null || r.churn_probability === undefined) {
+    return el("p", { id: "clv-churn", class: "muted" }, `No churn probability: ${r.churn_reason || "none given"}.`);
+  }
+  return el("p", { id: "clv-churn" }, el("strong", {}, pct(r.churn_probability, 0)),
+    ` chance of leaving (no open product left) ${within} of ${fmtDate(r.as_of)}.`);
+}
+
 export function renderResult(r, body) {
   state.result = r;
   $("#result-panel").classList.remove("stale");
@@ -160,6 +169,8 @@ export function renderResult(r, body) {
       el("p", { id: "clv-confidence" }, el("strong", {}, pct(score, 0)), ` · ${confidenceWord(score)}: the interval is ${money(high - low)} wide.`),
       el("div", { class: "meter", role: "img", "aria-label": `confidence ${pct(score, 0)}` }, el("span", { style: `width: ${clamp(score * 100, 0, 100)}%` })),
       definition ? el("p", { class: "muted small" }, `Confidence = ${definition}, with scale ${money(state.card.confidence_scale)}: it falls as the interval widens relative to the prediction.`) : null,
+      el("h3", {}, "Churn"),
+      churnLine(r),
       el("h3", {}, "Why: the biggest drivers"),
       ...drivers,
       el("p", { class: "meta", id: "clv-model" }, `Model ${r.model_version}`, el("span", { id: "clv-model-older" }), ` · scored ${fmtDateTime(r.prediction_timestamp)}`),

@@ -31,7 +31,7 @@ MISSING = object()  # a field left out of the body
 JSON = {"content-type": "application/json"}
 RESPONSE_FIELDS = {
     "customer_id", "predicted_clv", "clv_interval", "confidence_score", "horizon_months", "as_of", "drivers",
-    "drivers_base", "model_version", "prediction_timestamp",
+    "drivers_base", "model_version", "prediction_timestamp", "churn_probability", "churn_months", "churn_reason",
 }  # fmt: skip
 TXN_DATE = ("transactions", 0, "transaction_date")
 START = ("products", 0, "start_date")
@@ -66,6 +66,10 @@ def assert_prediction(result: dict) -> None:
     assert interval["low"] <= result["predicted_clv"] <= interval["high"]
     assert 0 <= result["confidence_score"] <= 1
     assert result["horizon_months"] > 0
+    if result["churn_probability"] is None:  # a customer who had left already: the reason says so
+        assert result["churn_reason"] and not result["drivers"]
+    else:
+        assert 0 <= result["churn_probability"] <= 1 and result["churn_reason"] is None
     for driver in result["drivers"]:
         assert driver["feature"] in FEATURE_NAMES
         assert set(driver) == {"feature", "value", "contribution"}

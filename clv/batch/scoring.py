@@ -24,15 +24,16 @@ from clv.model.monitoring import DriftReport, drift
 
 TOP_DRIVERS = 3
 COLUMNS = (
-    "customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score",
+    "customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score", "churn_probability",
     *(f"driver_{k}{end}" for k in range(1, TOP_DRIVERS + 1) for end in ("", "_contribution")),
 )  # fmt: skip
 GONE = "no open product"
 
 
 def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
-    """Predictions, 80% interval, confidence and the top drivers. Customers who had closed every product
-    by the as-of date bring nothing after (docs/domain.md) and get 0 with driver 'no open product'."""
+    """Predictions, 80% interval, confidence, churn probability and the top drivers. Customers who had closed
+    every product by the as-of date bring nothing after (docs/domain.md): 0 with driver 'no open product', and no
+    churn probability (empty: they cannot leave again)."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
     out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
@@ -42,6 +43,7 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
         "clv_low": out["low"].round(2),
         "clv_high": out["high"].round(2),
         "confidence_score": out["confidence"].round(4),
+        "churn_probability": out["churn"].round(4),
     })  # fmt: skip
     contrib = out["contrib"]
     top = driver_order(contrib, TOP_DRIVERS)
@@ -53,7 +55,8 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
 
 
 def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers.
+    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers and no
+    churn probability (NaN).
     The rows come from build_features, in FEATURE_NAMES' order, which the loaded model was verified to have."""
     out = model.predict_all(X, check_input=False)
     if gone.any():
@@ -61,6 +64,7 @@ def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.
             out[key] = np.where(gone, 0.0, out[key])
         out["confidence"] = np.where(gone, 1.0, out["confidence"])
         out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
+        out["churn"] = np.where(gone, np.nan, out["churn"])
     out["gone"] = gone
     return out
 

@@ -12,6 +12,7 @@ part, and the function loads the part's tables with `source.load(part)`, in what
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import logging
@@ -113,7 +114,7 @@ class FlatBank:
     def parts(self) -> list[str]:
         return [""]
 
-    def load(self, part: str = "") -> tuple[Bank, pd.Series | None]:
+    def load(self, part: str = "") -> tuple[Bank, Oracle | None]:
         """The part's Bank, and the oracle's expected values when the folder has them."""
         files = sorted(self.data_dir.glob("*.*"))
         return _read_flat(self.data_dir, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
@@ -136,18 +137,30 @@ class FlatBank:
 
 
 @functools.lru_cache(maxsize=1)
-def _read_flat(data_dir: Path, files: tuple) -> tuple[Bank, pd.Series | None]:
+def _read_flat(data_dir: Path, files: tuple) -> tuple[Bank, Oracle | None]:
     """The folder read once while its files stay the same: training reads its rows, then its held-out
     customers."""
     path = find_table(Path(data_dir), ORACLE)
     return load_bank(data_dir), None if path is None else _oracle(path)
 
 
-def _oracle(path: Path) -> pd.Series:
-    """oracle_clv's expected value by customer id, named by its as-of date."""
+def _oracle(path: Path) -> Oracle:
+    """oracle_clv by customer id, with its as-of date."""
     oracle = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     as_of = pd.Timestamp(oracle["as_of"].iloc[0]).date() if len(oracle) else None
-    return oracle.set_index("customer_id")["expected_clv"].rename(as_of)
+    values = oracle.set_index("customer_id")
+    churn = values["churn_probability"] if "churn_probability" in values else None
+    return Oracle(as_of, values["expected_clv"], churn)
+
+
+@dataclass(frozen=True)
+class Oracle:
+    """What a generated bank knows of each customer's hidden state as of a date: the expected value of the
+    months after it, and the probability of leaving (NaN for who cannot; none in an older bank's oracle)."""
+
+    as_of: dt.date | None
+    expected_clv: pd.Series
+    churn_probability: pd.Series | None
 
 
 @dataclass(frozen=True)
@@ -190,7 +203,7 @@ class PartitionedBank:
         listed = next(p for p in self.manifest.parts if p.name == part).rows
         return {name: self.data_dir / name / f"{part}.parquet" for name in listed if name != ORACLE}
 
-    def load(self, part: str) -> tuple[Bank, pd.Series | None]:
+    def load(self, part: str) -> tuple[Bank, Oracle | None]:
         index = self.parts.index(part)
         rule, count = self.manifest.rule, self.manifest.partitions
         paths = self.paths(part)

@@ -77,6 +77,7 @@ LEDGER_COLUMNS: tuple[str, ...] = ("net_margin", *LEDGER_BALANCES, *LEDGER_PARTS
 
 # What CLV means by default: discounted net margin of the next 12 months at 10% a year, with an 80% interval.
 HORIZON_MONTHS = 12
+CHURN_MONTHS = 12  # churn probability: leaving within this many months of the as-of date
 DISCOUNT_RATE = 0.10
 INTERVAL_LEVEL = 0.8
 

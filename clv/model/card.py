@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from clv.data.schema import CHURN_MONTHS
 from clv.model.monitoring import DriftReport
 
 CONFIDENCE_DEFINITION = "1 / (1 + (high - low) / max(|predicted|, scale))"
@@ -56,6 +57,38 @@ class Decile(_Card):
     mean_actual: float
 
 
+class ReliabilityBin(_Card):
+    bin: int
+    low: float
+    high: float
+    customers: int
+    mean_predicted: float
+    churn_rate: float = Field(description="Share of the bin's customers who left within churn_months.")
+
+
+class ChurnMetricSet(_Card):
+    """How good a churn probability is on held-out customers (docs/metrics.md)."""
+
+    customers: int = Field(description="Held-out customers who could leave: those holding a product at the cutoff.")
+    base_rate: float = Field(description="Share of them who left within churn_months.")
+    brier: float
+    brier_skill: float | None = Field(description="1 - Brier / Brier of always predicting the base rate.")
+    auc: float | None
+    ece: float = Field(description="Expected calibration error over 10 equal-width bins.")
+    reliability: list[ReliabilityBin]
+
+    @field_validator("brier_skill", "auc", mode="before")
+    @classmethod
+    def _nan_is_none(cls, value: object) -> object:
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+class ChurnMetrics(_Card):
+    model: ChurnMetricSet
+    model_without_ledger: ChurnMetricSet
+    oracle: ChurnMetricSet | None = Field(None, description="Present when the data carries its oracle for the cutoff.")
+
+
 class Importance(_Card):
     feature: str
     importance: float = Field(description="Drop in R² on held-out customers when the feature is shuffled.")
@@ -75,6 +108,7 @@ class Evaluation(_Card):
     deciles: list[Decile]
     test_customers: int
     train_mean: float
+    churn: ChurnMetrics | None = Field(None, description="The churn probability's metrics; none for an older model.")
 
 
 class ModelMetadata(Evaluation):
@@ -88,6 +122,7 @@ class ModelMetadata(Evaluation):
     data_last_date: dt.date
     cutoff: dt.date
     horizon_months: int
+    churn_months: int = CHURN_MONTHS
     discount_rate: float
     seed: int
     interval_level: float
@@ -126,9 +161,11 @@ class ModelCard(_Card):
     data_last_date: dt.date
     cutoff: dt.date
     horizon_months: int
+    churn_months: int
     discount_rate: float
     interval_level: float
     metrics: Metrics
+    churn: ChurnMetrics | None
     deciles: list[Decile]
     importance: list[Importance] = Field(description="The 15 most important features, most important first.")
     rows: RowCounts

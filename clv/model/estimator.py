@@ -14,6 +14,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -25,6 +26,10 @@ from clv.model.trees import CompiledForest
 
 TARGETS = ("auto", "squared_error", "log", "two_part")
 ZERO_HEAVY = 0.10  # share of zero labels from which "auto" fits the two-part model
+# the churn classifier's own shape: a rarer, noisier label than the value wants shallower trees, larger leaves and
+# fewer of them (on the generated bank's held-out customers: AUC 0.659 against 0.649, Brier skill 0.047 against
+# 0.040, for the value's shape; in half the fitting time)
+CHURN_BOOSTER = {"n_estimators": 100, "learning_rate": 0.05, "max_depth": 3, "min_samples_leaf": 50}
 
 
 def _signed_log(y: np.ndarray) -> np.ndarray:
@@ -57,6 +62,10 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     target_ : the target fitted ("auto" resolved).
     margin_ : conformal margin added to each side of the quantile band: {"ledger", "no_ledger"} with
         ledger features, else {"all"}.
+    churn_ : the classifier of the churn label given to fit (None without one); its probability is
+        calibrated on the held-back customers (Platt scaling: a logistic regression on the classifier's raw
+        output), apart for rows with and without a ledger as the interval is: `churn_calibration_`,
+        {group: (slope, intercept)}.
     """
 
     def __init__(
@@ -94,19 +103,24 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
 
     # ---- fit --------------------------------------------------------------------------------------
 
-    def fit(self, X, y, groups=None) -> BankingCLVModel:
+    def fit(self, X, y, groups=None, churned=None) -> BankingCLVModel:
         """Fit on rows X (a DataFrame when `ledger_features` is set) and labels y; `groups` (customer ids)
-        keeps a customer's rows together when a share of customers is held back to calibrate the interval."""
+        keeps a customer's rows together when a share of customers is held back to calibrate the interval.
+        `churned` (1 left, 0 stayed, NaN for a row that cannot leave) adds the churn probability."""
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        churn = None if churned is None else np.asarray(churned, np.float64)
+        if churn is not None and churn.shape != (len(y),):
+            raise ValueError(f"churned has shape {churn.shape}; it needs one label per row of X, ({len(y)},)")
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", y_numeric=True)
         self.ledger_columns_ = self._ledger_columns()
         calibrate = conformal.held_back(X.shape[0], groups, self.calibration_share, self.random_state)
         self.target_ = self._resolve_target(y)
         if self.ledger_columns_.size and not np.isnan(X[:, self.ledger_columns_]).all():
             X_fit, y_fit, calibrate_fit = np.vstack([X, self._mask(X)]), np.tile(y, 2), np.tile(calibrate, 2)
+            churn_fit = None if churn is None else np.tile(churn, 2)
         else:  # no ledger named, or none in the data: the copies would be the rows themselves
-            X_fit, y_fit, calibrate_fit = X, y, calibrate
+            X_fit, y_fit, calibrate_fit, churn_fit = X, y, calibrate, churn
         self.imputer_ = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True).fit(X_fit)
         alpha = (1 - self.interval_level) / 2
         proper, y_proper = X_fit[~calibrate_fit], y_fit[~calibrate_fit]
@@ -116,11 +130,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
                 pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
                 for a in (alpha, 1 - alpha)
             ]
+            leaving = None if churn_fit is None else pool.submit(self._fit_churn, proper, churn_fit[~calibrate_fit])
             self.point_, self.size_ = self._fit_point(X_fit, y_fit)
             self.quantiles_ = tuple(future.result() for future in quantiles)
+            self.churn_ = None if leaving is None else leaving.result()
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
+        self.churn_calibration_ = None
         self._compile()
         self.margin_ = self._conformal_margins(X[calibrate], y[calibrate])
+        if self.churn_ is not None:
+            self.churn_calibration_ = self._churn_calibration(X[calibrate], churn[calibrate])
         return self
 
     def _ledger_columns(self) -> np.ndarray:
@@ -182,12 +201,34 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self._booster(), X[nonzero], y[nonzero]
         )
 
+    def _fit_churn(self, X: np.ndarray, churned: np.ndarray) -> Pipeline:
+        known = ~np.isnan(churned)
+        if np.unique(churned[known]).size < 2:
+            raise ValueError(f"churned needs rows that left and rows that stayed; all its {known.sum()} are alike")
+        classifier = GradientBoostingClassifier(
+            **CHURN_BOOSTER, subsample=self.subsample, max_features=self.max_features, random_state=self.random_state
+        )
+        return self._pipeline(classifier, X[known], churned[known] == 1)
+
+    def _churn_calibration(self, X: np.ndarray, churned: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Platt scaling of the classifier's raw output on the held-back rows, apart for rows with and without a
+        ledger. (Isotonic regression, tried on the generated bank, gave a worse Brier score and put a few
+        customers at exactly 1: a step function over a few thousand rows.)"""
+        known = ~np.isnan(churned)
+        rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
+        calibration = {}
+        for name, part in rows.items():
+            raw = self.forest_.evaluate(part[known], contributions=False)[0][:, -1:]
+            fitted = LogisticRegression(C=1e6).fit(raw, churned[known] == 1)  # next to no penalty: 2 parameters
+            calibration[name] = (float(fitted.coef_[0, 0]), float(fitted.intercept_[0]))
+        return calibration
+
     def _conformal_margins(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """CQR (Romano et al. 2019) on the held-back rows, apart for rows with and without a ledger."""
         rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
         margin = {}
         for name, part in rows.items():
-            _, lo, hi, _ = self._outputs(part, contributions=False, calibrated=False)
+            _, lo, hi, _, _ = self._outputs(part, contributions=False, calibrated=False)
             margin[name] = conformal.margin(y, lo, hi, self.interval_level)
         return margin
 
@@ -197,6 +238,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if self.target_ == "two_part":
             ensembles.append(self.size_[-1])
             attribute = 3
+        if self.churn_ is not None:  # the last column of the raw outputs
+            ensembles.append(self.churn_[-1])
         self.forest_ = CompiledForest(self.imputer_, ensembles, self.n_features_in_, attribute)
 
     def __getstate__(self) -> dict:
@@ -208,6 +251,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
+        state = {"churn_": None, "churn_calibration_": None, **state}  # a model saved before churn had none
         super().__setstate__(state)
         if "point_" in state:
             self._compile()
@@ -233,8 +277,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
 
     def _outputs(
         self, X: np.ndarray, contributions: bool = True, calibrated: bool = True
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """Point, interval low and high, and per-feature contributions to the point, for validated rows X."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Point, interval low and high, per-feature contributions to the point, and the churn probability (NaN
+        without a churn model, or before its calibration), for validated rows X."""
         forest = self.forest_
         raw, contrib = forest.evaluate(X, contributions)
         if self.target_ == "squared_error":
@@ -249,25 +294,39 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             if contrib is not None:
                 contrib = rescale(contrib, forest.bias, raw[:, 3], forest.bias, point)
         lo, hi = np.minimum(raw[:, 1], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 2])
+        has_ledger = ~np.isnan(X[:, self.ledger_columns_]).all(axis=1) if self.ledger_columns_.size else None
+        churn = np.full(X.shape[0], np.nan)
         if calibrated:
-            if self.ledger_columns_.size:
-                has_ledger = ~np.isnan(X[:, self.ledger_columns_]).all(axis=1)
+            if has_ledger is not None:
                 margin = np.where(has_ledger, self.margin_["ledger"], self.margin_["no_ledger"])
             else:
                 margin = self.margin_["all"]
             lo, hi = conformal.widen(point, lo, hi, margin)
-        return point, np.minimum(lo, point), np.maximum(hi, point), contrib
+        if calibrated and self.churn_calibration_ is not None:
+            calibration = self.churn_calibration_
+            if has_ledger is None:
+                slope, intercept = calibration["all"]
+            else:
+                ledger, no_ledger = calibration["ledger"], calibration["no_ledger"]
+                slope = np.where(has_ledger, ledger[0], no_ledger[0])
+                intercept = np.where(has_ledger, ledger[1], no_ledger[1])
+            churn = 1 / (1 + np.exp(-(slope * raw[:, -1] + intercept)))
+        return point, np.minimum(lo, point), np.maximum(hi, point), contrib, churn
 
     def predict(self, X) -> np.ndarray:
         return self._outputs(self._validated(X), contributions=False)[0]
 
     def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Low and high ends of the `interval_level` prediction interval."""
-        _, lo, hi, _ = self._outputs(self._validated(X), contributions=False)
+        _, lo, hi, _, _ = self._outputs(self._validated(X), contributions=False)
         return lo, hi
 
+    def predict_churn(self, X) -> np.ndarray:
+        """The calibrated probability of leaving within the churn label's months (NaN without a churn model)."""
+        return self._outputs(self._validated(X), contributions=False)[4]
+
     def predict_all(self, X, contributions: bool = True, check_input: bool = True) -> dict[str, np.ndarray | None]:
-        """Everything a served prediction needs in one pass: point, interval, confidence, contributions.
+        """Everything a served prediction needs in one pass: point, interval, confidence, contributions, churn.
 
         `check_input=False` skips scikit-learn's input checks (as its trees' `predict` allows) for rows the
         caller built itself in the fitted columns' order; a served request would otherwise spend more time
@@ -281,9 +340,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
                 raise ValueError(
                     f"X has shape {X.shape}, but {type(self).__name__} expects {self.n_features_in_} columns"
                 )
-        point, lo, hi, contrib = self._outputs(X, contributions)
+        point, lo, hi, contrib, churn = self._outputs(X, contributions)
         confidence = self.confidence(point, lo, hi)
-        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib}
+        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib, "churn": churn}
 
     def confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """1 / (1 + interval width / max(|prediction|, scale)): 1 for a point, 0.5 when the width equals

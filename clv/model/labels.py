@@ -6,7 +6,7 @@ import numpy as np
 
 from clv.common import dates
 from clv.data.bank import Bank, per_customer
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
 
 
 def future_value(
@@ -51,3 +51,20 @@ def former(bank: Bank, as_of: int) -> np.ndarray:
 def eligible(bank: Bank, as_of: int) -> np.ndarray:
     """Customers the model learns from and is judged on as of T: joined by then and not gone."""
     return joined(bank, as_of) & ~former(bank, as_of)
+
+
+def churned(bank: Bank, as_of: int, months: int = CHURN_MONTHS) -> np.ndarray:
+    """The churn label as of T over `months` (docs/domain.md): 1 who left, 0 who stayed, NaN who cannot leave.
+
+    With products: no open product at T + months, of the customers holding one at T (the others, NaN, had
+    left already or never held one). Without products (a purchase log): no value-bearing transaction, a
+    positive amount, in (T, T + months]."""
+    end = dates.to_day(dates.shift_months(dates.from_day(as_of), months))
+    if bank.products:
+        cust = bank.products["cust"]
+        held = per_customer(cust[bank.product_state(float(as_of))[2]], bank.size) > 0
+        kept = per_customer(cust[bank.product_state(float(end))[2]], bank.size) > 0
+        return np.where(held, (~kept).astype(np.float64), np.nan)
+    x = bank.transactions
+    sel = (x["day"] > as_of) & (x["day"] <= end) & (x["amount"] > 0)
+    return (per_customer(x["cust"][sel], bank.size) == 0).astype(np.float64)

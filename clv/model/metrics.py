@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+CALIBRATION_BINS = 10
 
 
 def _gini(actual: np.ndarray, order_by: np.ndarray) -> float:
@@ -63,3 +66,36 @@ def report(
     if low is not None and high is not None:
         out["interval_coverage"] = float(((actual >= low) & (actual <= high)).mean())
     return out
+
+
+def reliability(churned: np.ndarray, probability: np.ndarray, bins: int = CALIBRATION_BINS) -> list[dict]:
+    """The probabilities in `bins` equal-width bins over [0, 1]: customers, mean predicted, share that churned."""
+    which = np.minimum((probability * bins).astype(np.int64), bins - 1)
+    rows = []
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            rows.append({"bin": b + 1, "low": b / bins, "high": (b + 1) / bins, "customers": int(inside.sum()),
+                         "mean_predicted": float(probability[inside].mean()),
+                         "churn_rate": float(churned[inside].mean())})  # fmt: skip
+    return rows
+
+
+def churn_report(churned: np.ndarray, probability: np.ndarray) -> dict:
+    """How good a churn probability is (docs/metrics.md): Brier score, its skill against the base rate, AUC for
+    the ranking, the expected calibration error over 10 bins, and the reliability table behind it."""
+    churned, probability = np.asarray(churned, np.float64), np.asarray(probability, np.float64)
+    base = float(churned.mean())
+    brier = float(((probability - churned) ** 2).mean())
+    base_brier = base * (1 - base)
+    table = reliability(churned, probability)
+    ece = sum(row["customers"] * abs(row["mean_predicted"] - row["churn_rate"]) for row in table) / churned.size
+    return {
+        "customers": int(churned.size),
+        "base_rate": base,
+        "brier": brier,
+        "brier_skill": 1 - brier / base_brier if base_brier else float("nan"),
+        "auc": float(roc_auc_score(churned, probability)) if 0 < base < 1 else float("nan"),
+        "ece": float(ece),
+        "reliability": table,
+    }

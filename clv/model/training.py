@@ -24,12 +24,12 @@ from clv.common.cluster import LocalRunner, Runner
 from clv.data.bank import Bank
 from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
 from clv.model import artifacts, metrics
 from clv.model.card import Evaluation, ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import LEDGER_FEATURES, build_features
-from clv.model.labels import eligible, future_value
+from clv.model.labels import churned, eligible, future_value
 from clv.model.monitoring import reference_profile
 
 logger = logging.getLogger(__name__)
@@ -41,22 +41,23 @@ HELD_OUT_SHARE = 0.2
 
 @dataclass
 class Rows:
-    """Feature rows with their labels, customers and as-of days."""
+    """Feature rows with their labels (value and churn), customers and as-of days."""
 
     X: pd.DataFrame
     y: np.ndarray
+    churned: np.ndarray  # 1 left, 0 stayed, NaN cannot leave (clv.model.labels.churned)
     customer_id: np.ndarray
     cutoff: np.ndarray  # day of each row's as-of date
 
     def take(self, keep: np.ndarray) -> Rows:
-        return Rows(self.X.iloc[keep].reset_index(drop=True), self.y[keep], self.customer_id[keep], self.cutoff[keep])
+        return Rows(self.X.iloc[keep].reset_index(drop=True), self.y[keep], self.churned[keep],
+                    self.customer_id[keep], self.cutoff[keep])  # fmt: skip
 
     @classmethod
     def concat(cls, parts: list[Rows]) -> Rows:
-        return cls(
-            pd.concat([p.X for p in parts], ignore_index=True),
-            *(np.concatenate([getattr(p, name) for p in parts]) for name in ("y", "customer_id", "cutoff")),
-        )
+        columns = ("y", "churned", "customer_id", "cutoff")
+        return cls(pd.concat([p.X for p in parts], ignore_index=True),
+                   *(np.concatenate([getattr(p, name) for p in parts]) for name in columns))  # fmt: skip
 
 
 @dataclass
@@ -72,15 +73,18 @@ def default_cutoff(last_day: int, horizon_months: int) -> dt.date:
     return dates.add_months(dates.last_month_end(dates.from_day(last_day)), -horizon_months)
 
 
-def rows_at(bank: Bank, cutoffs: list[dt.date], horizon_months: int, discount_rate: float) -> Rows:
-    """Every eligible customer's feature row and label at each cutoff."""
+def rows_at(
+    bank: Bank, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, churn_months: int = CHURN_MONTHS
+) -> Rows:
+    """Every eligible customer's feature row and labels at each cutoff."""
     parts = []
     for cutoff in cutoffs:
         day = dates.to_day(cutoff)
         keep = eligible(bank, day)
         X = build_features(bank, day).iloc[keep].reset_index(drop=True)
         y = future_value(bank, day, horizon_months, discount_rate)[keep]
-        parts.append(Rows(X, y, bank.customer_id[keep], np.full(int(keep.sum()), day)))
+        left = churned(bank, day, churn_months)[keep]
+        parts.append(Rows(X, y, left, bank.customer_id[keep], np.full(int(keep.sum()), day)))
     return Rows.concat(parts)
 
 
@@ -99,34 +103,39 @@ def last12_baseline(X: pd.DataFrame, horizon_months: int, discount_rate: float) 
 
 
 def learning_rows(
-    source: Source, part: str, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, seed: int
-):
+    source: Source, part: str, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, seed: int,
+    churn_months: int = CHURN_MONTHS,
+):  # fmt: skip
     """A part's rows of the customers training learns from (those not held out), at every cutoff."""
-    rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate)
+    rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate, churn_months)
     return rows.take(~held_out(rows.customer_id, seed))
 
 
 def held_out_scores(
     source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, horizon_months: int, discount_rate: float,
-    seed: int | None, sample: int = IMPORTANCE_ROWS,
+    seed: int | None, sample: int = IMPORTANCE_ROWS, churn_months: int = CHURN_MONTHS,
 ) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
-    """A part's held-out customers at the cutoff (every customer when `seed` is None): the label, the
+    """A part's held-out customers at the cutoff (every customer when `seed` is None): the labels, the
     model's answer with and without the ledger, the last-12 baseline and the oracle, as columns; and a
     seeded sample of their rows, for permutation importance."""
     bank, oracle = source.load(part)
-    rows = rows_at(bank, [cutoff], horizon_months, discount_rate)
+    rows = rows_at(bank, [cutoff], horizon_months, discount_rate, churn_months)
     if seed is not None:
         rows = rows.take(held_out(rows.customer_id, seed))
     out = model.predict_all(rows.X, contributions=False)
     blind = model.predict_all(model.without_ledger(rows.X), contributions=False)
-    expected = np.full(rows.y.size, np.nan)
-    if oracle is not None and oracle.name == cutoff:
-        expected = oracle.reindex(rows.customer_id).to_numpy(np.float64)
+    expected, oracle_churn = np.full(rows.y.size, np.nan), np.full(rows.y.size, np.nan)
+    if oracle is not None and oracle.as_of == cutoff:
+        expected = oracle.expected_clv.reindex(rows.customer_id).to_numpy(np.float64)
+        if oracle.churn_probability is not None:
+            oracle_churn = oracle.churn_probability.reindex(rows.customer_id).to_numpy(np.float64)
     scores = pd.DataFrame({
         "customer_id": rows.customer_id, "actual": rows.y,
         "predicted": out["point"], "low": out["low"], "high": out["high"],
         "blind_predicted": blind["point"], "blind_low": blind["low"], "blind_high": blind["high"],
         "last12": last12_baseline(rows.X, horizon_months, discount_rate), "oracle": expected,
+        "churned": rows.churned, "churn_probability": out["churn"], "blind_churn_probability": blind["churn"],
+        "oracle_churn_probability": oracle_churn,
     })  # fmt: skip
     pick = np.random.default_rng(seed).permutation(rows.y.size)[:sample]
     return scores, rows.take(np.sort(pick))
@@ -148,8 +157,27 @@ def evaluation(scores: pd.DataFrame, train_mean: float) -> dict:
         result["oracle"] = metrics.report(y[known], scores["oracle"].to_numpy()[known])
         model["oracle_ratio"] = model["normalized_gini"] / result["oracle"]["normalized_gini"]
     deciles = metrics.decile_table(y, scores["predicted"].to_numpy())
-    report = {"metrics": result, "deciles": deciles, "test_customers": int(y.size), "train_mean": train_mean}
+    report = {"metrics": result, "deciles": deciles, "test_customers": int(y.size), "train_mean": train_mean,
+              "churn": churn_evaluation(scores)}  # fmt: skip
     return Evaluation.model_validate(report).model_dump(mode="json")  # NaN becomes None: valid JSON
+
+
+def churn_evaluation(scores: pd.DataFrame) -> dict | None:
+    """The churn probability judged on the held-out customers who could leave, with and without the ledger;
+    None for a model without one."""
+    known = scores["churned"].notna() & scores["churn_probability"].notna()
+    if not known.any():
+        return None
+    churned = scores["churned"][known].to_numpy()
+    result = {
+        "model": metrics.churn_report(churned, scores["churn_probability"][known].to_numpy()),
+        "model_without_ledger": metrics.churn_report(churned, scores["blind_churn_probability"][known].to_numpy()),
+        "oracle": None,
+    }
+    oracle = scores["oracle_churn_probability"][known]
+    if oracle.notna().all():  # the oracle of every customer who could leave (an older bank's oracle has none)
+        result["oracle"] = metrics.churn_report(churned, oracle.to_numpy())
+    return result
 
 
 def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dict]:
@@ -167,7 +195,8 @@ def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dic
 
 
 def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int) -> dt.date:
-    """The cutoff, by default the latest whose label is complete; one whose label runs past the data is refused."""
+    """The cutoff, by default the latest whose labels are complete; one whose labels run past the data is refused.
+    `horizon_months` is the longer of the value's and the churn label's."""
     latest = default_cutoff(source.last_day, horizon_months)
     cutoff = cutoff or latest
     if dates.to_day(dates.shift_months(cutoff, horizon_months)) > source.last_day:
@@ -179,7 +208,14 @@ def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int) ->
 
 
 def gather_learning_rows(
-    source: Source, runner: Runner, cutoffs: list[dt.date], horizon: int, rate: float, seed: int, cap: int
+    source: Source,
+    runner: Runner,
+    cutoffs: list[dt.date],
+    horizon: int,
+    rate: float,
+    seed: int,
+    cap: int,
+    churn_months: int = CHURN_MONTHS,
 ) -> Rows:
     """Training rows from whole parts, in order, up to `cap` customers (a random sample: parts are), then a
     seeded sample of `cap` customers when the parts hold more."""
@@ -190,7 +226,8 @@ def gather_learning_rows(
         if customers * (1 - HELD_OUT_SHARE) > cap * 1.05:
             break
     rows = Rows.concat(runner.map(learning_rows, source, parts, label="learning rows", cutoffs=cutoffs,
-                                  horizon_months=horizon, discount_rate=rate, seed=seed))  # fmt: skip
+                                  horizon_months=horizon, discount_rate=rate, seed=seed,
+                                  churn_months=churn_months))  # fmt: skip
     learners = np.unique(rows.customer_id)
     if learners.size > cap:
         keep = np.random.default_rng(seed).choice(learners, cap, replace=False)
@@ -208,14 +245,18 @@ def train(
     extra_cutoffs: int = 1,
     max_train_customers: int = MAX_TRAIN_CUSTOMERS,
     runner: Runner | None = None,
+    churn_months: int | None = None,
     **params: object,
 ) -> TrainResult:
-    """Train on 80% of customers at the cutoff (and `extra_cutoffs` earlier quarters), judge on the rest."""
+    """Train on 80% of customers at the cutoff (and `extra_cutoffs` earlier quarters), judge on the rest. The churn
+    probability is of leaving within `churn_months`, by default the value's horizon."""
     started = time.perf_counter()
+    churn_months = churn_months or horizon_months
     source, runner = open_bank(data_dir), runner or LocalRunner()
-    cutoff = check_cutoff(source, cutoff, horizon_months)
+    cutoff = check_cutoff(source, cutoff, max(horizon_months, churn_months))
     cutoffs = [cutoff, *(dates.add_months(cutoff, -3 * k) for k in range(1, extra_cutoffs + 1))]
-    rows = gather_learning_rows(source, runner, cutoffs, horizon_months, discount_rate, seed, max_train_customers)
+    rows = gather_learning_rows(source, runner, cutoffs, horizon_months, discount_rate, seed, max_train_customers,
+                                churn_months)  # fmt: skip
     learners = np.unique(rows.customer_id).size
     if learners < 40:
         raise DataContractError(
@@ -224,10 +265,11 @@ def train(
         )
     logger.info("rows of %d customers at %d cutoffs in %.1f s", learners, len(cutoffs), time.perf_counter() - started)
     model = BankingCLVModel(random_state=seed, ledger_features=LEDGER_FEATURES, **params)
-    model.fit(rows.X, rows.y, groups=rows.customer_id)
+    model.fit(rows.X, rows.y, groups=rows.customer_id, churned=rows.churned)
     logger.info("fitted in %.1f s", time.perf_counter() - started)
     train_mean = float(rows.y[rows.cutoff == dates.to_day(cutoff)].mean())
-    scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed)
+    scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed,
+                           churn_months=churn_months)  # fmt: skip
     report = evaluation(scores, train_mean)
     report["importance"] = global_importance(model, sample, seed)
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
@@ -243,7 +285,8 @@ def train(
 
 
 def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float,
-          seed: int | None, importance: bool = True) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
+          seed: int | None, importance: bool = True, churn_months: int = CHURN_MONTHS,
+          ) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
     """Every part's held-out customers scored where the part lives; only their columns come back, and, for the
     `importance`, a sample of their rows."""
     # each part sends its share of the importance rows (twice it, for parts with fewer held-out customers than
@@ -251,7 +294,7 @@ def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.dat
     sample = min(IMPORTANCE_ROWS, math.ceil(2 * IMPORTANCE_ROWS / len(source.parts))) if importance else 0
     results = runner.map(held_out_scores, source, label="held-out customers", model=runner.share(model),
                          cutoff=cutoff, horizon_months=horizon, discount_rate=rate, seed=seed,
-                         sample=sample)  # fmt: skip
+                         sample=sample, churn_months=churn_months)  # fmt: skip
     scores = pd.concat([scores for scores, _ in results], ignore_index=True)
     # one order whatever the layout: metrics that break ties by order (a constant baseline) give one answer
     scores = scores.sort_values("customer_id", kind="stable", ignore_index=True)
@@ -266,7 +309,8 @@ def evaluate_saved(model: BankingCLVModel, metadata: ModelMetadata, data_dir: Pa
     cutoff = cutoff or metadata.cutoff
     same = source.fingerprint == metadata.data_fingerprint
     scores, _ = judge(source, runner, model, cutoff, metadata.horizon_months, metadata.discount_rate,
-                      metadata.seed if same else None, importance=False)  # fmt: skip
+                      metadata.seed if same else None, importance=False,
+                      churn_months=metadata.churn_months)  # fmt: skip
     result = evaluation(scores, metadata.train_mean)
     result["evaluated_on"] = "held-out customers of the training data" if same else "every eligible customer"
     result["cutoff"] = cutoff.isoformat()
@@ -281,15 +325,18 @@ def train_and_save(
     discount_rate: float = DISCOUNT_RATE,
     seed: int = 42,
     runner: Runner | None = None,
+    churn_months: int | None = None,
 ) -> tuple[Path, ModelMetadata]:
     """Train on a folder, save a new version and make it latest; return its folder and metadata."""
-    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner)
+    churn_months = churn_months or horizon_months
+    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months)
     report = result.report
     metadata = {
         "data_dir": str(data_dir),
         "data_last_date": result.data_last_date,
         "cutoff": result.cutoff,
         "horizon_months": horizon_months,
+        "churn_months": churn_months,
         "discount_rate": discount_rate,
         "seed": seed,
         "interval_level": result.model.interval_level,

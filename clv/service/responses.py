@@ -27,6 +27,12 @@ class PredictionOut(BaseModel):
     clv_interval: Interval
     confidence_score: float = Field(ge=0, le=1, description="1 / (1 + interval width / max(|prediction|, scale)).")
     horizon_months: int
+    churn_probability: float | None = Field(
+        ge=0, le=1, description="Probability of holding no open product churn_months after as_of (without products: "
+        "of no money in); null when churn_reason says why."
+    )  # fmt: skip
+    churn_months: int
+    churn_reason: str | None = Field(description="Why churn_probability is null; null when it is given.")
     as_of: dt.date
     drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
     drivers_base: float = Field(description="The average prediction the drivers start from.")

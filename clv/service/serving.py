@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 OFF_LOOP_ITEMS = 500  # a request with more products, transactions and ledger months runs in a thread
 TOP = 5
+GONE_REASON = "no open product at as_of: the customer has already left"
+NO_CHURN_MODEL = "the model serving was trained without a churn probability; train a new one"
 TOGETHER = 64  # single-customer requests scored in one call, at most
 HOPS = 1  # turns of the event loop a call waits for more requests: gathers about all of 8 concurrent ones
 
@@ -143,7 +145,7 @@ def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows |
     X, gone = feature_rows(customers, as_ofs)
     out = predict_rows(loaded.model, X, gone)
     if recent is not None:
-        recent.add(X, out["point"])
+        recent.add(X, out["point"], out["churn"])
     return answers(loaded, customers, as_ofs, X, out)
 
 
@@ -157,6 +159,9 @@ def answers(
     base = round(loaded.model.expected_value_, 2)
     point, low, high = (out[key].round(2).tolist() for key in ("point", "low", "high"))
     confidence = out["confidence"].round(4).tolist()
+    churn = np.where(np.isnan(out["churn"]), None, out["churn"].round(4)).tolist()
+    no_churn = None if loaded.model.churn_ is not None else NO_CHURN_MODEL
+    churn_months = meta.churn_months
     order = driver_order(out["contrib"], TOP)
     values = np.take_along_axis(X, order, axis=1)
     values = np.where(np.isnan(values), None, values).tolist()
@@ -170,6 +175,9 @@ def answers(
             "clv_interval": {"low": low[i], "high": high[i], "level": meta.interval_level},
             "confidence_score": confidence[i],
             "horizon_months": meta.horizon_months,
+            "churn_probability": churn[i],
+            "churn_months": churn_months,
+            "churn_reason": GONE_REASON if gone[i] else no_churn,
             "as_of": as_ofs[i],
             "drivers": []
             if gone[i]

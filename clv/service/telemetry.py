@@ -1,12 +1,12 @@
 """The service's Prometheus metrics and the window of recent requests its input drift is measured on.
 
 Conventional names with units: `clv_http_requests_total` and `clv_http_request_duration_seconds` by
-route and status, `clv_predictions_total`, `clv_predicted_clv` (a histogram), `clv_model_info` (1 for the
-serving version), `clv_model_reloads_total{result}`, and `clv_input_drift_psi{feature}` with
-`clv_prediction_drift_psi` and `clv_drift_window_rows`. With several workers the values live in files of
-prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before the workers start),
-summed or, for the drift, the most recent of any worker; the drift window itself is one file there, shared by the
-workers (`RecentRows`), so that every worker reports the drift of all the recent requests.
+route and status, `clv_predictions_total`, `clv_predicted_clv` and `clv_churn_probability` (histograms),
+`clv_model_info` (1 for the serving version), `clv_model_reloads_total{result}`, and
+`clv_input_drift_psi{feature}` with `clv_prediction_drift_psi` and `clv_drift_window_rows`. With several workers
+the values live in files of prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by api.py before
+the workers start), summed or, for the drift, the most recent of any worker; the drift window itself is one file
+there, shared by the workers (`RecentRows`), so that every worker reports the drift of all the recent requests.
 """
 
 from __future__ import annotations
@@ -52,6 +52,10 @@ PREDICTIONS = Counter("clv_predictions", "Customers scored by the service.")
 PREDICTED = Histogram(
     "clv_predicted_clv", "Predicted CLV of the customers scored (discounted net margin).",
     buckets=(-1000, -100, 0, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000),
+)  # fmt: skip
+CHURN = Histogram(
+    "clv_churn_probability", "Churn probability of the customers scored (those who had not left already).",
+    buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
 )  # fmt: skip
 MODEL = Gauge("clv_model_info", "1 for the model version serving, 0 for one that served before.",
               ["version", "trained_at", "synthetic_data"], multiprocess_mode="mostrecent")  # fmt: skip
@@ -149,7 +153,7 @@ class RecentRows:
     def count(self) -> int:
         return min(self.size, self.added)
 
-    def add(self, X: np.ndarray, predictions: np.ndarray) -> None:
+    def add(self, X: np.ndarray, predictions: np.ndarray, churn: np.ndarray | None = None) -> None:
         X, predictions = X[-self.size :], predictions[-self.size :]
         with self._locked():
             added = self.added
@@ -159,6 +163,8 @@ class RecentRows:
         PREDICTIONS.inc(len(predictions))
         for value in predictions:
             PREDICTED.observe(value)
+        for value in () if churn is None else churn[~np.isnan(churn)]:
+            CHURN.observe(value)
 
     def report(self, profile: Profile, ledger_features: tuple[str, ...]) -> DriftReport | None:
         """PSI of the window against the training reference (kept until new rows arrive or the reference is

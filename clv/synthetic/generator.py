@@ -47,6 +47,7 @@ def simulate(config: Config, block: Block | None = None) -> dict[str, pa.Table]:
             "customer_id": pa.array(block.customer_id[keep]),
             "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
             "expected_clv": pa.array(np.round(run.oracle[keep], 2)),
+            "churn_probability": pa.array(np.round(run.oracle_churn[keep], 4), mask=np.isnan(run.oracle_churn[keep])),
         })  # fmt: skip
     return tables
 

@@ -157,6 +157,7 @@ class Run:
         self.products, self.closes, self.ledger, self.txns = Columns(), Columns(), Columns(), Columns()
         self.opened = 0
         self.oracle: np.ndarray | None = None
+        self.oracle_churn: np.ndarray | None = None
 
     def record_opens(self, rows: np.ndarray, types: np.ndarray, start_day: np.ndarray) -> None:
         local = np.arange(self.opened, self.opened + rows.size)
@@ -212,7 +213,7 @@ class Run:
         open_products(state, o_rows, o_types, rng)
         self.record_opens(o_rows, o_types, rng.integers(floor[o_rows], last_day + 1))
         if month == oracle_month and self.config.oracle:
-            self.oracle = expected_value(state, np.random.default_rng(self.oracle_seq))
+            self.oracle, self.oracle_churn = expected_value(state, np.random.default_rng(self.oracle_seq))
         self.ledger.add(
             owner=rows,
             month=np.full(rows.size, month),

@@ -292,12 +292,22 @@ def family_balances(state: State) -> dict[str, np.ndarray]:
     }
 
 
-def expected_value(state: State, rng: np.random.Generator, horizon: int = 12) -> np.ndarray:
-    """Mean discounted net margin over the next `horizon` months, from many simulated futures."""
+def expected_value(
+    state: State, rng: np.random.Generator, horizon: int = 12, churn_months: int = 12
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean discounted net margin over the next `horizon` months, and the probability of leaving (closing the
+    last product) within `churn_months` of a customer active now (NaN for the others), from many simulated
+    futures."""
     n = state.active.size
     tiled = state.take(np.tile(np.arange(n), ORACLE_REPLICAS))  # fancy indexing copies
     weights = dates.discount_factors(horizon, DISCOUNT_RATE)
     total = np.zeros(tiled.active.size)
-    for t in range(horizon):
-        total += weights[t] * step(tiled, rng)["net_margin"]
-    return total.reshape(ORACLE_REPLICAS, n).mean(axis=0)
+    left = np.zeros(tiled.active.size, bool)
+    for t in range(max(horizon, churn_months)):
+        margin = step(tiled, rng)["net_margin"]
+        if t < horizon:
+            total += weights[t] * margin
+        if t == churn_months - 1:
+            left = ~tiled.active
+    churn = left.reshape(ORACLE_REPLICAS, n).mean(axis=0)
+    return total.reshape(ORACLE_REPLICAS, n).mean(axis=0), np.where(state.active, churn, np.nan)
