@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from clv.batch import backtest
 from clv.batch.scoring import monitor, write_scores
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
 from clv.common.cluster import ClusterError, Runner
@@ -131,6 +132,22 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     print(f"written: {args.out / 'drift.json'}, {args.out / 'drift.png'}")
 
 
+def cmd_backtest(args: argparse.Namespace) -> None:
+    with cluster_for(args) as run:
+        result = backtest.backtest(args.data_dir, args.cutoffs, args.every, args.horizon_months, args.discount_rate,
+                                   args.seed, run, args.churn_months)  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(result, args.out / "backtest.json")
+    backtest.plot(result, args.out / "backtest.png")
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"backtest of {args.data_dir}: {len(result['cutoffs'])} cutoffs, value over {result['horizon_months']} "
+          f"months and churn within {result['churn_months']}, each judged on its held-out customers")  # fmt: skip
+    print(backtest.table(result))
+    print(f"written: {args.out / 'backtest.json'}, {args.out / 'backtest.png'}")
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     if is_partitioned(args.src):
         raise OptionError(f"{args.src}: is partitioned already")
@@ -175,6 +192,11 @@ def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("train", help="train on a folder, evaluate on held-out customers, save a new version")
     add_folders(p, settings)
     p.add_argument("--cutoff", type=parse_date, help="as-of date of the features (default: last month end - horizon)")
+    add_training_options(p)
+    p.set_defaults(run=cmd_train)
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--horizon-months", type=int, default=HORIZON_MONTHS, help=f"months of future value (default {HORIZON_MONTHS})"
     )
@@ -187,7 +209,23 @@ def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     add_cluster_options(p)
-    p.set_defaults(run=cmd_train)
+
+
+def add_backtest(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("backtest", help="train at several cutoffs and judge each on the months after it")
+    add_folders(p, settings)
+    p.add_argument("--cutoffs", type=cutoff_list, help="D1,D2,...: the cutoffs (default: every --every months back)")
+    p.add_argument("--every", type=positive, default=6,
+                   help="months between cutoffs, back from the latest with complete labels (default 6)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("backtest"),
+                   help="folder for backtest.json and backtest.png (default backtest)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_training_options(p)
+    p.set_defaults(run=cmd_backtest)
+
+
+def cutoff_list(text: str) -> list:
+    return [parse_date(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def add_evaluate(sub: argparse._SubParsersAction, settings: Settings) -> None:
@@ -257,7 +295,7 @@ def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
 def parser(settings: Settings) -> argparse.ArgumentParser:
     top = OneLineParser(prog="model.py", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add in (add_train, add_evaluate, add_score, add_monitor, add_prepare, add_versions):
+    for add in (add_train, add_backtest, add_evaluate, add_score, add_monitor, add_prepare, add_versions):
         add(sub, settings)
     return top
 

@@ -23,7 +23,7 @@ from clv.model import artifacts
 from clv.model.features import build_features
 from clv.model.training import train_and_save
 from clv.synthetic import generator
-from model import metrics_table
+from model import churn_table, metrics_table
 
 TARGET_ORACLE_RATIO = 0.9
 TARGET_DECILE_MAPE = 0.10
@@ -33,6 +33,9 @@ CLEAR_MAPE = 0.8  # ... and decile MAPE at most this share of the baseline's
 TARGET_TRAIN_S = 30.0
 TARGET_LARGE_S = 60.0
 TARGET_ONE_MS = 2.0
+TARGET_CHURN_AUC_RATIO = 0.95  # of the oracle's AUC
+TARGET_CHURN_ECE = 0.02
+TARGET_CHURN_SKILL_RATIO = 0.9  # of the oracle's Brier skill
 
 
 class Stages(logging.Handler):
@@ -96,7 +99,21 @@ def accuracy(work: Path) -> tuple[Path, list[tuple[str, bool]]]:
          f"{last12['decile_mape']:.3f})", model["decile_mape"] <= CLEAR_MAPE * last12["decile_mape"]),
         (f"train on the default bank < {TARGET_TRAIN_S:.0f} s ({wall:.1f} s)", wall < TARGET_TRAIN_S),
     ]  # fmt: skip
-    return work / "models", checks
+    return work / "models", checks + churn_checks(meta["churn"])
+
+
+def churn_checks(churn: dict) -> list[tuple[str, bool]]:
+    """The churn probability's targets, on the same held-out customers, against the generator's oracle."""
+    print(churn_table(churn))
+    model, oracle = churn["model"], churn["oracle"]
+    return [
+        (f"churn AUC >= {TARGET_CHURN_AUC_RATIO} x oracle ({model['auc']:.4f} vs {oracle['auc']:.4f}: "
+         f"{model['auc'] / oracle['auc']:.3f}x)", model["auc"] >= TARGET_CHURN_AUC_RATIO * oracle["auc"]),
+        (f"churn ECE <= {TARGET_CHURN_ECE} ({model['ece']:.4f})", model["ece"] <= TARGET_CHURN_ECE),
+        (f"churn Brier skill >= {TARGET_CHURN_SKILL_RATIO} x oracle ({model['brier_skill']:.4f} vs "
+         f"{oracle['brier_skill']:.4f}: {model['brier_skill'] / oracle['brier_skill']:.3f}x)",
+         model["brier_skill"] >= TARGET_CHURN_SKILL_RATIO * oracle["brier_skill"]),
+    ]  # fmt: skip
 
 
 def large(work: Path, customers: int) -> list[tuple[str, bool]]:

@@ -433,6 +433,11 @@ def test_api_and_batch_scoring_agree(client: TestClient, bank_dir: Path, loaded:
         assert result["clv_interval"]["high"] == pytest.approx(expected["clv_high"], abs=0.005), customer_id
         if result["drivers"]:
             assert result["drivers"][0]["feature"] == expected["driver_1"]
+        if math.isnan(expected["churn_probability"]):  # had left already: null, and why
+            assert result["churn_probability"] is None and "no open product" in result["churn_reason"]
+        else:
+            assert result["churn_probability"] == pytest.approx(expected["churn_probability"], abs=5e-5), customer_id
+    assert any(r["churn_probability"] is None for r in singles) and any(r["churn_probability"] for r in singles)
 
 
 def mixed_customers(example: dict) -> list[dict]:

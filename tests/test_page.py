@@ -201,6 +201,8 @@ def test_default_customer_is_the_readme_example_sent_once(watched, server, examp
     assert direct["model_version"] in page.inner_text("#clv-model")
     assert "12 months" in page.inner_text("#result")
     assert re.search(r"\d+%", page.inner_text("#clv-confidence"))
+    churn = page.inner_text("#clv-churn")
+    assert f"{direct['churn_probability'] * 100:.0f}%" in churn and "within 12 months" in churn, churn
     _no_object_object(page)
     page.screenshot(path=shots / "page-1280.png", full_page=True)
 
@@ -320,6 +322,12 @@ def test_model_card_shows_metrics_and_charts(watched, server) -> None:
     assert page.locator("#decile-chart svg rect.bar.actual").count() == len(card["deciles"])
     assert page.locator("#importance-chart svg rect.bar").count() == min(10, len(card["importance"]))
     assert "_" not in page.text_content("#importance-chart"), "feature names are shown in words"
+    churn = page.inner_text("#churn-table")
+    for name in ("auc", "brier", "brier_skill"):
+        assert f"{card['churn']['model'][name]:.3f}" in churn, name
+    assert f"{card['churn']['model']['ece'] * 100:.1f}%" in churn
+    bins = page.locator("#reliability-table tbody tr")
+    assert bins.count() == len(card["churn"]["model"]["reliability"])
     _no_object_object(page)
 
 

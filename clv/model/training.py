@@ -265,7 +265,7 @@ def train(
         )
     logger.info("rows of %d customers at %d cutoffs in %.1f s", learners, len(cutoffs), time.perf_counter() - started)
     model = BankingCLVModel(random_state=seed, ledger_features=LEDGER_FEATURES, **params)
-    model.fit(rows.X, rows.y, groups=rows.customer_id, churned=rows.churned)
+    model.fit(rows.X, rows.y, groups=rows.customer_id, churned=churn_labels(rows.churned))
     logger.info("fitted in %.1f s", time.perf_counter() - started)
     train_mean = float(rows.y[rows.cutoff == dates.to_day(cutoff)].mean())
     scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed,
@@ -282,6 +282,17 @@ def train(
     report["seconds"] = round(time.perf_counter() - started, 1)
     logger.info("judged %d held-out customers in %.1f s", report["test_customers"], report["seconds"])
     return TrainResult(model, cutoff, dates.from_day(source.last_day), report)
+
+
+def churn_labels(churned: np.ndarray) -> np.ndarray | None:
+    """The churn labels to learn from, or None (no churn probability, and a warning) when nobody left or nobody
+    stayed: a bank whose customers all kept a product has nothing to learn a probability of leaving from."""
+    known = churned[~np.isnan(churned)]
+    if np.unique(known).size == 2:
+        return churned
+    logger.warning("no churn probability: all %d churn labels are alike (%s)", known.size,
+                   "nobody left" if not known.size or known[0] == 0 else "everybody left")  # fmt: skip
+    return None
 
 
 def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float,

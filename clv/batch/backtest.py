@@ -1,0 +1,154 @@
+"""Backtest: the same training at several cutoffs, each judged on its held-out customers over the months after
+it (docs/protocol.md#backtest), with the population's drift from one cutoff to the next.
+
+A model whose Gini, coverage or churn calibration swings from cutoff to cutoff is not stable enough to run a
+bank's campaigns on; this is what a model validation asks first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clv.batch.scoring import MONITOR_ROWS, monitor_rows
+from clv.common import dates
+from clv.common.cluster import LocalRunner, Runner
+from clv.common.io import atomic_path
+from clv.data.contract import DataContractError
+from clv.data.layout import Source, open_bank
+from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.model.monitoring import Profile, drift
+from clv.model.training import check_cutoff, default_cutoff, train
+
+logger = logging.getLogger(__name__)
+
+HISTORY_MONTHS = 15  # a cutoff needs a year of features and the quarter before it, which training also learns from
+CLOCK_FEATURES = ("history_days", "tenure_months")  # count time since the data began: move with any cutoff
+METRICS = ("normalized_gini", "spearman", "decile_mape", "total_error", "interval_coverage")
+CHURN_METRICS = ("auc", "ece", "brier_skill")
+
+
+def cutoffs_for(source: Source, horizon_months: int, every: int) -> list[dt.date]:
+    """Month ends every `every` months back from the latest cutoff whose labels are complete, as far back as a
+    year and a quarter of history allows; oldest first."""
+    latest = default_cutoff(source.last_day, horizon_months)
+    days = source.load(source.parts[0])[0].transactions["day"]  # a part: a sample of the customers
+    if not days.size:
+        return []
+    # the data begins with its first transaction (customers may have joined long before)
+    earliest = dates.add_months(dates.last_month_end(dates.from_day(int(days.min()))), HISTORY_MONTHS)
+    cutoffs = []
+    cutoff = latest
+    while cutoff >= earliest:
+        cutoffs.append(cutoff)
+        cutoff = dates.add_months(cutoff, -every)
+    return cutoffs[::-1]
+
+
+def backtest(
+    data_dir: Path,
+    cutoffs: list[dt.date] | None = None,
+    every: int = 6,
+    horizon_months: int = HORIZON_MONTHS,
+    discount_rate: float = DISCOUNT_RATE,
+    seed: int = 42,
+    runner: Runner | None = None,
+    churn_months: int | None = None,
+) -> dict:
+    """Train at every cutoff and judge each on its held-out customers: one row per cutoff (at the horizon
+    trained for), with the population's PSI against the previous cutoff's training rows."""
+    source, runner = open_bank(data_dir), runner or LocalRunner()
+    churn_months = churn_months or horizon_months
+    cutoffs = sorted(cutoffs) if cutoffs else cutoffs_for(source, max(horizon_months, churn_months), every)
+    for cutoff in cutoffs:
+        check_cutoff(source, cutoff, max(horizon_months, churn_months))
+    if not cutoffs:
+        raise DataContractError(
+            f"{data_dir}: no cutoff with {HISTORY_MONTHS} months of history before it and {horizon_months} after it"
+        )
+    rows, previous = [], None
+    for cutoff in cutoffs:
+        logger.info("backtest: training at %s", cutoff)
+        result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months)
+        rows.append(judged(result.report, cutoff, horizon_months, churn_months)
+                    | population_shift(source, runner, result.model, cutoff, previous, seed))  # fmt: skip
+        previous = result.report["profile"]
+    return {"horizon_months": horizon_months, "churn_months": churn_months, "cutoffs": rows}
+
+
+def judged(report: dict, cutoff: dt.date, horizon_months: int, churn_months: int) -> dict:
+    """A cutoff's row: its held-out metrics, the last-12 baseline's Gini beside them, and the churn metrics."""
+    model, last12 = report["metrics"]["model"], report["metrics"]["baseline_last12"]
+    churn = (report.get("churn") or {}).get("model") or {}
+    return {
+        "cutoff": cutoff.isoformat(),
+        "horizon_months": horizon_months,
+        "test_customers": report["test_customers"],
+        **{name: model.get(name) for name in METRICS},
+        "baseline_last12_gini": last12["normalized_gini"],
+        "churn_months": churn_months,
+        **{f"churn_{name}": churn.get(name) for name in CHURN_METRICS},
+    }
+
+
+def population_shift(
+    source: Source, runner: Runner, model, cutoff: dt.date, previous: Profile | None, seed: int
+) -> dict:
+    """PSI of the customers as of `cutoff` against the previous cutoff's training rows: the largest over the
+    features (leaving out those that count time since the data began) and that of the prediction."""
+    if previous is None:
+        return {"psi_max": None, "psi_feature": None, "psi_prediction": None}
+    share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
+    parts = runner.map(monitor_rows, source, label="population", model=runner.share(model), as_of=cutoff,
+                       share=share, seed=seed)  # fmt: skip
+    X = pd.concat([X for X, _ in parts], ignore_index=True)
+    report = drift(previous, X, np.concatenate([p for _, p in parts]), tuple(model.ledger_features))
+    name, value = next(((n, v) for n, v in report.worst() if n not in CLOCK_FEATURES), (None, None))
+    return {"psi_max": value, "psi_feature": name, "psi_prediction": report.prediction}
+
+
+def table(result: dict) -> str:
+    """The backtest as text: one line per cutoff."""
+    head = (f"{'cutoff':<11} {'customers':>9} {'gini':>6} {'spearman':>8} {'dec_mape':>8} {'total':>7} "
+            f"{'cover':>6} {'last12':>6} {'c_auc':>6} {'c_ece':>6} {'c_skill':>7} {'psi_max':>7}  feature")  # fmt: skip
+    lines = [head]
+    for row in result["cutoffs"]:
+
+        def f(key: str, width: int, row: dict = row) -> str:
+            value = row[key]
+            return f"{value:>{width}.3f}" if isinstance(value, float) else f"{'-' if value is None else value:>{width}}"
+
+        lines.append(f"{row['cutoff']:<11} {row['test_customers']:>9} {f('normalized_gini', 6)} {f('spearman', 8)} "
+                     f"{f('decile_mape', 8)} {f('total_error', 7)} {f('interval_coverage', 6)} "
+                     f"{f('baseline_last12_gini', 6)} {f('churn_auc', 6)} {f('churn_ece', 6)} "
+                     f"{f('churn_brier_skill', 7)} {f('psi_max', 7)}  {row['psi_feature'] or '-'}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> Path:
+    """A PNG of the held-out Gini, coverage and churn AUC and ECE at each cutoff."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = result["cutoffs"]
+    x = [row["cutoff"] for row in rows]
+    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    value, churn = figure.subplots(1, 2)
+    for key, label in (("normalized_gini", "model Gini"), ("baseline_last12_gini", "last-12 Gini"),
+                       ("interval_coverage", "interval coverage")):  # fmt: skip
+        value.plot(x, [np.nan if row[key] is None else row[key] for row in rows], marker="o", label=label)
+    value.set_title(f"value over {result['horizon_months']} months, held out", fontsize=9)
+    for key, label in (("churn_auc", "churn AUC"), ("churn_ece", "churn ECE")):
+        churn.plot(x, [np.nan if row[key] is None else row[key] for row in rows], marker="o", label=label)
+    churn.set_title(f"churn within {result['churn_months']} months, held out", fontsize=9)
+    for ax in (value, churn):
+        ax.tick_params(axis="x", rotation=40, labelsize=7)
+        ax.legend(fontsize=7)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
+    return Path(path)
