@@ -18,7 +18,7 @@ from clv.model import artifacts
 from clv.model.estimator import BankingCLVModel
 from clv.model.labels import churned
 from clv.model.metrics import churn_report
-from clv.model.training import train_and_save
+from clv.model.training import churn_labels, train_and_save
 
 T = dt.date(2023, 12, 31)
 
@@ -142,3 +142,10 @@ def test_churn_months_is_a_training_option(bank_dir: Path, loaded: artifacts.Loa
     # the same held-out customers: leaving within 6 months is rarer than within 12
     assert meta.churn.model.customers == loaded.metadata.churn.model.customers
     assert meta.churn.model.base_rate < loaded.metadata.churn.model.base_rate
+
+
+def test_labels_where_nobody_left_train_without_a_churn_probability(caplog: pytest.LogCaptureFixture) -> None:
+    assert churn_labels(np.array([0.0, np.nan, 0.0])) is None
+    assert "nobody left" in caplog.text
+    labels = np.array([0.0, 1.0, np.nan])
+    assert churn_labels(labels) is labels
