@@ -132,7 +132,7 @@ function churnLine(r) {
     return el("p", { id: "clv-churn", class: "muted" }, `No churn probability: ${r.churn_reason || "none given"}.`);
   }
   return el("p", { id: "clv-churn" }, el("strong", {}, pct(r.churn_probability, 0)),
-    ` chance of leaving (no open product left) ${within} of ${fmtDate(r.as_of)}.`);
+    ` chance of leaving ${within} of ${fmtDate(r.as_of)}: holding no open product then (for a purchase log, bringing no money in).`);
 }
 
 export function renderResult(r, body) {

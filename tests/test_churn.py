@@ -107,10 +107,27 @@ def test_a_model_without_churn_labels_says_so_with_nan() -> None:
     assert model.churn_ is None and np.isnan(model.predict_churn(X)).all()
 
 
-def test_churn_labels_of_one_kind_are_refused_by_name() -> None:
+def test_churn_labels_of_one_kind_give_no_churn_probability_and_say_why() -> None:
     X, y, _, groups = synthetic(400)
-    with pytest.raises(ValueError, match="churned needs rows that left and rows that stayed"):
-        BankingCLVModel(n_estimators=10).fit(X, y, groups=groups, churned=np.zeros(len(y)))
+    with pytest.warns(UserWarning, match="need customers who left and customers who stayed"):
+        model = BankingCLVModel(n_estimators=10).fit(X, y, groups=groups, churned=np.zeros(len(y)))
+    assert model.churn_ is None and np.isnan(model.predict_churn(X)).all()
+    # one customer who left: either the fitted or the held-back rows have none, and the value is still fitted
+    one = np.zeros(len(y))
+    one[groups == groups[0]] = 1
+    with pytest.warns(UserWarning, match="no churn probability"):
+        model = BankingCLVModel(n_estimators=10).fit(X, y, groups=groups, churned=one)
+    assert model.churn_ is None and np.isfinite(model.predict(X)).all()
+
+
+def test_a_model_saved_before_churn_loads_without_one() -> None:
+    X, y, label, groups = synthetic(400)
+    model = BankingCLVModel(n_estimators=10, random_state=0).fit(X, y, groups=groups, churned=label)
+    state = {k: v for k, v in model.__getstate__().items() if not k.startswith("churn_")}
+    old = BankingCLVModel.__new__(BankingCLVModel)
+    old.__setstate__(state)
+    assert old.churn_ is None and np.isnan(old.predict_churn(X)).all()
+    np.testing.assert_array_equal(old.predict(X), model.predict(X))  # the value: the same model's
 
 
 def test_the_model_card_judges_the_churn_probability_against_the_oracle(loaded: artifacts.LoadedModel) -> None:
@@ -120,8 +137,8 @@ def test_the_model_card_judges_the_churn_probability_against_the_oracle(loaded: 
         metrics = getattr(churn, name)
         assert metrics.customers > 100 and 0 < metrics.base_rate < 1
         assert sum(row.customers for row in metrics.reliability) == metrics.customers
-        assert 0 <= metrics.ece <= 1 and metrics.brier < metrics.base_rate * (1 - metrics.base_rate) + 0.01
-    assert churn.model.auc > 0.55  # the features carry some of who leaves; the oracle knows more
+        assert 0 <= metrics.ece <= 1
+    assert churn.model.auc > 0.55 and churn.model.brier_skill > 0  # better than the base rate; the oracle knows more
     assert churn.oracle.auc > churn.model.auc
 
 

@@ -36,8 +36,8 @@ def cutoffs_for(source: Source, horizon_months: int, every: int) -> list[dt.date
     """Month ends every `every` months back from the latest cutoff whose labels are complete, as far back as a
     year and a quarter of history allows; oldest first."""
     latest = default_cutoff(source.last_day, horizon_months)
-    days = source.load(source.parts[0])[0].transactions["day"]  # a part: a sample of the customers
-    if not days.size:
+    days = next((days for part in source.parts if (days := source.load(part)[0].transactions["day"]).size), None)
+    if days is None:  # the first part with transactions: a sample of the customers, as parts are
         return []
     # the data begins with its first transaction (customers may have joined long before)
     earliest = dates.add_months(dates.last_month_end(dates.from_day(int(days.min()))), HISTORY_MONTHS)

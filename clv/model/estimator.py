@@ -7,6 +7,7 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -115,6 +116,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", y_numeric=True)
         self.ledger_columns_ = self._ledger_columns()
         calibrate = conformal.held_back(X.shape[0], groups, self.calibration_share, self.random_state)
+        churn = None if churn is None else self._learnable(churn, calibrate)
         self.target_ = self._resolve_target(y)
         if self.ledger_columns_.size and not np.isnan(X[:, self.ledger_columns_]).all():
             X_fit, y_fit, calibrate_fit = np.vstack([X, self._mask(X)]), np.tile(y, 2), np.tile(calibrate, 2)
@@ -201,10 +203,20 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self._booster(), X[nonzero], y[nonzero]
         )
 
+    @staticmethod
+    def _learnable(churned: np.ndarray, calibrate: np.ndarray) -> np.ndarray | None:
+        """The churn labels, or None (no churn probability, with a warning) when the rows fitted or the rows held
+        back to calibrate lack customers who left or who stayed: a small bank, or one where nobody left."""
+        for name, part in (("fitted", churned[~calibrate]), ("held back", churned[calibrate])):
+            known = part[~np.isnan(part)]
+            if np.unique(known).size < 2:
+                message = f"no churn probability: the {known.size} churn labels of the rows {name} are all alike"
+                warnings.warn(f"{message}; they need customers who left and customers who stayed", stacklevel=3)
+                return None
+        return churned
+
     def _fit_churn(self, X: np.ndarray, churned: np.ndarray) -> Pipeline:
         known = ~np.isnan(churned)
-        if np.unique(churned[known]).size < 2:
-            raise ValueError(f"churned needs rows that left and rows that stayed; all its {known.sum()} are alike")
         classifier = GradientBoostingClassifier(
             **CHURN_BOOSTER, subsample=self.subsample, max_features=self.max_features, random_state=self.random_state
         )
