@@ -12,9 +12,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from clv.batch.scoring import MONITOR_ROWS, monitor_rows
+from clv.batch.scoring import monitored
 from clv.common import dates
 from clv.common.cluster import LocalRunner, Runner
 from clv.common.io import atomic_path
@@ -102,11 +101,8 @@ def population_shift(
     features (leaving out those that count time since the data began) and that of the prediction."""
     if previous is None:
         return {"psi_max": None, "psi_feature": None, "psi_prediction": None}
-    share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
-    parts = runner.map(monitor_rows, source, label="population", model=runner.share(model), as_of=cutoff,
-                       share=share, seed=seed)  # fmt: skip
-    X = pd.concat([X for X, _ in parts], ignore_index=True)
-    report = drift(previous, X, np.concatenate([p for _, p in parts]), tuple(model.ledger_features))
+    X, predictions = monitored(source, runner, model, cutoff, seed)
+    report = drift(previous, X, predictions, tuple(model.ledger_features))
     name, value = next(((n, v) for n, v in report.worst() if n not in CLOCK_FEATURES), (None, None))
     return {"psi_max": value, "psi_feature": name, "psi_prediction": report.prediction}
 

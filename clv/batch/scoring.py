@@ -126,10 +126,16 @@ def monitor(
     source: Source, runner: Runner, loaded: LoadedModel, as_of: dt.date | None, seed: int = 42
 ) -> tuple[DriftReport, pd.DataFrame]:
     """The input drift of a bank's customers as of a date against the model's training rows, with the rows."""
-    as_of = as_of or dates.from_day(source.last_day)
-    share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
-    parts = runner.map(monitor_rows, source, label="monitored", model=runner.share(loaded.model), as_of=as_of,
-                       share=share, seed=seed)  # fmt: skip
-    X = pd.concat([X for X, _ in parts], ignore_index=True)
-    predictions = np.concatenate([p for _, p in parts])
+    X, predictions = monitored(source, runner, loaded.model, as_of or dates.from_day(source.last_day), seed)
     return drift(loaded.profile, X, predictions, tuple(loaded.model.ledger_features)), X
+
+
+def monitored(
+    source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date, seed: int = 42
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """A seeded sample of the bank's customers who count as of `as_of` (at most MONITOR_ROWS of them, part by
+    part): their feature rows and the model's predictions."""
+    share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
+    parts = runner.map(monitor_rows, source, label="monitored", model=runner.share(model), as_of=as_of,
+                       share=share, seed=seed)  # fmt: skip
+    return pd.concat([X for X, _ in parts], ignore_index=True), np.concatenate([p for _, p in parts])

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from clv.data.schema import CHURN_MONTHS
 from clv.model.monitoring import DriftReport
@@ -23,23 +23,25 @@ class _Card(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+def _nan_is_none(value: object) -> object:
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+Metric = Annotated[float | None, BeforeValidator(_nan_is_none)]  # a metric that cannot be computed is None
+
+
 class MetricSet(_Card):
     """The held-out metrics of one set of predictions (docs/metrics.md)."""
 
-    normalized_gini: float | None
-    spearman: float | None
-    decile_mape: float | None
-    total_error: float | None
-    mae: float | None
-    rmse: float | None
-    r2: float | None
-    interval_coverage: float | None = None
-    oracle_ratio: float | None = None
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _nan_is_none(cls, value: object) -> object:
-        return None if isinstance(value, float) and not math.isfinite(value) else value
+    normalized_gini: Metric
+    spearman: Metric
+    decile_mape: Metric
+    total_error: Metric
+    mae: Metric
+    rmse: Metric
+    r2: Metric
+    interval_coverage: Metric = None
+    oracle_ratio: Metric = None
 
 
 class Metrics(_Card):
@@ -72,15 +74,10 @@ class ChurnMetricSet(_Card):
     customers: int = Field(description="Held-out customers who could leave: those holding a product at the cutoff.")
     base_rate: float = Field(description="Share of them who left within churn_months.")
     brier: float
-    brier_skill: float | None = Field(description="1 - Brier / Brier of always predicting the base rate.")
-    auc: float | None
+    brier_skill: Metric = Field(description="1 - Brier / Brier of always predicting the base rate.")
+    auc: Metric
     ece: float = Field(description="Expected calibration error over 10 equal-width bins.")
     reliability: list[ReliabilityBin]
-
-    @field_validator("brier_skill", "auc", mode="before")
-    @classmethod
-    def _nan_is_none(cls, value: object) -> object:
-        return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class ChurnMetrics(_Card):

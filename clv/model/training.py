@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 MAX_TRAIN_CUSTOMERS = 15_000  # past this the held-out metrics stop improving; the fit time does not
 IMPORTANCE_ROWS = 2_000  # held-out rows permutation importance shuffles
 HELD_OUT_SHARE = 0.2
-ORACLE_CHURN_MONTHS = 12  # the generator's oracle gives the probability of leaving within 12 months only
 
 
 @dataclass
@@ -128,7 +127,8 @@ def held_out_scores(
     expected, oracle_churn = np.full(rows.y.size, np.nan), np.full(rows.y.size, np.nan)
     if oracle is not None and oracle.as_of == cutoff:
         expected = oracle.expected_clv.reindex(rows.customer_id).to_numpy(np.float64)
-        if oracle.churn_probability is not None and churn_months == ORACLE_CHURN_MONTHS:
+        # the generator's oracle gives the probability of leaving within the default CHURN_MONTHS only
+        if oracle.churn_probability is not None and churn_months == CHURN_MONTHS:
             oracle_churn = oracle.churn_probability.reindex(rows.customer_id).to_numpy(np.float64)
     scores = pd.DataFrame({
         "customer_id": rows.customer_id, "actual": rows.y,

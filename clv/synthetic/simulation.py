@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from clv.common import dates
-from clv.data.schema import DISCOUNT_RATE, AcquisitionChannel, Region
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, AcquisitionChannel, Region
 
 SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.data.schema.ProductType
 FTP_RATE = 0.03  # what the treasury pays for deposits and charges for funding loans
@@ -293,7 +293,7 @@ def family_balances(state: State) -> dict[str, np.ndarray]:
 
 
 def expected_value(
-    state: State, rng: np.random.Generator, horizon: int = 12, churn_months: int = 12
+    state: State, rng: np.random.Generator, horizon: int = 12, churn_months: int = CHURN_MONTHS
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean discounted net margin over the next `horizon` months, and the probability of leaving (closing the
     last product) within `churn_months` of a customer active now (NaN for the others), from many simulated
