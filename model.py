@@ -17,7 +17,7 @@ from clv.common.io import write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.prepare import prepare
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.model import artifacts
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
@@ -46,7 +46,7 @@ def metrics_table(metrics: dict) -> str:
 def print_report(meta: dict, as_json: bool) -> None:
     """The metrics table and the deciles of a report (`evaluate`'s, or a model's metadata as JSON)."""
     if as_json:
-        shown = ("metrics", "deciles", "churn")
+        shown = ("metrics", "deciles", "churn", "horizons")
         print(json.dumps({k: meta[k] for k in shown if k in meta} | {"cutoff": meta.get("cutoff")}))
         return
     print(metrics_table(meta["metrics"]))
@@ -55,6 +55,24 @@ def print_report(meta: dict, as_json: bool) -> None:
         print(f"{row['decile']:>6d} {row['customers']:>10d} {row['mean_predicted']:>15.2f} {row['mean_actual']:>12.2f}")
     if meta.get("churn"):
         print(churn_table(meta["churn"]))
+    if meta.get("horizons"):
+        print(horizons_table(meta["horizons"]))
+
+
+def horizons_table(horizons: list[dict]) -> str:
+    """Each horizon's value against the naive annuity, where it was judged, or the word that it is extrapolated."""
+    lines = ["\nmonths  judged at    customers  gini  annuity_gini  decile_mape  annuity_mape  coverage"]
+    for h in horizons:
+        if not h["judged"]:
+            lines.append(f"{h['months']:>6d}  extrapolated (past the data; interval margin from "
+                         f"{h['extrapolated_from'] or 'the headline'} months)")  # fmt: skip
+            continue
+        model, annuity = h["model"], h["baseline_annuity"]
+        cells = [model["normalized_gini"], annuity["normalized_gini"], model["decile_mape"], annuity["decile_mape"],
+                 model["interval_coverage"]]  # fmt: skip
+        text = "".join(f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, (6, 14, 13, 14, 10)))
+        lines.append(f"{h['months']:>6d}  {h['cutoff']}  {h['customers']:>9d}{text}")
+    return "\n".join(lines)
 
 
 def churn_table(churn: dict) -> str:
@@ -89,6 +107,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             args.seed,
             run,
             args.churn_months,
+            args.horizons,
         )
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
     print_report(meta.model_dump(mode="json"), as_json=False)
@@ -135,7 +154,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 def cmd_backtest(args: argparse.Namespace) -> None:
     with cluster_for(args) as run:
         result = backtest.backtest(args.data_dir, args.cutoffs, args.every, args.horizon_months, args.discount_rate,
-                                   args.seed, run, args.churn_months)  # fmt: skip
+                                   args.seed, run, args.churn_months, args.horizons)  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(result, args.out / "backtest.json")
     backtest.plot(result, args.out / "backtest.png")
@@ -207,6 +226,11 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--churn-months", type=int,
         help=f"the churn probability is of leaving within these months (default: --horizon-months, {CHURN_MONTHS})",
     )  # fmt: skip
+    p.add_argument(
+        "--horizons", type=horizon_list, default=HORIZONS,
+        help=f"M1,M2,...: the months of value predictions carry beside --horizon-months, each judged where the data "
+        f"reaches and extrapolated past it (default {','.join(map(str, HORIZONS))})",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     add_cluster_options(p)
 
@@ -222,6 +246,16 @@ def add_backtest(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     add_training_options(p)
     p.set_defaults(run=cmd_backtest)
+
+
+def horizon_list(text: str) -> tuple[int, ...]:
+    try:
+        months = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of months such as 12,36,60") from None
+    if not months or min(months) < 1 or max(months) > MAX_HORIZON:
+        raise argparse.ArgumentTypeError(f"{text!r}: each horizon must be 1 to {MAX_HORIZON} months")
+    return months
 
 
 def cutoff_list(text: str) -> list:

@@ -86,6 +86,24 @@ class ChurnMetrics(_Card):
     oracle: ChurnMetricSet | None = Field(None, description="Present when the data carries its oracle for the cutoff.")
 
 
+class HorizonMetrics(_Card):
+    """One horizon's value judged on what happened after a cutoff (docs/protocol.md#horizons), or the word that it
+    is extrapolated."""
+
+    months: int
+    served: bool = Field(description="Predictions carry this horizon; the others are judged only.")
+    judged: bool = Field(description="Judged on realized outcomes; false: past the data, extrapolated.")
+    cutoff: dt.date | None = Field(description="Where it was judged: the training cutoff, or an earlier one.")
+    customers: int | None = Field(None, description="The held-out customers it was judged on.")
+    model: MetricSet | None = None
+    model_without_ledger: MetricSet | None = None
+    baseline_annuity: MetricSet | None = Field(
+        None, description="The last 12 months' value x the horizon's discount factors / 12.")
+    extrapolated_from: int | None = Field(
+        None, description="The longest judged horizon whose interval margin this one carries, scaled; none: the "
+        "headline's band, scaled.")  # fmt: skip
+
+
 class Importance(_Card):
     feature: str
     importance: float = Field(description="Drop in R² on held-out customers when the feature is shuffled.")
@@ -120,6 +138,7 @@ class ModelMetadata(Evaluation):
     cutoff: dt.date
     horizon_months: int
     churn_months: int = CHURN_MONTHS
+    horizons: list[HorizonMetrics] = Field(default_factory=list, description="None for a model before horizons.")
     discount_rate: float
     seed: int
     interval_level: float
@@ -163,6 +182,7 @@ class ModelCard(_Card):
     interval_level: float
     metrics: Metrics
     churn: ChurnMetrics | None
+    horizons: list[HorizonMetrics] = Field(description="Each horizon, judged or extrapolated; the headline first.")
     deciles: list[Decile]
     importance: list[Importance] = Field(description="The 15 most important features, most important first.")
     rows: RowCounts

@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from clv.data.schema import INTERVAL_LEVEL
 from clv.model import conformal
 from clv.model.attributions import rescale, top_drivers
+from clv.model.lifetime import Lifetime
 from clv.model.trees import CompiledForest
 
 TARGETS = ("auto", "squared_error", "log", "two_part")
@@ -67,6 +68,9 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         calibrated on the held-back customers (Platt scaling: a logistic regression on the classifier's raw
         output), apart for rows with and without a ledger as the interval is: `churn_calibration_`,
         {group: (slope, intercept)}.
+    lifetime_ : how the value and the churn probability extend to longer horizons and a monthly curve
+        (clv.model.lifetime); training sets it once it has measured the longer horizons' margins (None: the
+        headline horizon only, as for a model saved before horizons).
     """
 
     def __init__(
@@ -138,6 +142,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self.churn_ = None if leaving is None else leaving.result()
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
         self.churn_calibration_ = None
+        self.lifetime_: Lifetime | None = None
         self._compile()
         self.margin_ = self._conformal_margins(X[calibrate], y[calibrate])
         if self.churn_ is not None:
@@ -263,7 +268,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        state = {"churn_": None, "churn_calibration_": None, **state}  # a model saved before churn had none
+        # a model saved before churn or horizons had none
+        state = {"churn_": None, "churn_calibration_": None, "lifetime_": None, **state}
         super().__setstate__(state)
         if "point_" in state:
             self._compile()
@@ -306,7 +312,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             if contrib is not None:
                 contrib = rescale(contrib, forest.bias, raw[:, 3], forest.bias, point)
         lo, hi = np.minimum(raw[:, 1], raw[:, 2]), np.maximum(raw[:, 1], raw[:, 2])
-        has_ledger = ~np.isnan(X[:, self.ledger_columns_]).all(axis=1) if self.ledger_columns_.size else None
+        has_ledger = self._has_ledger(X)
         churn = np.full(X.shape[0], np.nan)
         if calibrated:
             if has_ledger is not None:
@@ -325,6 +331,10 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             churn = 1 / (1 + np.exp(-(slope * raw[:, -1] + intercept)))
         return point, np.minimum(lo, point), np.maximum(hi, point), contrib, churn
 
+    def _has_ledger(self, X: np.ndarray) -> np.ndarray | None:
+        """Which rows carry ledger features (None for a model fitted without any): they have their own margins."""
+        return ~np.isnan(X[:, self.ledger_columns_]).all(axis=1) if self.ledger_columns_.size else None
+
     def predict(self, X) -> np.ndarray:
         return self._outputs(self._validated(X), contributions=False)[0]
 
@@ -338,7 +348,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return self._outputs(self._validated(X), contributions=False)[4]
 
     def predict_all(self, X, contributions: bool = True, check_input: bool = True) -> dict[str, np.ndarray | None]:
-        """Everything a served prediction needs in one pass: point, interval, confidence, contributions, churn.
+        """Everything a served prediction needs in one pass: point, interval, confidence, contributions, churn, and
+        the value of every horizon with its interval ({months: (value, low, high)}; None without `lifetime_`).
 
         `check_input=False` skips scikit-learn's input checks (as its trees' `predict` allows) for rows the
         caller built itself in the fitted columns' order; a served request would otherwise spend more time
@@ -354,7 +365,11 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
                 )
         point, lo, hi, contrib, churn = self._outputs(X, contributions)
         confidence = self.confidence(point, lo, hi)
-        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib, "churn": churn}
+        horizons = None
+        if self.lifetime_ is not None:
+            horizons = self.lifetime_.values(point, lo, hi, churn, self._has_ledger(X))
+        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib, "churn": churn,
+                "horizons": horizons}  # fmt: skip
 
     def confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """1 / (1 + interval width / max(|prediction|, scale)): 1 for a point, 0.5 when the width equals

@@ -24,12 +24,13 @@ from clv.common.cluster import LocalRunner, Runner
 from clv.data.bank import Bank
 from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
-from clv.model import artifacts, metrics
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, JUDGED_HORIZON
+from clv.model import artifacts, conformal, metrics
 from clv.model.card import Evaluation, ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import LEDGER_FEATURES, build_features
 from clv.model.labels import churned, eligible, future_value
+from clv.model.lifetime import Lifetime
 from clv.model.monitoring import reference_profile
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 MAX_TRAIN_CUSTOMERS = 15_000  # past this the held-out metrics stop improving; the fit time does not
 IMPORTANCE_ROWS = 2_000  # held-out rows permutation importance shuffles
 HELD_OUT_SHARE = 0.2
+HISTORY_MONTHS = 12  # a cutoff a horizon is judged at needs a year of features before it
 
 
 @dataclass
@@ -88,12 +90,22 @@ def rows_at(
     return Rows.concat(parts)
 
 
-def held_out(customer_id: np.ndarray, seed: int, share: float = HELD_OUT_SHARE) -> np.ndarray:
-    """Rows of the customers held out for evaluation. A customer's fate depends only on its id and the
-    seed (a multiplicative hash), so any subset of rows, at any cutoff, in any part, agrees with training's."""
+def _fraction(customer_id: np.ndarray, seed: int) -> np.ndarray:
+    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash)."""
     offset = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
     mixed = (np.asarray(customer_id, np.uint64) + offset) * np.uint64(0xBF58476D1CE4E5B9)  # wraps mod 2**64
-    return (mixed >> np.uint64(40)).astype(np.float64) / 2**24 < share
+    return (mixed >> np.uint64(40)).astype(np.float64) / 2**24
+
+
+def held_out(customer_id: np.ndarray, seed: int, share: float = HELD_OUT_SHARE) -> np.ndarray:
+    """Rows of the customers held out for evaluation. A customer's fate depends only on its id and the
+    seed, so any subset of rows, at any cutoff, in any part, agrees with training's."""
+    return _fraction(customer_id, seed) < share
+
+
+def calibrating(customer_id: np.ndarray, seed: int) -> np.ndarray:
+    """Of the held-out customers, the half that measures the longer horizons' margins; the other half judges them."""
+    return _fraction(customer_id, seed) < HELD_OUT_SHARE / 2
 
 
 def last12_baseline(X: pd.DataFrame, horizon_months: int, discount_rate: float) -> np.ndarray:
@@ -181,6 +193,98 @@ def churn_evaluation(scores: pd.DataFrame) -> dict | None:
     return result
 
 
+def horizon_scores(
+    source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, months: int, discount_rate: float, seed: int,
+    churn_months: int = CHURN_MONTHS,
+) -> pd.DataFrame:  # fmt: skip
+    """A part's held-out customers at `cutoff`, over `months`: the realized value; the model's value of that horizon,
+    with its band before the horizon's own margin, with and without the ledger; the naive annuity; the churn
+    probability; and whether the customer calibrates the margin or judges it."""
+    rows = rows_at(source.load(part)[0], [cutoff], months, discount_rate, churn_months)
+    rows = rows.take(held_out(rows.customer_id, seed))
+    lifetime = model.lifetime_.only(months)
+    frame = {"customer_id": rows.customer_id, "actual": rows.y, "calibrates": calibrating(rows.customer_id, seed),
+             "annuity": last12_baseline(rows.X, months, discount_rate)}  # fmt: skip
+    for prefix, X in (("", rows.X), ("blind_", model.without_ledger(rows.X))):
+        out = model.predict_all(X, contributions=False)
+        value, low, high = lifetime.values(out["point"], out["low"], out["high"], out["churn"], None)[months]
+        frame |= {f"{prefix}predicted": value, f"{prefix}low": low, f"{prefix}high": high, f"{prefix}churn": out["churn"]}
+    return pd.DataFrame(frame)
+
+
+def judge_lifetime(
+    source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, seed: int, headline: dict
+) -> list[dict]:
+    """Measure the margin of every horizon past the headline on what happened after a cutoff the data reaches that
+    far (the training cutoff, or an earlier one), with half the held-out customers, and judge it with the other half
+    against the naive annuity. A horizon past the data is extrapolated: its margin is the longest measured one's,
+    scaled by the ratio of their values. Sets the model's `lifetime_` margins; returns one entry a horizon."""
+    lifetime = model.lifetime_
+    earliest = dates.add_months(data_start(source), HISTORY_MONTHS)
+    asked = {*lifetime.horizons[1:]}
+    if lifetime.headline < JUDGED_HORIZON <= lifetime.longest:
+        asked.add(JUDGED_HORIZON)
+    entries = {lifetime.headline: {"months": lifetime.headline, "served": True, "judged": True,
+                                   "cutoff": cutoff, **headline}}  # fmt: skip
+    measured: dict[int, tuple[dict, pd.DataFrame]] = {}
+    for months in sorted(asked):
+        at = min(cutoff, default_cutoff(source.last_day, months))
+        if at < earliest:
+            continue
+        scores = pd.concat(runner.map(horizon_scores, source, label=f"{months}-month value", model=runner.share(model),
+                                      cutoff=at, months=months, discount_rate=lifetime.discount_rate, seed=seed,
+                                      churn_months=lifetime.churn_months), ignore_index=True)  # fmt: skip
+        scores = scores.sort_values("customer_id", kind="stable", ignore_index=True)
+        calibrate = scores[scores["calibrates"]]
+        margin = {group: conformal.margin(calibrate["actual"].to_numpy(), calibrate[f"{prefix}low"].to_numpy(),
+                                          calibrate[f"{prefix}high"].to_numpy(), model.interval_level)
+                  for group, prefix in (("ledger", ""), ("no_ledger", "blind_"))}  # fmt: skip
+        measured[months] = (margin, calibrate)
+        entries[months] = {"months": months, "served": months in lifetime.horizons, "judged": True, "cutoff": at,
+                           **_judged(scores[~scores["calibrates"]], margin)}  # fmt: skip
+    longest = max((m for m in measured if m > lifetime.headline), default=None)
+    margins = {}
+    for months in lifetime.horizons[1:]:
+        if months in measured:
+            margins[months] = measured[months][0]
+            continue
+        if longest is None:  # nothing measured: the headline's band, scaled
+            margins[months] = {"ledger": 0.0, "no_ledger": 0.0}
+        else:
+            margin, rows = measured[longest]
+            churn = rows["churn"].to_numpy()
+            scale = float(np.mean(lifetime.ratio(churn, months) / lifetime.ratio(churn, longest)))
+            margins[months] = {group: value * scale for group, value in margin.items()}
+        entries[months] = {"months": months, "served": True, "judged": False, "cutoff": None,
+                           "extrapolated_from": longest}  # fmt: skip
+    model.lifetime_ = Lifetime(lifetime.horizons, lifetime.churn_months, lifetime.discount_rate, margins,
+                               tuple(sorted(measured)))  # fmt: skip
+    return [entries[months] for months in sorted(entries)]
+
+
+def _judged(scores: pd.DataFrame, margin: dict[str, float]) -> dict:
+    """A horizon's metrics on the customers who judge it: the model (its band widened by the measured margin), the
+    model without the ledger, and the naive annuity."""
+    y = scores["actual"].to_numpy()
+    result = {"customers": int(y.size)}
+    for name, prefix, group in (("model", "", "ledger"), ("model_without_ledger", "blind_", "no_ledger")):
+        point = scores[f"{prefix}predicted"].to_numpy()
+        low, high = conformal.widen(point, scores[f"{prefix}low"].to_numpy(), scores[f"{prefix}high"].to_numpy(),
+                                    margin[group])  # fmt: skip
+        result[name] = metrics.report(y, point, low, high)
+    result["baseline_annuity"] = metrics.report(y, scores["annuity"].to_numpy())
+    return result
+
+
+def data_start(source: Source) -> dt.date:
+    """The data's first month end: where its first transaction falls (customers may have joined long before), from
+    the first part with transactions, a sample of the customers as parts are."""
+    days = next((days for part in source.parts if (days := source.load(part)[0].transactions["day"]).size), None)
+    if days is None:
+        return dates.last_month_end(dates.from_day(source.last_day))
+    return dates.last_month_end(dates.from_day(int(days.min())))
+
+
 def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dict]:
     """Permutation importance on held-out customers: the drop in R² when a feature is shuffled."""
     if rows.y.size > IMPORTANCE_ROWS:
@@ -247,10 +351,12 @@ def train(
     max_train_customers: int = MAX_TRAIN_CUSTOMERS,
     runner: Runner | None = None,
     churn_months: int | None = None,
+    horizons: tuple[int, ...] = HORIZONS,
     **params: object,
 ) -> TrainResult:
     """Train on 80% of customers at the cutoff (and `extra_cutoffs` earlier quarters), judge on the rest. The churn
-    probability is of leaving within `churn_months`, by default the value's horizon."""
+    probability is of leaving within `churn_months`, by default the value's horizon; the value extends to `horizons`
+    (clv.model.lifetime), each judged where the data reaches."""
     started = time.perf_counter()
     churn_months = churn_months or horizon_months
     source, runner = open_bank(data_dir), runner or LocalRunner()
@@ -272,6 +378,12 @@ def train(
     scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed,
                            churn_months=churn_months)  # fmt: skip
     report = evaluation(scores, train_mean)
+    model.lifetime_ = Lifetime((horizon_months, *sorted(set(horizons) - {horizon_months})), churn_months,
+                               discount_rate)  # fmt: skip
+    headline = {"customers": report["test_customers"], "model": report["metrics"]["model"],
+                "model_without_ledger": report["metrics"]["model_without_ledger"],
+                "baseline_annuity": report["metrics"]["baseline_last12"]}  # fmt: skip
+    report["horizons"] = judge_lifetime(source, runner, model, cutoff, seed, headline)
     report["importance"] = global_importance(model, sample, seed)
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
     report["data_fingerprint"] = source.fingerprint
@@ -338,10 +450,12 @@ def train_and_save(
     seed: int = 42,
     runner: Runner | None = None,
     churn_months: int | None = None,
+    horizons: tuple[int, ...] = HORIZONS,
 ) -> tuple[Path, ModelMetadata]:
     """Train on a folder, save a new version and make it latest; return its folder and metadata."""
     churn_months = churn_months or horizon_months
-    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months)
+    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months,
+                   horizons=horizons)  # fmt: skip
     report = result.report
     metadata = {
         "data_dir": str(data_dir),
