@@ -70,7 +70,8 @@ def horizons_table(horizons: list[dict]) -> str:
         model, annuity = h["model"], h["baseline_annuity"]
         cells = [model["normalized_gini"], annuity["normalized_gini"], model["decile_mape"], annuity["decile_mape"],
                  model["interval_coverage"]]  # fmt: skip
-        text = "".join(f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, (6, 14, 13, 14, 10)))
+        widths = (6, 14, 13, 14, 10)
+        text = "".join(f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, widths, strict=True))
         lines.append(f"{h['months']:>6d}  {h['cutoff']}  {h['customers']:>9d}{text}")
     return "\n".join(lines)
 
@@ -126,7 +127,10 @@ def cmd_score(args: argparse.Namespace) -> None:
     loaded = artifacts.load(args.model_dir, args.version)
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
-        rows = write_scores(source, run, loaded.model, args.as_of, args.output)
+        try:
+            rows = write_scores(source, run, loaded.model, args.as_of, args.output, args.curve)
+        except ValueError as exc:  # a model before horizons has no curve
+            raise OptionError(f"--curve: {exc}") from None
     logger.info("scored %d customers with model %s into %s", rows, loaded.version, args.output)
 
 
@@ -288,6 +292,11 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
         default=Path("predictions.csv"),
         help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition (default predictions.csv)",
     )
+    p.add_argument(
+        "--curve", type=Path,
+        help="X.parquet: also the month-by-month curve (customer_id, month, survival, expected_margin, "
+        "cumulative_clv) as a Parquet dataset, a file a partition",
+    )  # fmt: skip
     add_cluster_options(p)
     p.set_defaults(run=cmd_score)
 

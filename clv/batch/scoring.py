@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
 import tempfile
@@ -23,35 +24,85 @@ from clv.model.labels import eligible, former, joined
 from clv.model.monitoring import DriftReport, drift
 
 TOP_DRIVERS = 3
-COLUMNS = (
-    "customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score", "churn_probability",
-    *(f"driver_{k}{end}" for k in range(1, TOP_DRIVERS + 1) for end in ("", "_contribution")),
-)  # fmt: skip
+HEAD = ("customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score", "churn_probability")
+DRIVERS = tuple(f"driver_{k}{end}" for k in range(1, TOP_DRIVERS + 1) for end in ("", "_contribution"))
 GONE = "no open product"
 
 
+def columns(model: BankingCLVModel) -> tuple[str, ...]:
+    """The columns of a scoring by `model`: the headline, then each longer horizon's value and interval
+    (clv_36m, clv_36m_low, clv_36m_high, ...), then the drivers."""
+    return (*HEAD, *(name for months in _longer(model) for name in horizon_columns(months)), *DRIVERS)
+
+
+def horizon_columns(months: int) -> tuple[str, str, str]:
+    return f"clv_{months}m", f"clv_{months}m_low", f"clv_{months}m_high"
+
+
+def _longer(model: BankingCLVModel) -> tuple[int, ...]:
+    return () if model.lifetime_ is None else model.lifetime_.horizons[1:]
+
+
 def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
-    """Predictions, 80% interval, confidence, churn probability and the top drivers. Customers who had closed
-    every product by the as-of date bring nothing after (docs/domain.md): 0 with driver 'no open product', and no
-    churn probability (empty: they cannot leave again)."""
+    """Predictions, 80% interval, confidence, churn probability, the value of every horizon and the top drivers."""
+    return scored(model, bank, as_of)[0]
+
+
+def scored(
+    model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None, curve: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """score_bank's frame and, with `curve`, the month-by-month curve as long rows (customer_id, month, survival,
+    expected_margin, cumulative_clv). Customers who had closed every product by the as-of date bring nothing after
+    (docs/domain.md): 0 with driver 'no open product', and no churn probability (empty: they cannot leave again)."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
     out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
+    customers = bank.customer_id[keep]
     frame = pd.DataFrame({
-        "customer_id": bank.customer_id[keep],
+        "customer_id": customers,
         "predicted_clv": out["point"].round(2),
         "clv_low": out["low"].round(2),
         "clv_high": out["high"].round(2),
         "confidence_score": out["confidence"].round(4),
         "churn_probability": out["churn"].round(4),
     })  # fmt: skip
+    for months in _longer(model):
+        for name, values in zip(horizon_columns(months), out["horizons"][months], strict=True):
+            frame[name] = values.round(2)
     contrib = out["contrib"]
     top = driver_order(contrib, TOP_DRIVERS)
     names = np.asarray(FEATURE_NAMES, dtype=object)
     for k in range(TOP_DRIVERS):
         frame[f"driver_{k + 1}"] = np.where(out["gone"], GONE if k == 0 else "", names[top[:, k]])
         frame[f"driver_{k + 1}_contribution"] = np.take_along_axis(contrib, top[:, [k]], axis=1)[:, 0].round(2)
-    return frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    order = np.argsort(customers, kind="stable")
+    frame = frame.iloc[order].reset_index(drop=True)
+    if not curve:
+        return frame, None
+    return frame, curve_rows(model, out, customers, order)
+
+
+def curve_rows(model: BankingCLVModel, out: dict, customers: np.ndarray, order: np.ndarray) -> pd.DataFrame:
+    """The month-by-month curve of scored rows, one row a customer and month, in `order`."""
+    if model.lifetime_ is None:
+        raise ValueError("the model was trained before horizons and has no curve; train a new one")
+    curve = monthly_curve(model, out)
+    months = curve["month"]
+    return pd.DataFrame({
+        "customer_id": np.repeat(customers[order], months.size),
+        "month": np.tile(months, order.size).astype(np.int16),
+        **{name: curve[name][order].ravel().round(decimals)
+           for name, decimals in (("survival", 6), ("expected_margin", 2), ("cumulative_clv", 2))},
+    })  # fmt: skip
+
+
+def monthly_curve(model: BankingCLVModel, out: dict) -> dict[str, np.ndarray]:
+    """The curve of predict_rows' answer: a customer who had already gone has survival and margin 0."""
+    curve = model.lifetime_.curve(out["point"], out["churn"])
+    if out["gone"].any():
+        for name in ("survival", "expected_margin", "cumulative_clv"):
+            curve[name] = np.where(out["gone"][:, None], 0.0, curve[name])
+    return curve
 
 
 def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
@@ -65,43 +116,61 @@ def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.
         out["confidence"] = np.where(gone, 1.0, out["confidence"])
         out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
         out["churn"] = np.where(gone, np.nan, out["churn"])
+        if out["horizons"] is not None:
+            out["horizons"] = {months: tuple(np.where(gone, 0.0, values) for values in triple)
+                               for months, triple in out["horizons"].items()}  # fmt: skip
     out["gone"] = gone
     return out
 
 
-def score_part(source: Source, part: str, model: BankingCLVModel, as_of: dt.date, folder: Path, suffix: str) -> int:
-    """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header); the rows."""
-    frame = score_bank(model, source.load(part)[0], as_of)
-    path = folder / f"{part or part_name(0)}.{suffix}"
-    with atomic_path(path) as tmp:
+def score_part(
+    source: Source, part: str, model: BankingCLVModel, as_of: dt.date, folder: Path, suffix: str,
+    curve_folder: Path | None = None,
+) -> int:  # fmt: skip
+    """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header), and its curve into
+    `curve_folder/<part>.parquet` when given; the rows."""
+    frame, curve = scored(model, source.load(part)[0], as_of, curve=curve_folder is not None)
+    name = part or part_name(0)
+    with atomic_path(folder / f"{name}.{suffix}") as tmp:
         if suffix == "parquet":
             frame.to_parquet(tmp, index=False)
         else:
             frame.to_csv(tmp, index=False, header=False)
+    if curve is not None:
+        with atomic_path(curve_folder / f"{name}.parquet") as tmp:
+            curve.to_parquet(tmp, index=False)
     return len(frame)
 
 
-def write_scores(source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date | None, output: Path) -> int:
+def write_scores(
+    source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date | None, output: Path,
+    curve: Path | None = None,
+) -> int:  # fmt: skip
     """Score every part into `output`: a Parquet dataset (a folder of one file a part) when it ends in
-    .parquet, else one CSV. Written beside `output` under a temporary name and renamed when complete."""
+    .parquet, else one CSV; and the monthly curve into the Parquet dataset `curve` when given. Each is written
+    beside its final name under a temporary one and renamed when complete."""
     as_of = as_of or dates.from_day(source.last_day)
+    if curve is not None and model.lifetime_ is None:
+        raise ValueError("the model was trained before horizons and has no curve; train a new one")
+    header = columns(model)
     model = runner.share(model)
-    if output.suffix == ".parquet":
-        with atomic_folder(output) as folder:
-            return sum(runner.map(score_part, source, label="scored", model=model, as_of=as_of, folder=folder,
-                                  suffix="parquet"))  # fmt: skip
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent) as parts:
-        rows = runner.map(score_part, source, label="scored", model=model, as_of=as_of, folder=Path(parts),
-                          suffix="csv")  # fmt: skip
-        _concatenate(sorted(Path(parts).glob("*.csv")), output)
-    return sum(rows)
+    with contextlib.ExitStack() as stack:
+        curve_folder = None if curve is None else stack.enter_context(atomic_folder(curve))
+        options = {"model": model, "as_of": as_of, "curve_folder": curve_folder}
+        if output.suffix == ".parquet":
+            folder = stack.enter_context(atomic_folder(output))
+            return sum(runner.map(score_part, source, label="scored", folder=folder, suffix="parquet", **options))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        parts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent)))
+        rows = runner.map(score_part, source, label="scored", folder=parts, suffix="csv", **options)
+        _concatenate(sorted(parts.glob("*.csv")), output, header)
+        return sum(rows)
 
 
-def _concatenate(parts: list[Path], output: Path) -> None:
+def _concatenate(parts: list[Path], output: Path, header: tuple[str, ...]) -> None:
     """The parts' rows under one header, as one file written whole or not at all."""
     with atomic_path(output) as tmp, tmp.open("wb") as out:
-        out.write(f"{','.join(COLUMNS)}\n".encode())
+        out.write(f"{','.join(header)}\n".encode())
         for part in parts:
             with part.open("rb") as piece:
                 shutil.copyfileobj(piece, out, 1 << 20)

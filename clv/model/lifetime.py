@@ -2,27 +2,38 @@
 P(still a customer in month m) x the margin of a customer who stays, discounted.
 
 The model predicts two things where labels exist: the value of the headline horizon (12 months by default) and
-the probability of leaving within the churn label's months. The curve is what these two imply under a constant
-monthly hazard:
+the probability of leaving within the churn label's months. The curve is what these imply:
 
-- the monthly survival q = (1 - p) ** (1 / churn_months), so that P(still a customer at month m) = q ** m;
-- the margin of a customer who stays, mu, the one amount for which the discounted curve sums to the headline:
-  mu * sum(v**m q**m, m = 1..headline) = value, with v = (1 + rate) ** (-1 / 12) the monthly discount;
-- the value of horizon H, mu * sum((v q)**m, m = 1..H): the headline times the ratio of the two annuities.
+- survival: a constant monthly hazard, q = (1 - p) ** (1 / churn_months), so P(still a customer at m) = q ** m;
+- the margin of a customer who stays drifts from the customer's own level back towards a settled one, as margins
+  do (a credit loss passes, a promotional rate ends): mu_m = settled + (own - settled) * reversion ** m. The
+  customer's own level is the one for which the discounted curve sums to the headline value exactly; `settled` and
+  `reversion` are fitted on what really happened after an earlier cutoff (clv.model.training), and a model that
+  could not fit them keeps the margin level (reversion 1);
+- the value of horizon H: the discounted curve summed to H, in closed form.
 
-The headline stays exactly what the model predicts; a longer horizon's interval is the headline's band scaled by
-the same ratio, then widened by a conformal margin measured on what really happened after an earlier cutoff
-(clv.model.training) where the data reaches that far, and carried over from the longest horizon measured where
-it does not: such a horizon is an extrapolation, and the model card says so.
+A longer horizon's interval is the headline's band, its half-widths scaled by the horizon's survival annuity over
+the headline's, then widened by a conformal margin measured on realized outcomes where the data reaches that far,
+and carried over, scaled, from the longest horizon measured where it does not: such a horizon is an
+extrapolation, and the model card says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from clv.model import conformal
+
+REVERSIONS = np.round(np.arange(0.80, 1.0001, 0.005), 3)  # the monthly reversions tried when fitting
+
+
+def _annuity(x: np.ndarray, months: int) -> np.ndarray:
+    """sum(x ** m, m = 1..months), in closed form (x = v q, in [0, 1])."""
+    flat = np.isclose(x, 1.0)
+    safe = np.where(flat, 0.5, x)
+    return np.where(flat, float(months), safe * (1.0 - safe**months) / (1.0 - safe))
 
 
 @dataclass(frozen=True)
@@ -32,8 +43,10 @@ class Lifetime:
     horizons: tuple[int, ...]
     churn_months: int
     discount_rate: float
+    reversion: float = 1.0  # of a stayer's margin towards `settled`, a month
+    settled: float = 0.0  # the monthly margin stayers' margins drift towards
     # the conformal margin of each horizon past the headline, by group ("ledger", "no_ledger" or "all"); a horizon
-    # missing from it has none yet (its band is the headline's, scaled)
+    # missing from it has none (its band is the headline's, scaled)
     margins: dict[int, dict[str, float]] = field(default_factory=dict)
     judged: tuple[int, ...] = ()  # the horizons whose margins were measured on realized outcomes
 
@@ -51,41 +64,50 @@ class Lifetime:
     def longest(self) -> int:
         return max(self.horizons)
 
-    def monthly_survival(self, churn: np.ndarray) -> np.ndarray:
-        """q: the probability of still being a customer a month on. Without a churn probability (NaN: a model
-        that learned none because nobody left) a customer stays."""
-        keep = 1.0 - np.clip(np.nan_to_num(churn, nan=0.0), 0.0, 1.0)
-        return keep ** (1.0 / self.churn_months)
-
-    def _annuity(self, x: np.ndarray, months: int) -> np.ndarray:
-        """sum(x ** m, m = 1..months), in closed form (x = v q lies in [0, 1))."""
-        flat = np.isclose(x, 1.0)
-        safe = np.where(flat, 0.5, x)
-        return np.where(flat, float(months), safe * (1.0 - safe**months) / (1.0 - safe))
-
-    def ratio(self, churn: np.ndarray, months: int) -> np.ndarray:
-        """The value of `months` over the headline's, per customer."""
-        x = self._discount * self.monthly_survival(churn)
-        return self._annuity(x, months) / self._annuity(x, self.headline)
-
     def only(self, months: int) -> Lifetime:
         """The headline and `months` alone, without margins: a horizon's band before its own margin is measured."""
         horizons = (self.headline,) if months == self.headline else (self.headline, months)
-        return Lifetime(horizons, self.churn_months, self.discount_rate)
+        return replace(self, horizons=horizons, margins={}, judged=())
 
     @property
     def _discount(self) -> float:
         return (1.0 + self.discount_rate) ** (-1.0 / 12.0)
 
+    def monthly_survival(self, churn: np.ndarray) -> np.ndarray:
+        """q: the probability of still being a customer a month on. Without a churn probability (NaN: a model
+        that learned none because nobody left) a customer stays."""
+        keep = 1.0 - np.clip(np.nan_to_num(churn, nan=0.0), 0.0, 1.0 - 1e-9)  # a sure leaver still has a month
+        return keep ** (1.0 / self.churn_months)
+
+    def _parts(self, point: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x = v q, the discounted survival of a month, and the customer's own margin above the settled one,
+        (own - settled), from the anchor: the curve sums to `point` at the headline."""
+        x = self._discount * self.monthly_survival(churn)
+        above = (point - self.settled * _annuity(x, self.headline)) / _annuity(x * self.reversion, self.headline)
+        return x, above
+
+    def value(self, point: np.ndarray, churn: np.ndarray, months: int) -> np.ndarray:
+        """The discounted value of the first `months` months."""
+        x, above = self._parts(point, churn)
+        return self.settled * _annuity(x, months) + above * _annuity(x * self.reversion, months)
+
+    def spread(self, churn: np.ndarray, months: int) -> np.ndarray:
+        """How much wider than the headline's a horizon's band is: the ratio of their survival annuities."""
+        x = self._discount * self.monthly_survival(churn)
+        return _annuity(x, months) / _annuity(x, self.headline)
+
     def values(
         self, point: np.ndarray, low: np.ndarray, high: np.ndarray, churn: np.ndarray, group: np.ndarray | None
     ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Value, interval low and high of every horizon. `group` names each row's margin ("ledger"/"no_ledger"
-        as bool: True for a row with a ledger; None: the one margin "all")."""
+        """Value, interval low and high of every horizon. `group` says which rows carry a ledger (their margin
+        is "ledger", the others' "no_ledger"); None: the one margin "all"."""
         out = {}
         for months in self.horizons:
-            ratio = self.ratio(churn, months)
-            value, lo, hi = point * ratio, low * ratio, high * ratio
+            if months == self.headline:
+                out[months] = (point, low, high)
+                continue
+            value, spread = self.value(point, churn, months), self.spread(churn, months)
+            lo, hi = value + (low - point) * spread, value + (high - point) * spread
             margin = self.margins.get(months)
             if margin is not None:
                 by = margin["all"] if group is None else np.where(group, margin["ledger"], margin["no_ledger"])
@@ -97,15 +119,30 @@ class Lifetime:
         """Month by month up to the longest horizon (rows: customers, columns: months 1..longest): the survival,
         the expected margin (survival x the margin of a customer who stays) and the discounted value so far,
         which at month H is the H-month value."""
-        q = self.monthly_survival(churn)[:, None]
         months = np.arange(1, self.longest + 1)
-        survival = q**months
-        x = self._discount * q[:, 0]
-        stayer = point / self._annuity(x, self.headline)
-        expected = stayer[:, None] * survival
+        survival = self.monthly_survival(churn)[:, None] ** months
+        _, above = self._parts(point, churn)
+        stayer = self.settled + above[:, None] * self.reversion**months
+        expected = survival * stayer
         return {
             "month": months,
             "survival": survival,
             "expected_margin": expected,
             "cumulative_clv": np.cumsum(expected * self._discount**months, axis=1),
         }
+
+    def fit_reversion(self, point: np.ndarray, churn: np.ndarray, actual: np.ndarray, months: int) -> Lifetime:
+        """The reversion and settled margin that predict `actual`, the realized value of `months` months, best (least
+        squares; for each reversion tried the settled margin is linear, in closed form)."""
+        best = None
+        for reversion in REVERSIONS:
+            x = self._discount * self.monthly_survival(churn)
+            fixed = point * _annuity(x * reversion, months) / _annuity(x * reversion, self.headline)
+            slope = _annuity(x, months) - _annuity(x * reversion, months) * (
+                _annuity(x, self.headline) / _annuity(x * reversion, self.headline)
+            )
+            settled = float(np.sum(slope * (actual - fixed)) / max(float(np.sum(slope**2)), 1e-12))
+            error = float(np.mean((fixed + settled * slope - actual) ** 2))
+            if best is None or error < best[0]:
+                best = (error, float(reversion), settled)
+        return replace(self, reversion=best[1], settled=best[2])

@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -197,80 +197,89 @@ def horizon_scores(
     source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, months: int, discount_rate: float, seed: int,
     churn_months: int = CHURN_MONTHS,
 ) -> pd.DataFrame:  # fmt: skip
-    """A part's held-out customers at `cutoff`, over `months`: the realized value; the model's value of that horizon,
-    with its band before the horizon's own margin, with and without the ledger; the naive annuity; the churn
-    probability; and whether the customer calibrates the margin or judges it."""
+    """A part's held-out customers at `cutoff`, over `months`: the realized value; the model's headline value, band
+    and churn probability, with and without the ledger; the naive annuity; and whether the customer calibrates the
+    horizon or judges it."""
     rows = rows_at(source.load(part)[0], [cutoff], months, discount_rate, churn_months)
     rows = rows.take(held_out(rows.customer_id, seed))
-    lifetime = model.lifetime_.only(months)
     frame = {"customer_id": rows.customer_id, "actual": rows.y, "calibrates": calibrating(rows.customer_id, seed),
              "annuity": last12_baseline(rows.X, months, discount_rate)}  # fmt: skip
     for prefix, X in (("", rows.X), ("blind_", model.without_ledger(rows.X))):
         out = model.predict_all(X, contributions=False)
-        value, low, high = lifetime.values(out["point"], out["low"], out["high"], out["churn"], None)[months]
-        frame |= {f"{prefix}predicted": value, f"{prefix}low": low, f"{prefix}high": high, f"{prefix}churn": out["churn"]}
+        frame |= {f"{prefix}{key}": out[key] for key in ("point", "low", "high", "churn")}
     return pd.DataFrame(frame)
 
 
 def judge_lifetime(
     source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, seed: int, headline: dict
 ) -> list[dict]:
-    """Measure the margin of every horizon past the headline on what happened after a cutoff the data reaches that
-    far (the training cutoff, or an earlier one), with half the held-out customers, and judge it with the other half
-    against the naive annuity. A horizon past the data is extrapolated: its margin is the longest measured one's,
-    scaled by the ratio of their values. Sets the model's `lifetime_` margins; returns one entry a horizon."""
+    """Fit and judge the longer horizons on what happened after a cutoff the data reaches that far (the training
+    cutoff, or an earlier one), half the held-out customers fitting, the other half judging against the naive
+    annuity. The stayer's margin reversion is fitted at the longest such horizon; each horizon's interval margin
+    at its own. A horizon past the data is extrapolated: its margin is the longest measured one's, scaled by
+    their bands' spread. Sets the model's `lifetime_`; returns one entry a horizon, the headline's first."""
     lifetime = model.lifetime_
     earliest = dates.add_months(data_start(source), HISTORY_MONTHS)
     asked = {*lifetime.horizons[1:]}
     if lifetime.headline < JUDGED_HORIZON <= lifetime.longest:
         asked.add(JUDGED_HORIZON)
-    entries = {lifetime.headline: {"months": lifetime.headline, "served": True, "judged": True,
-                                   "cutoff": cutoff, **headline}}  # fmt: skip
-    measured: dict[int, tuple[dict, pd.DataFrame]] = {}
+    scores, at = {}, {}
     for months in sorted(asked):
-        at = min(cutoff, default_cutoff(source.last_day, months))
-        if at < earliest:
+        at[months] = min(cutoff, default_cutoff(source.last_day, months))
+        if at[months] < earliest:
             continue
-        scores = pd.concat(runner.map(horizon_scores, source, label=f"{months}-month value", model=runner.share(model),
-                                      cutoff=at, months=months, discount_rate=lifetime.discount_rate, seed=seed,
-                                      churn_months=lifetime.churn_months), ignore_index=True)  # fmt: skip
-        scores = scores.sort_values("customer_id", kind="stable", ignore_index=True)
-        calibrate = scores[scores["calibrates"]]
-        margin = {group: conformal.margin(calibrate["actual"].to_numpy(), calibrate[f"{prefix}low"].to_numpy(),
-                                          calibrate[f"{prefix}high"].to_numpy(), model.interval_level)
-                  for group, prefix in (("ledger", ""), ("no_ledger", "blind_"))}  # fmt: skip
-        measured[months] = (margin, calibrate)
-        entries[months] = {"months": months, "served": months in lifetime.horizons, "judged": True, "cutoff": at,
-                           **_judged(scores[~scores["calibrates"]], margin)}  # fmt: skip
-    longest = max((m for m in measured if m > lifetime.headline), default=None)
+        frames = runner.map(horizon_scores, source, label=f"{months}-month value", model=runner.share(model),
+                            cutoff=at[months], months=months, discount_rate=lifetime.discount_rate, seed=seed,
+                            churn_months=lifetime.churn_months)  # fmt: skip
+        scores[months] = pd.concat(frames, ignore_index=True).sort_values("customer_id", kind="stable",
+                                                                          ignore_index=True)  # fmt: skip
+    longest = max((m for m in scores if m > lifetime.headline), default=None)
+    if longest is not None:
+        fit = scores[longest][scores[longest]["calibrates"]]
+        lifetime = lifetime.fit_reversion(fit["point"].to_numpy(), fit["churn"].to_numpy(), fit["actual"].to_numpy(),
+                                          longest)  # fmt: skip
+    entries = {lifetime.headline: {"months": lifetime.headline, "served": True, "judged": True, "cutoff": cutoff,
+                                   **headline}}  # fmt: skip
     margins = {}
+    for months, frame in scores.items():
+        fit = frame[frame["calibrates"]]
+        margins[months] = {group: conformal.margin(fit["actual"].to_numpy(), *_band(lifetime, fit, prefix, months)[1:],
+                                                   model.interval_level)
+                           for group, prefix in (("ledger", ""), ("no_ledger", "blind_"))}  # fmt: skip
+        judging = frame[~frame["calibrates"]]
+        entries[months] = {"months": months, "served": months in lifetime.horizons, "judged": True,
+                           "cutoff": at[months], **_judged(lifetime, judging, margins[months], months)}  # fmt: skip
     for months in lifetime.horizons[1:]:
-        if months in measured:
-            margins[months] = measured[months][0]
+        if months in margins:
             continue
         if longest is None:  # nothing measured: the headline's band, scaled
             margins[months] = {"ledger": 0.0, "no_ledger": 0.0}
         else:
-            margin, rows = measured[longest]
-            churn = rows["churn"].to_numpy()
-            scale = float(np.mean(lifetime.ratio(churn, months) / lifetime.ratio(churn, longest)))
-            margins[months] = {group: value * scale for group, value in margin.items()}
+            churn = scores[longest]["churn"][scores[longest]["calibrates"]].to_numpy()
+            scale = float(np.mean(lifetime.spread(churn, months) / lifetime.spread(churn, longest)))
+            margins[months] = {group: value * scale for group, value in margins[longest].items()}
         entries[months] = {"months": months, "served": True, "judged": False, "cutoff": None,
                            "extrapolated_from": longest}  # fmt: skip
-    model.lifetime_ = Lifetime(lifetime.horizons, lifetime.churn_months, lifetime.discount_rate, margins,
-                               tuple(sorted(measured)))  # fmt: skip
+    served = {months: margins[months] for months in lifetime.horizons[1:]}
+    model.lifetime_ = replace(lifetime, margins=served, judged=tuple(m for m in sorted(scores) if m in served))
     return [entries[months] for months in sorted(entries)]
 
 
-def _judged(scores: pd.DataFrame, margin: dict[str, float]) -> dict:
+def _band(lifetime: Lifetime, frame: pd.DataFrame, prefix: str, months: int) -> tuple[np.ndarray, ...]:
+    """A horizon's value and its band before the horizon's own margin, for the rows with (`prefix` "") or without
+    ("blind_") the ledger."""
+    columns = (frame[f"{prefix}{key}"].to_numpy() for key in ("point", "low", "high", "churn"))
+    return lifetime.only(months).values(*columns, None)[months]
+
+
+def _judged(lifetime: Lifetime, scores: pd.DataFrame, margin: dict[str, float], months: int) -> dict:
     """A horizon's metrics on the customers who judge it: the model (its band widened by the measured margin), the
     model without the ledger, and the naive annuity."""
     y = scores["actual"].to_numpy()
     result = {"customers": int(y.size)}
     for name, prefix, group in (("model", "", "ledger"), ("model_without_ledger", "blind_", "no_ledger")):
-        point = scores[f"{prefix}predicted"].to_numpy()
-        low, high = conformal.widen(point, scores[f"{prefix}low"].to_numpy(), scores[f"{prefix}high"].to_numpy(),
-                                    margin[group])  # fmt: skip
+        point, low, high = _band(lifetime, scores, prefix, months)
+        low, high = conformal.widen(point, low, high, margin[group])
         result[name] = metrics.report(y, point, low, high)
     result["baseline_annuity"] = metrics.report(y, scores["annuity"].to_numpy())
     return result
