@@ -16,7 +16,8 @@ import datetime as dt
 import functools
 import hashlib
 import logging
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -150,17 +151,20 @@ def _oracle(path: Path) -> Oracle:
     as_of = pd.Timestamp(oracle["as_of"].iloc[0]).date() if len(oracle) else None
     values = oracle.set_index("customer_id")
     churn = values["churn_probability"] if "churn_probability" in values else None
-    return Oracle(as_of, values["expected_clv"], churn)
+    horizons = {int(match[1]): values[name] for name in values if (match := re.fullmatch(r"expected_clv_(\d+)m", name))}
+    return Oracle(as_of, values["expected_clv"], churn, horizons)
 
 
 @dataclass(frozen=True)
 class Oracle:
     """What a generated bank knows of each customer's hidden state as of a date: the expected value of the
-    months after it, and the probability of leaving (NaN for who cannot; none in an older bank's oracle)."""
+    months after it (the headline's, and other horizons'), and the probability of leaving (NaN for who cannot; none
+    in an older bank's oracle)."""
 
     as_of: dt.date | None
     expected_clv: pd.Series
     churn_probability: pd.Series | None
+    horizons: dict[int, pd.Series] = field(default_factory=dict)  # the expected value of other horizons, by months
 
 
 @dataclass(frozen=True)

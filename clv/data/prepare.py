@@ -81,9 +81,8 @@ def check_block(path: Path, name: str, table: pa.Table, first_row: int, known: K
         frame = table.to_pandas(date_as_object=False)
         frame["customer_id"] = pd.to_numeric(frame["customer_id"]).astype(np.int64)
         frame["as_of"] = pd.to_datetime(frame["as_of"])
-        frame["expected_clv"] = pd.to_numeric(frame["expected_clv"])
-        if "churn_probability" in frame:
-            frame["churn_probability"] = pd.to_numeric(frame["churn_probability"])
+        for column in [c for c in frame if c.startswith("expected_clv") or c == "churn_probability"]:
+            frame[column] = pd.to_numeric(frame[column])
         frame["_part"] = partition_of(frame["customer_id"].to_numpy(np.int64), partitions, "hash")
         return frame
     frame = contract.check_frame(path, name, table, first_row)

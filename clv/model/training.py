@@ -137,8 +137,11 @@ def held_out_scores(
     out = model.predict_all(rows.X, contributions=False)
     blind = model.predict_all(model.without_ledger(rows.X), contributions=False)
     expected, oracle_churn = np.full(rows.y.size, np.nan), np.full(rows.y.size, np.nan)
+    longer = {}  # the oracle's expected value of other horizons, as oracle_36m, ...
     if oracle is not None and oracle.as_of == cutoff:
         expected = oracle.expected_clv.reindex(rows.customer_id).to_numpy(np.float64)
+        longer = {f"oracle_{months}m": values.reindex(rows.customer_id).to_numpy(np.float64)
+                  for months, values in oracle.horizons.items()}  # fmt: skip
         # the generator's oracle gives the probability of leaving within the default CHURN_MONTHS only
         if oracle.churn_probability is not None and churn_months == CHURN_MONTHS:
             oracle_churn = oracle.churn_probability.reindex(rows.customer_id).to_numpy(np.float64)
@@ -148,7 +151,7 @@ def held_out_scores(
         "blind_predicted": blind["point"], "blind_low": blind["low"], "blind_high": blind["high"],
         "last12": last12_baseline(rows.X, horizon_months, discount_rate), "oracle": expected,
         "churned": rows.churned, "churn_probability": out["churn"], "blind_churn_probability": blind["churn"],
-        "oracle_churn_probability": oracle_churn,
+        "oracle_churn_probability": oracle_churn, **longer,
     })  # fmt: skip
     pick = np.random.default_rng(seed).permutation(rows.y.size)[:sample]
     return scores, rows.take(np.sort(pick))
@@ -263,6 +266,19 @@ def judge_lifetime(
     served = {months: margins[months] for months in lifetime.horizons[1:]}
     model.lifetime_ = replace(lifetime, margins=served, judged=tuple(m for m in sorted(scores) if m in served))
     return [entries[months] for months in sorted(entries)]
+
+
+def against_oracle(entries: list[dict], lifetime: Lifetime, scores: pd.DataFrame) -> None:
+    """Each horizon's value at the training cutoff judged against the generator's oracle, the expected value of each
+    held-out customer's hidden state (docs/metrics.md#horizons): added to the horizon's entry when the data has it."""
+    for entry in entries:
+        months = entry["months"]
+        column = "oracle" if months == lifetime.headline else f"oracle_{months}m"
+        if column not in scores or scores[column].isna().all():
+            continue
+        point, churn = scores["predicted"].to_numpy(), scores["churn_probability"].to_numpy()
+        value = point if months == lifetime.headline else lifetime.value(point, churn, months)
+        entry["against_oracle"] = metrics.report(scores[column].to_numpy(), value)
 
 
 def _band(lifetime: Lifetime, frame: pd.DataFrame, prefix: str, months: int) -> tuple[np.ndarray, ...]:
@@ -393,6 +409,7 @@ def train(
                 "model_without_ledger": report["metrics"]["model_without_ledger"],
                 "baseline_annuity": report["metrics"]["baseline_last12"]}  # fmt: skip
     report["horizons"] = judge_lifetime(source, runner, model, cutoff, seed, headline)
+    against_oracle(report["horizons"], model.lifetime_, scores)
     report["importance"] = global_importance(model, sample, seed)
     report["rows"] = {"train": int(rows.y.size), "test": report["test_customers"], "cutoffs": cutoffs}
     report["data_fingerprint"] = source.fingerprint

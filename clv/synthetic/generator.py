@@ -15,6 +15,7 @@ from clv.common import dates
 from clv.common.cluster import Runner
 from clv.common.io import atomic_folder
 from clv.data.layout import Manifest, Part, part_name, write_manifest, write_part
+from clv.data.schema import HORIZON_MONTHS
 from clv.synthetic.run import Block, Config, Run
 from clv.synthetic.tables import customers_table, ledger_table, products_table, transactions_table, write_tables
 
@@ -46,8 +47,10 @@ def simulate(config: Config, block: Block | None = None) -> dict[str, pa.Table]:
         tables["oracle_clv"] = pa.table({
             "customer_id": pa.array(block.customer_id[keep]),
             "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
-            "expected_clv": pa.array(np.round(run.oracle[keep], 2)),
+            "expected_clv": pa.array(np.round(run.oracle[HORIZON_MONTHS][keep], 2)),
             "churn_probability": pa.array(np.round(run.oracle_churn[keep], 4), mask=np.isnan(run.oracle_churn[keep])),
+            **{f"expected_clv_{months}m": pa.array(np.round(values[keep], 2))
+               for months, values in run.oracle.items() if months != HORIZON_MONTHS},
         })  # fmt: skip
     return tables
 

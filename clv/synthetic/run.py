@@ -156,7 +156,7 @@ class Run:
         self.pid = np.zeros((n, 6), np.int64)  # the id of each customer's current product in each slot
         self.products, self.closes, self.ledger, self.txns = Columns(), Columns(), Columns(), Columns()
         self.opened = 0
-        self.oracle: np.ndarray | None = None
+        self.oracle: dict[int, np.ndarray] | None = None  # expected value by horizon
         self.oracle_churn: np.ndarray | None = None
 
     def record_opens(self, rows: np.ndarray, types: np.ndarray, start_day: np.ndarray) -> None:

@@ -15,13 +15,22 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from clv.common import dates
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, AcquisitionChannel, Region
+from clv.data.schema import (
+    CHURN_MONTHS,
+    DISCOUNT_RATE,
+    HORIZON_MONTHS,
+    HORIZONS,
+    JUDGED_HORIZON,
+    AcquisitionChannel,
+    Region,
+)
 
 SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.data.schema.ProductType
 FTP_RATE = 0.03  # what the treasury pays for deposits and charges for funding loans
 MAX_PRODUCTS_PER_CUSTOMER = 5
 TERM_MONTHS = {MORT: 300, LOAN: 48}  # a loan's term: its payment pays it off in this many months
 ORACLE_REPLICAS = 32
+ORACLE_HORIZONS = tuple(sorted({HORIZON_MONTHS, *HORIZONS, JUDGED_HORIZON}))  # the oracle's expected values
 # Transaction kinds of the simulation; both loan kinds are written as "Loan Payment".
 DEP, WDR, TRF, BILL, FEE, SPEND, MORT_PAY, LOAN_PAY = range(8)
 
@@ -293,21 +302,26 @@ def family_balances(state: State) -> dict[str, np.ndarray]:
 
 
 def expected_value(
-    state: State, rng: np.random.Generator, horizon: int = 12, churn_months: int = CHURN_MONTHS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean discounted net margin over the next `horizon` months, and the probability of leaving (closing the
-    last product) within `churn_months` of a customer active now (NaN for the others), from many simulated
-    futures."""
+    state: State,
+    rng: np.random.Generator,
+    horizons: tuple[int, ...] = ORACLE_HORIZONS,
+    churn_months: int = CHURN_MONTHS,
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Mean discounted net margin over the next months, at each of `horizons`, and the probability of leaving
+    (closing the last product) within `churn_months` of a customer active now (NaN for the others), from many
+    simulated futures."""
     n = state.active.size
     tiled = state.take(np.tile(np.arange(n), ORACLE_REPLICAS))  # fancy indexing copies
-    weights = dates.discount_factors(horizon, DISCOUNT_RATE)
+    weights = dates.discount_factors(max(horizons), DISCOUNT_RATE)
     total = np.zeros(tiled.active.size)
-    left = np.zeros(tiled.active.size, bool)
-    for t in range(max(horizon, churn_months)):
+    values, left = {}, np.zeros(tiled.active.size, bool)
+    for t in range(max(*horizons, churn_months)):
         margin = step(tiled, rng)["net_margin"]
-        if t < horizon:
+        if t < weights.size:
             total += weights[t] * margin
+        if t + 1 in horizons:
+            values[t + 1] = total.reshape(ORACLE_REPLICAS, n).mean(axis=0)
         if t == churn_months - 1:
             left = ~tiled.active
     churn = left.reshape(ORACLE_REPLICAS, n).mean(axis=0)
-    return total.reshape(ORACLE_REPLICAS, n).mean(axis=0), np.where(state.active, churn, np.nan)
+    return values, np.where(state.active, churn, np.nan)
