@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
@@ -47,6 +47,7 @@ from clv.service.responses import (
 )
 from clv.service.serving import (
     InputError,
+    NoCurve,
     NotReady,
     Service,
     follow_latest,
@@ -86,6 +87,7 @@ async def get_model(request: Request) -> LoadedModel:
 
 ModelDep = Annotated[LoadedModel, Depends(get_model)]
 ServiceDep = Annotated[Service, Depends(get_service)]
+CurveQuery = Annotated[bool, Query(description="Also answer the month-by-month curve to the longest horizon.")]
 
 
 @asynccontextmanager
@@ -111,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 REFUSALS = {
+    409: {"model": Problem, "description": "A curve asked of a model trained before horizons."},
     413: {"model": Problem, "description": "The body is over the size limit."},
     422: {"model": ValidationProblem, "description": "A field is wrong, or a date lies after as_of."},
     429: {"model": Problem, "description": "Over the rate limit; Retry-After says when to try again."},
@@ -126,17 +129,18 @@ predictions = APIRouter(tags=["predict"], dependencies=[Depends(limit_rate)], re
 
 
 @predictions.post("/predict/clv", response_model=PredictionOut)
-async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request) -> Response:
+async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request, curve: CurveQuery = False) -> Response:
     """Score one customer. Dates may be ISO dates or datetimes; none may lie after as_of."""
-    return typed_json(PredictionOut, await predict_single(request.app.state.service.together, loaded, customer))
+    result = await predict_single(request.app.state.service.together, loaded, customer, curve)
+    return typed_json(PredictionOut, result)
 
 
 @predictions.post(
     "/predict/clv/batch", response_model=BatchOut,
     description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.",
 )  # fmt: skip
-async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep) -> Response:
-    results = await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent)
+async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep, curve: CurveQuery = False) -> Response:
+    results = await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent, curve)
     return typed_json(BatchOut, {"predictions": results})
 
 
@@ -227,6 +231,10 @@ def add_error_handlers(app: FastAPI) -> None:
             error = {"loc": ["body"], "msg": "the body is not valid UTF-8 JSON", "type": "json_invalid"}
             return problem(422, validation_details([error]))
         return problem(exc.status_code, exc.detail, exc.headers)
+
+    @app.exception_handler(NoCurve)
+    async def no_curve(request: Request, exc: NoCurve) -> JSONResponse:
+        return problem(409, str(exc))
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady) -> JSONResponse:

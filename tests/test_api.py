@@ -32,6 +32,7 @@ JSON = {"content-type": "application/json"}
 RESPONSE_FIELDS = {
     "customer_id", "predicted_clv", "clv_interval", "confidence_score", "horizon_months", "as_of", "drivers",
     "drivers_base", "model_version", "prediction_timestamp", "churn_probability", "churn_months", "churn_reason",
+    "horizons",
 }  # fmt: skip
 TXN_DATE = ("transactions", 0, "transaction_date")
 START = ("products", 0, "start_date")
@@ -148,10 +149,10 @@ def test_openapi_describes_every_response(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     expected = {
-        (PREDICT, "post"): {"200": "PredictionOut", "413": "Problem", "422": "ValidationProblem", "429": "Problem",
-                            "503": "Problem"},
-        (BATCH, "post"): {"200": "BatchOut", "413": "Problem", "422": "ValidationProblem", "429": "Problem",
-                          "503": "Problem"},
+        (PREDICT, "post"): {"200": "PredictionOut", "409": "Problem", "413": "Problem", "422": "ValidationProblem",
+                            "429": "Problem", "503": "Problem"},
+        (BATCH, "post"): {"200": "BatchOut", "409": "Problem", "413": "Problem", "422": "ValidationProblem",
+                          "429": "Problem", "503": "Problem"},
         ("/health", "get"): {"200": "Health", "503": "Unavailable"},
         ("/model", "get"): {"200": "ModelCard", "503": "Problem"},
     }  # fmt: skip

@@ -51,7 +51,7 @@ def test_a_cutoff_whose_months_run_past_the_data_is_refused_in_one_line(five_yea
                       "--out", out)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "model.py backtest: error: --cutoff 2024-06-30: the 12 months after it run past the data's last date "
+        "model.py backtest: error: --cutoffs 2024-06-30: the 12 months after it run past the data's last date "
         "2024-12-31; use 2023-12-31 or earlier"
     ]
     assert not out.exists()  # refused before any training, nothing written

@@ -19,7 +19,7 @@ from clv.common.cluster import LocalRunner, Runner
 from clv.common.io import atomic_path
 from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS
 from clv.model.monitoring import Profile, drift
 from clv.model.training import check_cutoff, default_cutoff, train
 
@@ -57,14 +57,16 @@ def backtest(
     seed: int = 42,
     runner: Runner | None = None,
     churn_months: int | None = None,
+    horizons: tuple[int, ...] = HORIZONS,
 ) -> dict:
     """Train at every cutoff and judge each on its held-out customers: one row per cutoff (at the horizon
-    trained for), with the population's PSI against the previous cutoff's training rows."""
+    trained for, with the population's PSI against the previous cutoff's training rows), and in it one row per
+    longer horizon the data reaches."""
     source, runner = open_bank(data_dir), runner or LocalRunner()
     churn_months = churn_months or horizon_months
     cutoffs = sorted(cutoffs) if cutoffs else cutoffs_for(source, max(horizon_months, churn_months), every)
     for cutoff in cutoffs:
-        check_cutoff(source, cutoff, max(horizon_months, churn_months))
+        check_cutoff(source, cutoff, max(horizon_months, churn_months), option="--cutoffs")
     if not cutoffs:
         raise DataContractError(
             f"{data_dir}: no cutoff with {HISTORY_MONTHS} months of history before it and {horizon_months} after it"
@@ -72,7 +74,8 @@ def backtest(
     rows, previous = [], None
     for cutoff in cutoffs:
         logger.info("backtest: training at %s", cutoff)
-        result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months)
+        result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months,
+                       horizons=horizons)  # fmt: skip
         rows.append(judged(result.report, cutoff, horizon_months, churn_months)
                     | population_shift(source, runner, result.model, cutoff, previous, seed))  # fmt: skip
         previous = result.report["profile"]
@@ -91,6 +94,21 @@ def judged(report: dict, cutoff: dt.date, horizon_months: int, churn_months: int
         "baseline_last12_gini": last12["normalized_gini"],
         "churn_months": churn_months,
         **{f"churn_{name}": churn.get(name) for name in CHURN_METRICS},
+        "horizons": [horizon_row(entry) for entry in report.get("horizons", [])[1:] if entry["judged"]],
+    }
+
+
+def horizon_row(entry: dict) -> dict:
+    """A longer horizon judged for a cutoff: where (the cutoff, or an earlier one the data reaches that far), its
+    metrics, and the naive annuity's Gini and decile MAPE beside them."""
+    model, annuity = entry["model"], entry["baseline_annuity"]
+    return {
+        "months": entry["months"],
+        "judged_at": entry["cutoff"].isoformat() if isinstance(entry["cutoff"], dt.date) else entry["cutoff"],
+        "test_customers": entry["customers"],
+        **{name: model.get(name) for name in METRICS},
+        "annuity_gini": annuity["normalized_gini"],
+        "annuity_decile_mape": annuity["decile_mape"],
     }
 
 
@@ -122,6 +140,11 @@ def table(result: dict) -> str:
                      f"{f('decile_mape', 8)} {f('total_error', 7)} {f('interval_coverage', 6)} "
                      f"{f('baseline_last12_gini', 6)} {f('churn_auc', 6)} {f('churn_ece', 6)} "
                      f"{f('churn_brier_skill', 7)} {f('psi_max', 7)}  {row['psi_feature'] or '-'}")  # fmt: skip
+        for h in row["horizons"]:
+            lines.append(f"  {h['months']:>3d} mo at {h['judged_at']:<10} {h['test_customers']:>5} "
+                         f"{f('normalized_gini', 6, h)} {f('spearman', 8, h)} {f('decile_mape', 8, h)} "
+                         f"{f('total_error', 7, h)} {f('interval_coverage', 6, h)} annuity gini "
+                         f"{f('annuity_gini', 5, h)} mape {f('annuity_decile_mape', 5, h)}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -101,8 +101,10 @@ class HorizonMetrics(_Card):
         None, description="The last 12 months' value x the horizon's discount factors / 12."
     )
     against_oracle: MetricSet | None = Field(
-        None, description="On a generated bank: the value at the training cutoff judged against the oracle's "
-        "expected value of each held-out customer (no noise: what a perfect model would predict).")
+        None,
+        description="On a generated bank: the value at the training cutoff judged against the oracle's "
+        "expected value of each held-out customer (no noise: what a perfect model would predict).",
+    )
     extrapolated_from: int | None = Field(
         None, description="The longest judged horizon whose interval margin this one carries, scaled; none: the "
         "headline's band, scaled.")  # fmt: skip

@@ -324,14 +324,14 @@ def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dic
     ]  # fmt: skip
 
 
-def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int) -> dt.date:
+def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int, option: str = "--cutoff") -> dt.date:
     """The cutoff, by default the latest whose labels are complete; one whose labels run past the data is refused.
     `horizon_months` is the longer of the value's and the churn label's."""
     latest = default_cutoff(source.last_day, horizon_months)
     cutoff = cutoff or latest
     if dates.to_day(dates.shift_months(cutoff, horizon_months)) > source.last_day:
         raise DataContractError(
-            f"--cutoff {cutoff}: the {horizon_months} months after it run past the data's last date "
+            f"{option} {cutoff}: the {horizon_months} months after it run past the data's last date "
             f"{dates.from_day(source.last_day)}; use {latest} or earlier"
         )
     return cutoff

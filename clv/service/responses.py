@@ -21,6 +21,21 @@ class Driver(BaseModel):
     contribution: float = Field(description="How much the feature moves this prediction from drivers_base.")
 
 
+class HorizonValue(BaseModel):
+    months: int
+    clv: float = Field(description="Discounted net margin over these months; the first horizon is predicted_clv.")
+    low: float
+    high: float
+
+
+class CurvePoint(BaseModel):
+    month: int = Field(description="Months after as_of's month, 1 to the longest horizon.")
+    survival: float = Field(ge=0, le=1, description="P(still a customer in this month).")
+    expected_margin: float = Field(description="survival x the margin of a customer who stays; not discounted.")
+    cumulative_clv: float = Field(description="The discounted expected margins up to this month: at a horizon's "
+                                  "month, that horizon's clv (to rounding).")  # fmt: skip
+
+
 class PredictionOut(BaseModel):
     customer_id: int
     predicted_clv: float = Field(description="Discounted net margin over the next horizon_months.")
@@ -33,6 +48,11 @@ class PredictionOut(BaseModel):
     )  # fmt: skip
     churn_months: int
     churn_reason: str | None = Field(description="Why churn_probability is null; null when it is given.")
+    horizons: list[HorizonValue] = Field(
+        description="The value over each horizon with its interval (interval level as clv_interval's), headline first; "
+        "GET /model says which horizons were judged on realized outcomes and which are extrapolated.")  # fmt: skip
+    curve: list[CurvePoint] | None = Field(
+        None, description="Month by month to the longest horizon; only with ?curve=true.")  # fmt: skip
     as_of: dt.date
     drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
     drivers_base: float = Field(description="The average prediction the drivers start from.")
@@ -93,5 +113,6 @@ def typed_json(model: type[BaseModel], content: dict) -> Response:
     """`content` validated once into its typed `model` and serialized once, by pydantic-core, to JSON: what
     FastAPI does for a returned dict in three passes (validate, dump to Python, encode). The route still
     names `model` as its response_model, for /openapi.json."""
-    body = model.__pydantic_serializer__.to_json(model.model_validate(content))
+    # exclude_unset: a field the content leaves out (the curve, unless asked for) stays out of the answer
+    body = model.__pydantic_serializer__.to_json(model.model_validate(content), exclude_unset=True)
     return Response(body, media_type="application/json")

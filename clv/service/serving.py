@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clv.batch.scoring import predict_rows
+from clv.batch.scoring import monthly_curve, predict_rows
 from clv.common import dates
 from clv.data.bank import bank_from_request, concat_banks
 from clv.data.contract import find_table
@@ -138,20 +138,23 @@ def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[np
     return X, gone
 
 
-def score(loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows | None = None) -> list[dict]:
+def score(
+    loaded: LoadedModel, customers: list[CustomerIn], recent: RecentRows | None = None, curve: list[bool] | None = None
+) -> list[dict]:
     """Scores for request customers, through the same feature path and model call as batch scoring; their
-    rows join the `recent` window the drift is measured on."""
+    rows join the `recent` window the drift is measured on. `curve` says whose answer carries the monthly curve."""
     as_ofs = [customer.as_of or loaded.default_as_of for customer in customers]
     X, gone = feature_rows(customers, as_ofs)
     out = predict_rows(loaded.model, X, gone)
     if recent is not None:
         recent.add(X, out["point"], out["churn"])
-    return answers(loaded, customers, as_ofs, X, out)
+    return answers(loaded, customers, as_ofs, X, out, curve or [False] * len(customers))
 
 
 def answers(
-    loaded: LoadedModel, customers: list[CustomerIn], as_ofs: list[dt.date], X: np.ndarray, out: dict
-) -> list[dict]:
+    loaded: LoadedModel, customers: list[CustomerIn], as_ofs: list[dt.date], X: np.ndarray, out: dict,
+    curve: list[bool],
+) -> list[dict]:  # fmt: skip
     """The model's outputs as the response's dicts (PredictionOut's fields), every array turned into Python
     numbers in one call rather than one number at a time."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
@@ -168,7 +171,8 @@ def answers(
     contributions = np.take_along_axis(out["contrib"], order, axis=1).round(2).tolist()
     names = [[FEATURE_NAMES[j] for j in row] for row in order.tolist()]
     gone = out["gone"].tolist()
-    return [
+    horizons = _horizons(loaded, out)
+    results = [
         {
             "customer_id": customer.customer_id,
             "predicted_clv": point[i],
@@ -178,6 +182,7 @@ def answers(
             "churn_probability": churn[i],
             "churn_months": churn_months,
             "churn_reason": GONE_REASON if gone[i] else no_churn,
+            "horizons": horizons[i],
             "as_of": as_ofs[i],
             "drivers": []
             if gone[i]
@@ -191,13 +196,48 @@ def answers(
         }
         for i, customer in enumerate(customers)
     ]
+    asked = [i for i, wanted in enumerate(curve) if wanted]
+    if asked:
+        for i, points in zip(asked, _curves(loaded, out, asked), strict=True):
+            results[i]["curve"] = points
+    return results
+
+
+def _horizons(loaded: LoadedModel, out: dict) -> list[list[dict]]:
+    """Each row's value of every horizon (the headline's alone for a model trained before horizons)."""
+    horizons = out["horizons"] or {loaded.metadata.horizon_months: (out["point"], out["low"], out["high"])}
+    columns = [(months, *(values.round(2).tolist() for values in triple)) for months, triple in horizons.items()]
+    return [
+        [{"months": months, "clv": clv[i], "low": low[i], "high": high[i]} for months, clv, low, high in columns]
+        for i in range(out["point"].size)
+    ]
+
+
+def _curves(loaded: LoadedModel, out: dict, rows: list[int]) -> list[list[dict]]:
+    """The monthly curve of some rows of the answer."""
+    if loaded.model.lifetime_ is None:
+        raise NoCurve(f"model {loaded.version} was trained before horizons and has no curve; train a new one")
+    curve = monthly_curve(loaded.model, {key: out[key][rows] for key in ("point", "churn", "gone")})
+    months = curve["month"].tolist()
+    survival = curve["survival"].round(6).tolist()
+    margin, cumulative = (curve[key].round(2).tolist() for key in ("expected_margin", "cumulative_clv"))
+    return [
+        [{"month": m, "survival": s, "expected_margin": e, "cumulative_clv": c}
+         for m, s, e, c in zip(months, survival[k], margin[k], cumulative[k], strict=True)]
+        for k in range(len(rows))
+    ]  # fmt: skip
+
+
+class NoCurve(Exception):
+    """A curve asked of a model that has none: 409."""
 
 
 def predict(
-    loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False, recent: RecentRows | None = None
-) -> list[dict]:
+    loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False, recent: RecentRows | None = None,
+    curve: bool = False,
+) -> list[dict]:  # fmt: skip
     check_dates(loaded, customers, batch)
-    return score(loaded, customers, recent)
+    return score(loaded, customers, recent, [curve] * len(customers))
 
 
 class Together:
@@ -207,16 +247,16 @@ class Together:
     whose bytes arrive meanwhile join it. `calls` counts the scoring calls made."""
 
     def __init__(self, recent: RecentRows | None = None) -> None:
-        self.waiting: list[tuple[LoadedModel, CustomerIn, asyncio.Future]] = []
+        self.waiting: list[tuple[LoadedModel, CustomerIn, bool, asyncio.Future]] = []
         self.calls = 0
         self.recent = recent
 
-    async def score(self, loaded: LoadedModel, customer: CustomerIn) -> dict:
+    async def score(self, loaded: LoadedModel, customer: CustomerIn, curve: bool = False) -> dict:
         loop = asyncio.get_running_loop()
         if not self.waiting:
             loop.call_soon(self._flush, HOPS)
         future = loop.create_future()
-        self.waiting.append((loaded, customer, future))
+        self.waiting.append((loaded, customer, curve, future))
         return await future
 
     def _flush(self, hops: int) -> None:
@@ -227,24 +267,25 @@ class Together:
         if self.waiting:
             asyncio.get_running_loop().call_soon(self._flush, 0)
         # requests in flight finish on the model they started with: one call per model among the waiting
-        by_model: dict[int, list[tuple[LoadedModel, CustomerIn, asyncio.Future]]] = {}
+        by_model: dict[int, list[tuple[LoadedModel, CustomerIn, bool, asyncio.Future]]] = {}
         for item in waiting:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
             self._score_group(group)
 
-    def _score_group(self, group: list[tuple[LoadedModel, CustomerIn, asyncio.Future]]) -> None:
+    def _score_group(self, group: list[tuple[LoadedModel, CustomerIn, bool, asyncio.Future]]) -> None:
         self.calls += 1
         try:
-            results = score(group[0][0], [customer for _, customer, _ in group], self.recent)
+            results = score(group[0][0], [customer for _, customer, _, _ in group], self.recent,
+                            [curve for _, _, curve, _ in group])  # fmt: skip
         except Exception:  # score each alone, so that one request's failure stays its own
-            for loaded, customer, future in group:
+            for loaded, customer, curve, future in group:
                 try:
-                    _settle(future, result=score(loaded, [customer], self.recent)[0])
+                    _settle(future, result=score(loaded, [customer], self.recent, [curve])[0])
                 except Exception as exc:
                     _settle(future, error=exc)
             return
-        for (_, _, future), result in zip(group, results, strict=True):
+        for (_, _, _, future), result in zip(group, results, strict=True):
             _settle(future, result=result)
 
 
@@ -257,12 +298,12 @@ def _settle(future: asyncio.Future, result: object = None, error: Exception | No
         future.set_exception(error)
 
 
-async def predict_single(together: Together, loaded: LoadedModel, customer: CustomerIn) -> dict:
+async def predict_single(together: Together, loaded: LoadedModel, customer: CustomerIn, curve: bool = False) -> dict:
     check_dates(loaded, [customer])
     size = len(customer.products) + len(customer.transactions) + len(customer.ledger)
     if size > OFF_LOOP_ITEMS:  # keep the event loop free for /health while a large request computes
-        return (await asyncio.to_thread(score, loaded, [customer], together.recent))[0]
-    return await together.score(loaded, customer)
+        return (await asyncio.to_thread(score, loaded, [customer], together.recent, [curve]))[0]
+    return await together.score(loaded, customer, curve)
 
 
 def first_model(settings: Settings) -> LoadedModel:
