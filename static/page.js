@@ -262,7 +262,7 @@ async function predict(event) {
   button.disabled = true;
   $("#predict-state").textContent = "Predicting…";
   $("#result-panel").setAttribute("aria-busy", "true");
-  const reply = await call("/predict/clv", { method: "POST", headers: { "Content-Type": "application/json" }, body: payload });
+  const reply = await call("/predict/clv?curve=true", { method: "POST", headers: { "Content-Type": "application/json" }, body: payload });
   busy = false;
   button.disabled = false;
   $("#predict-state").textContent = "";

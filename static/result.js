@@ -121,6 +121,41 @@ export function importanceChart(items) {
   };
 }
 
+// The curve: the discounted value so far (left axis, money) and P(still a customer) (right axis, 0-100%), month by
+// month, with a mark at each horizon the answer carries.
+function curveChart(r) {
+  const points = r.curve;
+  const marks = new Set((r.horizons || []).map((h) => h.months));
+  return (width) => {
+    const height = 220, left = 64, right = width - 44, top = 14, bottom = height - 34;
+    const values = points.map((p) => p.cumulative_clv);
+    let lo = Math.min(0, ...values), hi = Math.max(0, ...values);
+    if (hi === lo) hi = lo + 1;
+    const step = niceStep(hi - lo, 4);
+    lo = Math.floor(lo / step) * step; hi = Math.ceil(hi / step) * step;
+    const last = points.length;
+    const x = (m) => left + ((m - 1) / Math.max(last - 1, 1)) * (right - left);
+    const y = (v) => bottom - ((v - lo) / (hi - lo)) * (bottom - top);
+    const ys = (s) => bottom - s * (bottom - top);
+    const g = frame(width, height, `Value so far reaches ${money(values[last - 1])} at month ${last}; P(still a customer) falls to ${pct(points[last - 1].survival, 0)}`);
+    for (let v = lo; v <= hi + step / 2; v += step) {
+      g.append(svg("line", { class: "grid-line", x1: left, x2: right, y1: y(v), y2: y(v) }));
+      g.append(svg("text", { x: left - 6, y: y(v) + 4, "text-anchor": "end", class: "muted" }, MONEY_SHORT.format(v)));
+    }
+    for (const s of [0, 0.5, 1]) g.append(svg("text", { x: right + 6, y: ys(s) + 4, class: "muted" }, pct(s, 0)));
+    g.append(svg("polyline", { class: "survival", fill: "none", points: points.map((p) => `${x(p.month)},${ys(p.survival)}`).join(" ") },
+      titled("P(still a customer)")));
+    g.append(svg("polyline", { class: "cumulative", fill: "none", points: points.map((p) => `${x(p.month)},${y(p.cumulative_clv)}`).join(" ") },
+      titled("Discounted value so far")));
+    for (const p of points) {
+      if (!marks.has(p.month)) continue;
+      g.append(svg("circle", { class: "mark", cx: x(p.month), cy: y(p.cumulative_clv), r: 4 }, titled(`${p.month} months: ${money(p.cumulative_clv)}`)));
+      g.append(svg("text", { x: x(p.month), y: height - 8, "text-anchor": "middle", class: "muted" }, `${p.month} mo`));
+    }
+    return g;
+  };
+}
+
 // ---- the answer -----------------------------------------------------------------------------
 function confidenceWord(score) {
   return score >= 0.6 ? "high" : score >= 0.35 ? "moderate" : "low";
@@ -135,6 +170,26 @@ function churnLine(r) {
     ` chance of leaving ${within} of ${fmtDate(r.as_of)}: holding no open product then (for a purchase log, bringing no money in).`);
 }
 
+function horizonsSection(r, curveBox) {
+  const horizons = r.horizons || [];
+  if (horizons.length < 2 && !r.curve) return [];
+  const judged = new Map(((state.card && state.card.horizons) || []).map((h) => [h.months, h.judged]));
+  const rows = horizons.map((h) => el("tr", {},
+    el("td", {}, plural(h.months, "month", "months")),
+    el("td", { class: "num" }, money(h.clv)),
+    el("td", { class: "num" }, `${money(h.low)} to ${money(h.high)}`),
+    el("td", {}, judged.has(h.months) ? (judged.get(h.months) ? "judged on realized outcomes" : "extrapolated past the data") : "")));
+  return [
+    el("h3", {}, "Over the years"),
+    el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Value by horizon, scrollable" },
+      el("table", { id: "horizons-table" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Horizon"), el("th", { class: "num" }, "Value"), el("th", { class: "num" }, "Interval"), el("th", {}, "How far to trust it"))),
+        el("tbody", {}, rows))),
+    r.curve ? el("p", { class: "muted small" }, "Month by month: the discounted value so far (solid) and the chance the customer is still with the bank (dashed, right axis).") : null,
+    r.curve ? curveBox : null,
+  ];
+}
+
 export function renderResult(r, body) {
   state.result = r;
   $("#result-panel").classList.remove("stale");
@@ -143,6 +198,7 @@ export function renderResult(r, body) {
   const asOfNote = body.as_of ? "" : " (the model's default)";
   const intervalBox = el("div", { class: "chart", id: "interval-chart" });
   const driversBox = el("div", { class: "chart", id: "drivers-chart" });
+  const curveBox = el("div", { class: "chart", id: "curve-chart" });
   const score = r.confidence_score;
   const definition = state.card && state.card.confidence_definition;
   const drivers = r.drivers && r.drivers.length
@@ -171,11 +227,13 @@ export function renderResult(r, body) {
       definition ? el("p", { class: "muted small" }, `Confidence = ${definition}, with scale ${money(state.card.confidence_scale)}: it falls as the interval widens relative to the prediction.`) : null,
       el("h3", {}, "Churn"),
       churnLine(r),
+      ...horizonsSection(r, curveBox),
       el("h3", {}, "Why: the biggest drivers"),
       ...drivers,
       el("p", { class: "meta", id: "clv-model" }, `Model ${r.model_version}`, el("span", { id: "clv-model-older" }), ` · scored ${fmtDateTime(r.prediction_timestamp)}`),
       el("details", {}, el("summary", {}, "Response as JSON"), el("pre", {}, JSON.stringify(r, null, 2)))));
   chart(intervalBox, intervalChart(r));
   if (r.drivers && r.drivers.length) chart(driversBox, driversChart(r));
+  if (r.curve) chart(curveBox, curveChart(r));
   markOlderResult();
 }

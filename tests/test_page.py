@@ -159,7 +159,7 @@ def watched(browser: object, server: str) -> Iterator[tuple[object, Watch]]:
 
 def _predict(page: object) -> dict:
     """Press Predict CLV; returns the request body and the reply."""
-    with page.expect_response("**/predict/clv") as reply:
+    with page.expect_response("**/predict/clv?curve=true") as reply:
         page.click("#predict")
     response = reply.value
     return {"body": response.request.post_data_json, "status": response.status, "json": response.json()}
@@ -206,6 +206,25 @@ def test_default_customer_is_the_readme_example_sent_once(watched, server, examp
     assert abs(shown - direct["churn_probability"] * 100) <= 0.5 and "within 12 months" in churn, churn
     _no_object_object(page)
     page.screenshot(path=shots / "page-1280.png", full_page=True)
+
+
+def test_the_answer_shows_each_horizon_and_the_curve_the_api_gives(watched, server, example) -> None:
+    """The page asks for the curve: the horizons' table shows the values the API gives, says which are
+    extrapolated as the card does, and the chart marks each horizon on the curve."""
+    page, _ = watched
+    sent = _predict(page)
+    direct = httpx.post(f"{server}/predict/clv", params={"curve": "true"}, json=example).json()
+    assert sent["json"]["horizons"] == direct["horizons"] and len(direct["horizons"]) == 3
+    rows = page.locator("#horizons-table tbody tr")
+    assert rows.count() == len(direct["horizons"])
+    judged = {h["months"]: h["judged"] for h in httpx.get(f"{server}/model").json()["horizons"]}
+    for i, horizon in enumerate(direct["horizons"]):
+        text = rows.nth(i).inner_text()
+        assert f"{abs(horizon['clv']):,.2f}" in text and f"{horizon['months']} months" in text, text
+        assert ("judged on realized" if judged[horizon["months"]] else "extrapolated") in text, text
+    assert page.locator("#curve-chart svg polyline.cumulative").count() == 1
+    assert page.locator("#curve-chart svg circle.mark").count() == len(direct["horizons"])
+    _no_object_object(page)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -346,7 +365,7 @@ def test_rate_limit_and_network_errors_are_clear(watched) -> None:
     watch.allow(429, "net::ERR_FAILED")
     limited = json.dumps({"error": "Rate limit exceeded: 120 per 1 minute"})
     page.route(
-        "**/predict/clv",
+        "**/predict/clv?curve=true",
         lambda route: route.fulfill(
             status=429, body=limited, headers={"Retry-After": "12"}, content_type="application/json"
         ),
@@ -355,8 +374,8 @@ def test_rate_limit_and_network_errors_are_clear(watched) -> None:
     message = page.locator("#result .notice")
     message.wait_for()
     assert "Rate limit" in message.inner_text() and "12 s" in message.inner_text()
-    page.unroute("**/predict/clv")
-    page.route("**/predict/clv", lambda route: route.abort())
+    page.unroute("**/predict/clv?curve=true")
+    page.route("**/predict/clv?curve=true", lambda route: route.abort())
     page.click("#predict")
     page.wait_for_function("document.querySelector('#result').innerText.includes('Could not reach')")
     _no_object_object(page)
