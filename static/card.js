@@ -86,6 +86,29 @@ function churnSection(card) {
       el("div", { class: "table-wrap" }, reliability)));
 }
 
+function horizonsCard(card) {
+  const horizons = card.horizons || [];
+  if (!horizons.length) return el("p", { class: "muted", id: "horizons-card" }, "This model was trained before horizons: it gives the headline value only.");
+  const cell = (m, key, format = (x) => num(x, 3)) => (m && finite(m[key]) ? format(m[key]) : "—");
+  const rows = horizons.map((h) => el("tr", {},
+    el("th", { scope: "row" }, plural(h.months, "month", "months"), h.served ? null : el("span", { class: "metric-note" }, "judged only")),
+    h.judged
+      ? [el("td", {}, fmtDate(h.cutoff)), el("td", {}, PLAIN.format(h.customers)),
+        el("td", { class: "model" }, cell(h.model, "normalized_gini")), el("td", {}, cell(h.baseline_annuity, "normalized_gini")),
+        el("td", { class: "model" }, cell(h.model, "decile_mape", pct)), el("td", {}, cell(h.baseline_annuity, "decile_mape", pct)),
+        el("td", {}, cell(h.model, "interval_coverage", pct))]
+      : el("td", { colspan: 7, class: "muted" }, `extrapolated: past the data; its interval carries the ${h.extrapolated_from ? plural(h.extrapolated_from, "month", "months") + " margin" : "headline's band"}, scaled`),
+    el("td", {}, cell(h.against_oracle, "normalized_gini"))));
+  const head = ["Horizon", "Judged at", "Customers", "Gini", "Annuity Gini", "Decile MAPE", "Annuity MAPE", "Coverage", "Gini against the oracle"];
+  return el("section", { id: "horizons-card", "aria-labelledby": "horizons-title" },
+    el("h3", { id: "horizons-title" }, "Value over longer horizons"),
+    el("p", { class: "muted small" }, "Each horizon judged on what happened after a cutoff the data reaches that far, on held-out customers, against the naive annuity (the last 12 months' margin carried on). The oracle's column ranks the generator's expected value of each customer at the training cutoff by the model's prediction: 1 is the truth's own order."),
+    el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Horizon metrics, scrollable" },
+      el("table", { id: "horizons-metrics" },
+        el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, rows))));
+}
+
 export function renderCard(card) {
   const rows = card.rows || {};
   const params = card.params || {};
@@ -113,6 +136,7 @@ export function renderCard(card) {
     metricsTable(card),
     el("p", { class: "muted small" }, "Bold: the best of the model and the baselines on each row. The oracle uses the generator's knowledge of each customer's future, so no model can beat it."),
     churnSection(card),
+    horizonsCard(card),
     el("div", { class: "card-grid" },
       el("div", {},
         el("h3", {}, "Predicted against actual, by decile"),

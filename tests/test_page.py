@@ -348,6 +348,15 @@ def test_model_card_shows_metrics_and_charts(watched, server) -> None:
     assert f"{card['churn']['model']['ece'] * 100:.1f}%" in churn
     bins = page.locator("#reliability-table tbody tr")
     assert bins.count() == len(card["churn"]["model"]["reliability"])
+    rows = page.locator("#horizons-metrics tbody tr")
+    assert rows.count() == len(card["horizons"]) >= 3
+    for i, horizon in enumerate(card["horizons"]):
+        text = rows.nth(i).inner_text()
+        if horizon["judged"]:
+            assert f"{horizon['model']['normalized_gini']:.3f}" in text, text
+            assert f"{horizon['baseline_annuity']['normalized_gini']:.3f}" in text, text
+        else:
+            assert "extrapolated" in text, text
     _no_object_object(page)
 
 
