@@ -218,6 +218,19 @@ def test_a_prepared_bank_scores_what_the_flat_folder_scores(
             assert (mine.to_numpy() == theirs.to_numpy()).all(), (name, column)
 
 
+def test_a_prepared_bank_gives_the_monthly_curve_of_the_flat_folder(
+    bank_dir: Path, prepared: Path, loaded: artifacts.LoadedModel, tmp_path: Path
+) -> None:
+    curves = {}
+    for name, source in (("flat", bank_dir), ("parts", prepared)):
+        write_scores(open_bank(source), LocalRunner(), loaded.model, None, tmp_path / f"{name}.csv",
+                     curve=tmp_path / f"{name}-curve.parquet")  # fmt: skip
+        curves[name] = pd.read_parquet(tmp_path / f"{name}-curve.parquet").sort_values(["customer_id", "month"],
+                                                                                      ignore_index=True)  # fmt: skip
+    assert len(list((tmp_path / "parts-curve.parquet").iterdir())) == 3  # a file a part
+    pd.testing.assert_frame_equal(curves["flat"], curves["parts"])
+
+
 @pytest.fixture(scope="module")
 def evaluations(other_bank: tuple[Path, Path], loaded: artifacts.LoadedModel) -> tuple[dict, dict]:
     """The session's model evaluated on the other bank, flat and prepared."""
