@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 
+from clv.batch.portfolio import Portfolio
 from clv.data.schema import MAX_BATCH, BatchIn, CustomerIn
 from clv.model import artifacts
 from clv.model.artifacts import LoadedModel, ModelArtifactError
@@ -48,6 +49,7 @@ from clv.service.responses import (
 from clv.service.serving import (
     InputError,
     NoCurve,
+    NoPortfolio,
     NotReady,
     Service,
     follow_latest,
@@ -189,6 +191,14 @@ async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
     return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report)})
 
 
+@operations.get("/portfolio", response_model=Portfolio, responses={404: {"model": Problem, "description":
+                "No scoring run yet; the detail says how to make one."}})  # fmt: skip
+async def portfolio(service: ServiceDep) -> Portfolio:
+    """The latest scoring run's portfolio: the bank's value at each horizon, its concentration, segments, value
+    at risk and the customers who hold the most of it."""
+    return service.portfolio()
+
+
 monitoring = APIRouter(tags=["operations"])  # mounted unless CLV_METRICS=false
 
 
@@ -231,6 +241,10 @@ def add_error_handlers(app: FastAPI) -> None:
             error = {"loc": ["body"], "msg": "the body is not valid UTF-8 JSON", "type": "json_invalid"}
             return problem(422, validation_details([error]))
         return problem(exc.status_code, exc.detail, exc.headers)
+
+    @app.exception_handler(NoPortfolio)
+    async def no_portfolio(request: Request, exc: NoPortfolio) -> JSONResponse:
+        return problem(404, str(exc))
 
     @app.exception_handler(NoCurve)
     async def no_curve(request: Request, exc: NoCurve) -> JSONResponse:

@@ -9,8 +9,8 @@ import logging
 import sys
 from pathlib import Path
 
-from clv.batch import backtest
-from clv.batch.scoring import monitor, write_scores
+from clv.batch import backtest, runs
+from clv.batch.scoring import monitor
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import write_json
@@ -128,10 +128,38 @@ def cmd_score(args: argparse.Namespace) -> None:
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         try:
-            rows = write_scores(source, run, loaded.model, args.as_of, args.output, args.curve)
+            path, result = runs.score_run(source, run, loaded, args.as_of, args.data_dir, args.scores_dir, args.output,
+                                          args.curve)  # fmt: skip
         except ValueError as exc:  # a model before horizons has no curve
             raise OptionError(f"--curve: {exc}") from None
-    logger.info("scored %d customers with model %s into %s", rows, loaded.version, args.output)
+    logger.info("scored %d customers with model %s into %s; portfolio.json beside", result.customers,
+                loaded.version, path)  # fmt: skip
+
+
+def cmd_portfolio(args: argparse.Namespace) -> None:
+    run = runs.run_folder(args.scores_dir, args.run_name)
+    if args.against is None:
+        result = runs.read_portfolio(run).model_dump(mode="json")
+        print(json.dumps(result, indent=2) if args.json else portfolio_table(result))
+        return
+    result = runs.compare(run, runs.run_folder(args.scores_dir, args.against))
+    print(json.dumps(result, indent=2, default=str) if args.json else runs.table(result))
+
+
+def portfolio_table(p: dict) -> str:
+    """A run's portfolio as text: the horizons' totals, the value at risk, the deciles and the segments."""
+    lines = [f"{p['run']}: {p['customers']:,} customers as of {p['as_of']}, model {p['model_version']}"]
+    lines += [f"  {h['months']:>3d} months  {h['total']:>16,.2f}  ({h['low']:,.2f} to {h['high']:,.2f})"
+              for h in p["horizons"]]  # fmt: skip
+    lines.append(f"value at risk {p['value_at_risk']:,.2f}")
+    lines.append("\ndecile  customers            value   share")
+    lines += [f"{d['decile']:>6d} {d['customers']:>10,d} {d['value']:>16,.2f} {d['share'] or 0:>7.1%}"
+              for d in p["deciles"]]  # fmt: skip
+    for kind, rows in p["segments"].items():
+        lines.append(f"\n{kind:<28} {'customers':>10} {'value':>16} {'at risk':>14} {'churn':>7}")
+        lines += [f"  {r['segment']:<26} {r['customers']:>10,d} {r['value']:>16,.2f} {r['value_at_risk']:>14,.2f} "
+                  f"{'-' if r['churn_rate'] is None else format(r['churn_rate'], '.1%'):>7}" for r in rows]  # fmt: skip
+    return "\n".join(lines)
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
@@ -287,11 +315,11 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("score", help="score every customer of a bank as of a date into a CSV or a Parquet dataset")
     add_bank_as_of(p, settings, "use")
     p.add_argument(
-        "--output",
-        type=Path,
-        default=Path("predictions.csv"),
-        help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition (default predictions.csv)",
-    )
+        "--output", type=Path,
+        help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition; portfolio.json goes beside it "
+        "(default: a new run in --scores-dir)",
+    )  # fmt: skip
+    add_scores_dir(p, settings)
     p.add_argument(
         "--curve", type=Path,
         help="X.parquet: also the month-by-month curve (customer_id, month, survival, expected_margin, "
@@ -299,6 +327,20 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     )  # fmt: skip
     add_cluster_options(p)
     p.set_defaults(run=cmd_score)
+
+
+def add_scores_dir(p: argparse.ArgumentParser, settings: Settings) -> None:
+    p.add_argument("--scores-dir", type=Path, default=settings.scores_dir,
+                   help=f"the scoring runs' folder (default {settings.scores_dir}; CLV_SCORES_DIR)")  # fmt: skip
+
+
+def add_portfolio(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("portfolio", help="a scoring run's portfolio, or what changed between two runs")
+    p.add_argument("--run", dest="run_name", help="the run: run_<timestamp>, its folder, or latest (default)")
+    p.add_argument("--against", help="an earlier run to compare with: value by segment, deciles, the at-risk list")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
+    add_scores_dir(p, settings)
+    p.set_defaults(run=cmd_portfolio)
 
 
 def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
@@ -338,7 +380,16 @@ def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
 def parser(settings: Settings) -> argparse.ArgumentParser:
     top = OneLineParser(prog="model.py", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    for add in (add_train, add_backtest, add_evaluate, add_score, add_monitor, add_prepare, add_versions):
+    for add in (
+        add_train,
+        add_backtest,
+        add_evaluate,
+        add_score,
+        add_portfolio,
+        add_monitor,
+        add_prepare,
+        add_versions,
+    ):
         add(sub, settings)
     return top
 

@@ -4,6 +4,7 @@ import { BODY_BYTES, CONTRACT, CUSTOMER_FIELDS, PRODUCT_FIELDS, TRANSACTION_FIEL
 import { renderDrift } from "./drift.js";
 import { addRow, check, clearErrors, clearField, collect, customerBox, customerInput, form, inWords, loadCustomer, loadProfile, makeField, pathLabel, renumber, showError, showSummary, state, summarizeTransactions, syncDateBounds, validate } from "./form.js";
 import { $, announce, describe, el, featureLabel, featureValue, finite, fmtDate, fmtDateTime, money, plural, sentence } from "./format.js";
+import { loadPortfolio } from "./portfolio.js";
 import { renderResult } from "./result.js";
 
 // ---- talking to the service -------------------------------------------------------------------
@@ -356,4 +357,14 @@ $("#json-show").addEventListener("click", () => {
 // read-only, for tests and the console; contract(): a copy of what the page read from /openapi.json, or null
 window.clvPage = Object.freeze({ featureLabel, featureValue, contract: () => (CONTRACT ? structuredClone(CONTRACT) : null) });
 document.addEventListener("visibilitychange", () => { if (!document.hidden && state.healthTimer) checkHealth(); });
+function showView(name) {
+  const portfolio = name === "portfolio";
+  $("#customer-view").hidden = portfolio;
+  $("#portfolio-panel").hidden = !portfolio;
+  $("#view-customer").setAttribute("aria-pressed", String(!portfolio));
+  $("#view-portfolio").setAttribute("aria-pressed", String(portfolio));
+  if (portfolio) { loadPortfolio(); $("#portfolio-title").focus(); }
+}
+$("#view-customer").addEventListener("click", () => showView("customer"));
+$("#view-portfolio").addEventListener("click", () => showView("portfolio"));
 loadContract().then(() => { loadCard(); checkHealth(); });  // the form first, then the model card and the version

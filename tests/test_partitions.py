@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+from clv.batch.runs import score_run
 from clv.batch.scoring import write_scores
 from clv.common.cluster import DaskRunner, LocalRunner, runner
 from clv.data import prepare as prepare_module
@@ -195,8 +197,8 @@ def test_a_prepared_bank_scores_what_the_flat_folder_scores(
     """The same customers get the same numbers, to the cent, whatever the layout or the output format."""
     outputs = {"flat.csv": bank_dir, "parts.parquet": prepared, "parts.csv": prepared}
     for name, source in outputs.items():
-        rows = write_scores(open_bank(source), LocalRunner(), loaded.model, None, tmp_path / name)
-        assert rows == 1200, name
+        done = write_scores(open_bank(source), LocalRunner(), loaded.model, None, tmp_path / name)
+        assert done.rows == done.summary.customers == 1200, name
     assert sorted(p.name for p in (tmp_path / "parts.parquet").iterdir()) == [f"part-0000{p}.parquet" for p in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(outputs)  # no temporary file or folder left
 
@@ -229,6 +231,33 @@ def test_a_prepared_bank_gives_the_monthly_curve_of_the_flat_folder(
                                                                                       ignore_index=True)  # fmt: skip
     assert len(list((tmp_path / "parts-curve.parquet").iterdir())) == 3  # a file a part
     pd.testing.assert_frame_equal(curves["flat"], curves["parts"])
+
+
+def test_a_prepared_bank_gives_the_portfolio_of_the_flat_folder(
+    bank_dir: Path, prepared: Path, loaded: artifacts.LoadedModel, tmp_path: Path
+) -> None:
+    """Part by part, the sums, the deciles, the segments and the at-risk list are the flat folder's."""
+    results = {}
+    for name, source in (("flat", bank_dir), ("parts", prepared)):
+        _, result = score_run(open_bank(source), LocalRunner(), loaded, None, source, tmp_path / name)
+        results[name] = result.model_dump(mode="json", exclude={"run", "scored_at", "data_dir", "data_fingerprint"})
+    flat, parts = results["flat"], results["parts"]
+    assert parts["at_risk"] == flat["at_risk"] and parts["customers"] == flat["customers"]
+    for key in ("horizons", "deciles", "segments"):
+        assert json.dumps(parts[key], sort_keys=True) == json.dumps(flat[key], sort_keys=True) or _close(
+            parts[key], flat[key]), key  # fmt: skip
+    assert parts["value_at_risk"] == pytest.approx(flat["value_at_risk"], abs=0.01)
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal but for the last cent of sums added in another order."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return abs(a - b) <= 0.011
+    return a == b
 
 
 @pytest.fixture(scope="module")

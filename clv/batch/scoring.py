@@ -6,16 +6,19 @@ import contextlib
 import datetime as dt
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from clv.batch.portfolio import Summary, segment_labels, summarize
 from clv.common import dates
 from clv.common.cluster import Runner
 from clv.common.io import atomic_folder, atomic_path
 from clv.data.bank import Bank
 from clv.data.layout import Source, part_name
+from clv.data.schema import HORIZON_MONTHS
 from clv.model.artifacts import LoadedModel
 from clv.model.attributions import driver_order
 from clv.model.estimator import BankingCLVModel
@@ -48,12 +51,21 @@ def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None)
     return scored(model, bank, as_of)[0]
 
 
+@dataclass
+class Scored:
+    """What scoring a bank gives back to the client: the rows written and the portfolio's summed parts."""
+
+    rows: int
+    summary: Summary
+
+
 def scored(
-    model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None, curve: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """score_bank's frame and, with `curve`, the month-by-month curve as long rows (customer_id, month, survival,
-    expected_margin, cumulative_clv). Customers who had closed every product by the as-of date bring nothing after
-    (docs/domain.md): 0 with driver 'no open product', and no churn probability (empty: they cannot leave again)."""
+    model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None, curve: bool = False, segments: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
+    """score_bank's frame; with `curve`, the month-by-month curve as long rows (customer_id, month, survival,
+    expected_margin, cumulative_clv); with `segments`, each row's segments (clv.batch.portfolio). Customers who had
+    closed every product by the as-of date bring nothing after (docs/domain.md): 0 with driver 'no open product',
+    and no churn probability (empty: they cannot leave again)."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
     out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
@@ -77,9 +89,8 @@ def scored(
         frame[f"driver_{k + 1}_contribution"] = np.take_along_axis(contrib, top[:, [k]], axis=1)[:, 0].round(2)
     order = np.argsort(customers, kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)
-    if not curve:
-        return frame, None
-    return frame, curve_rows(model, out, customers, order)
+    labels = segment_labels(bank, day, np.flatnonzero(keep)[order]) if segments else None
+    return frame, curve_rows(model, out, customers, order) if curve else None, labels
 
 
 def curve_rows(model: BankingCLVModel, out: dict, customers: np.ndarray, order: np.ndarray) -> pd.DataFrame:
@@ -126,10 +137,10 @@ def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.
 def score_part(
     source: Source, part: str, model: BankingCLVModel, as_of: dt.date, folder: Path, suffix: str,
     curve_folder: Path | None = None,
-) -> int:  # fmt: skip
+) -> Scored:  # fmt: skip
     """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header), and its curve into
-    `curve_folder/<part>.parquet` when given; the rows."""
-    frame, curve = scored(model, source.load(part)[0], as_of, curve=curve_folder is not None)
+    `curve_folder/<part>.parquet` when given; the rows, and the part's portfolio summary."""
+    frame, curve, labels = scored(model, source.load(part)[0], as_of, curve=curve_folder is not None, segments=True)
     name = part or part_name(0)
     with atomic_path(folder / f"{name}.{suffix}") as tmp:
         if suffix == "parquet":
@@ -139,13 +150,25 @@ def score_part(
     if curve is not None:
         with atomic_path(curve_folder / f"{name}.parquet") as tmp:
             curve.to_parquet(tmp, index=False)
-    return len(frame)
+    return Scored(len(frame), summarize(frame, labels, horizons_of(model), model.interval_level))
+
+
+def horizons_of(model: BankingCLVModel) -> tuple[int, ...]:
+    """The horizons a model's scores carry, the headline first (a model before horizons: the default headline)."""
+    return model.lifetime_.horizons if model.lifetime_ is not None else (HORIZON_MONTHS,)
+
+
+def _total(parts: list[Scored]) -> Scored:
+    summary = Summary()
+    for part in parts:
+        summary = summary.merge(part.summary)
+    return Scored(sum(part.rows for part in parts), summary)
 
 
 def write_scores(
     source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date | None, output: Path,
     curve: Path | None = None,
-) -> int:  # fmt: skip
+) -> Scored:  # fmt: skip
     """Score every part into `output`: a Parquet dataset (a folder of one file a part) when it ends in
     .parquet, else one CSV; and the monthly curve into the Parquet dataset `curve` when given. Each is written
     beside its final name under a temporary one and renamed when complete."""
@@ -159,12 +182,12 @@ def write_scores(
         options = {"model": model, "as_of": as_of, "curve_folder": curve_folder}
         if output.suffix == ".parquet":
             folder = stack.enter_context(atomic_folder(output))
-            return sum(runner.map(score_part, source, label="scored", folder=folder, suffix="parquet", **options))
+            return _total(runner.map(score_part, source, label="scored", folder=folder, suffix="parquet", **options))
         output.parent.mkdir(parents=True, exist_ok=True)
         parts = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{output.name}.", dir=output.parent)))
         rows = runner.map(score_part, source, label="scored", folder=parts, suffix="csv", **options)
         _concatenate(sorted(parts.glob("*.csv")), output, header)
-        return sum(rows)
+        return _total(rows)
 
 
 def _concatenate(parts: list[Path], output: Path, header: tuple[str, ...]) -> None:

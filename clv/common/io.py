@@ -59,6 +59,16 @@ def atomic_folder(out: Path) -> Iterator[Path]:
         shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
 
 
+def point_link(link: Path, folder: str) -> None:
+    """Switch the symbolic link `link` to `folder` (a name beside it) with one rename, so that a reader never
+    sees it missing or half-made."""
+    tmp = link.parent / f".{link.name}.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    os.symlink(folder, tmp)
+    os.replace(tmp, link)
+
+
 def write_csv(table: pa.Table, path: Path) -> None:
     with atomic_path(path) as tmp:
         pa_csv.write_csv(table, tmp, pa_csv.WriteOptions(quoting_style="needed"))

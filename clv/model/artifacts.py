@@ -6,7 +6,6 @@ import datetime as dt
 import functools
 import json
 import logging
-import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pandas as pd
 import sklearn
 from pydantic import ValidationError
 
-from clv.common.io import atomic_folder, sha256
+from clv.common.io import atomic_folder, point_link, sha256
 from clv.model.card import ModelCard, ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES
@@ -103,12 +102,7 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile
 
 def point_latest(model_dir: Path, folder: str) -> None:
     """Switch `latest` to `folder` with one rename, so a reader never sees it missing or half-made."""
-    link = model_dir / LATEST
-    tmp = model_dir / f".{LATEST}.{os.getpid()}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    os.symlink(folder, tmp)
-    os.replace(tmp, link)
+    point_link(model_dir / LATEST, folder)
 
 
 def verify(path: Path) -> ModelMetadata:

@@ -31,7 +31,7 @@ REVERSIONS = np.round(np.arange(0.80, 1.0001, 0.005), 3)  # the monthly reversio
 
 def _annuity(x: np.ndarray, months: int) -> np.ndarray:
     """sum(x ** m, m = 1..months), in closed form (x = v q, in [0, 1])."""
-    flat = np.isclose(x, 1.0)
+    flat = x > 1.0 - 1e-12
     safe = np.where(flat, 0.5, x)
     return np.where(flat, float(months), safe * (1.0 - safe**months) / (1.0 - safe))
 
@@ -101,12 +101,16 @@ class Lifetime:
     ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Value, interval low and high of every horizon. `group` says which rows carry a ledger (their margin
         is "ledger", the others' "no_ledger"); None: the one margin "all"."""
-        out = {}
-        for months in self.horizons:
-            if months == self.headline:
-                out[months] = (point, low, high)
-                continue
-            value, spread = self.value(point, churn, months), self.spread(churn, months)
+        out = {self.headline: (point, low, high)}
+        longer = [months for months in self.horizons if months != self.headline]
+        if not longer:
+            return out
+        x, above = self._parts(point, churn)
+        headline = _annuity(x, self.headline)
+        for months in longer:
+            survived = _annuity(x, months)
+            value = self.settled * survived + above * _annuity(x * self.reversion, months)
+            spread = survived / headline
             lo, hi = value + (low - point) * spread, value + (high - point) * spread
             margin = self.margins.get(months)
             if margin is not None:

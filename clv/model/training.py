@@ -39,6 +39,7 @@ MAX_TRAIN_CUSTOMERS = 15_000  # past this the held-out metrics stop improving; t
 IMPORTANCE_ROWS = 2_000  # held-out rows permutation importance shuffles
 HELD_OUT_SHARE = 0.2
 HISTORY_MONTHS = 12  # a cutoff a horizon is judged at needs a year of features before it
+HORIZON_CUSTOMERS = 50_000  # held-out customers a longer horizon is judged on at most (parts are random samples)
 
 
 @dataclass
@@ -227,11 +228,12 @@ def judge_lifetime(
     if lifetime.headline < JUDGED_HORIZON <= lifetime.longest:
         asked.add(JUDGED_HORIZON)
     scores, at = {}, {}
+    parts = first_parts(source, HORIZON_CUSTOMERS / HELD_OUT_SHARE)
     for months in sorted(asked):
         at[months] = min(cutoff, default_cutoff(source.last_day, months))
         if at[months] < earliest:
             continue
-        frames = runner.map(horizon_scores, source, label=f"{months}-month value", model=runner.share(model),
+        frames = runner.map(horizon_scores, source, parts, label=f"{months}-month value", model=runner.share(model),
                             cutoff=at[months], months=months, discount_rate=lifetime.discount_rate, seed=seed,
                             churn_months=lifetime.churn_months)  # fmt: skip
         scores[months] = pd.concat(frames, ignore_index=True).sort_values("customer_id", kind="stable",
@@ -337,6 +339,17 @@ def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int, op
     return cutoff
 
 
+def first_parts(source: Source, customers: float) -> list[str]:
+    """The first parts that hold `customers` between them (all of them in a smaller bank)."""
+    parts, held = [], 0
+    for part in source.parts:
+        parts.append(part)
+        held += source.customers_in([part])
+        if held >= customers:
+            break
+    return parts
+
+
 def gather_learning_rows(
     source: Source,
     runner: Runner,
@@ -349,12 +362,7 @@ def gather_learning_rows(
 ) -> Rows:
     """Training rows from whole parts, in order, up to `cap` customers (a random sample: parts are), then a
     seeded sample of `cap` customers when the parts hold more."""
-    parts, customers = [], 0
-    for part in source.parts:  # a part holds about (1 - HELD_OUT_SHARE) of its customers for training
-        parts.append(part)
-        customers += source.customers_in([part])
-        if customers * (1 - HELD_OUT_SHARE) > cap * 1.05:
-            break
+    parts = first_parts(source, cap * 1.05 / (1 - HELD_OUT_SHARE))  # a part trains on (1 - HELD_OUT_SHARE) of its own
     rows = Rows.concat(runner.map(learning_rows, source, parts, label="learning rows", cutoffs=cutoffs,
                                   horizon_months=horizon, discount_rate=rate, seed=seed,
                                   churn_months=churn_months))  # fmt: skip

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clv.batch.portfolio import PORTFOLIO, Portfolio
+from clv.batch.runs import LATEST as LATEST_RUN
+from clv.batch.runs import read_portfolio
 from clv.batch.scoring import monthly_curve, predict_rows
 from clv.common import dates
 from clv.data.bank import bank_from_request, concat_banks
-from clv.data.contract import find_table
+from clv.data.contract import DataContractError, find_table
 from clv.data.layout import is_partitioned
 from clv.data.schema import CustomerIn
 from clv.model import artifacts
@@ -58,6 +61,7 @@ class Service:
     together: Together = field(init=False)
     refused: Path | None = None
     wake: asyncio.Event | None = None  # set to look for a new model at once (SIGHUP); made in the app's loop
+    shown: tuple[tuple, Portfolio] | None = None  # the latest run's portfolio, by its file's name, time and size
 
     def __post_init__(self) -> None:
         metrics = self.settings.metrics
@@ -78,6 +82,28 @@ class Service:
         if self.recent is None:
             return None
         return self.recent.report(loaded.profile, tuple(loaded.model.ledger_features))
+
+    def portfolio(self) -> Portfolio:
+        """The latest scoring run's portfolio; read again when `latest` points to a new run or the file changes."""
+        scores = self.settings.scores_dir
+        path = scores / LATEST_RUN / PORTFOLIO
+        try:
+            real = path.resolve(strict=True)
+            stat = real.stat()
+        except (FileNotFoundError, RuntimeError):
+            raise NoPortfolio(f"no scoring run in {scores}: `python model.py score` makes one (CLV_SCORES_DIR names "
+                              "the folder), and this serves the latest") from None  # fmt: skip
+        key = (str(real), stat.st_mtime_ns, stat.st_size)
+        if self.shown is None or self.shown[0] != key:
+            try:
+                self.shown = (key, read_portfolio(real.parent))
+            except DataContractError as exc:
+                raise NoPortfolio(str(exc)) from None
+        return self.shown[1]
+
+
+class NoPortfolio(Exception):
+    """No scoring run to show: 404, with how to make one."""
 
 
 class NotReady(Exception):

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = DEFAULT_DATA_DIR
     model_dir: Path = Path("models")
+    scores_dir: Path = Field(Path("scores"), description="scoring runs; GET /portfolio serves the latest's")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="server processes")

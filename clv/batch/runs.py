@@ -1,0 +1,139 @@
+"""Scoring runs, kept as models are: `scores/run_<UTC timestamp>/` holds the scores (a Parquet dataset, a file a
+part) and `portfolio.json`, and `scores/latest` is switched to the newest with one rename. Two runs of a bank
+compare: the value moved by segment, the customers who moved two deciles or more, and the at-risk list's changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from clv.batch.portfolio import PORTFOLIO, Portfolio, portfolio
+from clv.batch.scoring import horizons_of, write_scores
+from clv.common import dates
+from clv.common.cluster import Runner
+from clv.common.io import atomic_folder, point_link, write_json
+from clv.data.contract import DataContractError
+from clv.data.layout import Source
+from clv.model.artifacts import LoadedModel
+
+RUN_PREFIX = "run_"
+LATEST = "latest"
+SCORES = "scores.parquet"
+MOVED = 2  # deciles a customer must move to be listed
+SHOWN = 20  # customers listed of those who moved
+
+
+def score_run(
+    source: Source, runner: Runner, loaded: LoadedModel, as_of: dt.date | None, data_dir: Path,
+    scores_dir: Path, output: Path | None = None, curve: Path | None = None,
+) -> tuple[Path, Portfolio]:  # fmt: skip
+    """Score the bank and compute its portfolio: into a new run under `scores_dir` (switched to latest), or, with
+    `output`, into that file or dataset with portfolio.json beside it. Returns where the scores went."""
+    as_of = as_of or dates.from_day(source.last_day)
+    horizons = horizons_of(loaded.model)
+
+    def summed(scores: Path, name: str) -> Portfolio:
+        done = write_scores(source, runner, loaded.model, as_of, scores, curve)
+        return portfolio(done.summary, loaded.metadata, horizons, name, as_of, str(data_dir), source.fingerprint)
+
+    if output is not None:
+        result = summed(output, output.name)
+        write_json(result.model_dump(mode="json"), output.parent / PORTFOLIO)
+        return output, result
+    final = scores_dir / f"{RUN_PREFIX}{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S%fZ')}"
+    with atomic_folder(final) as tmp:
+        result = summed(tmp / SCORES, final.name)
+        write_json(result.model_dump(mode="json"), tmp / PORTFOLIO)
+    point_link(scores_dir / LATEST, final.name)
+    return final / SCORES, result
+
+
+def run_folder(scores_dir: Path, run: str | None = None) -> Path:
+    """A run's folder by name (run_..., or a path), by default the latest; refused in one line when missing."""
+    if run is not None and Path(run).is_dir():
+        return Path(run)
+    name = run or LATEST
+    path = scores_dir / (name if name.startswith(RUN_PREFIX) or name == LATEST else f"{RUN_PREFIX}{name}")
+    if not (path / PORTFOLIO).is_file():
+        if run is None:
+            raise DataContractError(f"{scores_dir}: no scoring run yet; `python model.py score` makes one")
+        raise DataContractError(f"{path}: no such scoring run (no {PORTFOLIO}); `ls {scores_dir}` lists them")
+    return path
+
+
+def read_portfolio(folder: Path) -> Portfolio:
+    path = folder / PORTFOLIO
+    try:
+        return Portfolio.model_validate_json(path.read_bytes())
+    except (OSError, ValidationError, json.JSONDecodeError) as exc:
+        raise DataContractError(f"{path}: not a portfolio this version reads ({exc.__class__.__name__})") from None
+
+
+def compare(run: Path, against: Path) -> dict:
+    """What changed from `against` to `run`: the value by segment, the customers who moved MOVED deciles or more
+    (by each run's own decile bounds), and who entered or left the at-risk list."""
+    new, old = read_portfolio(run), read_portfolio(against)
+    moved = {}
+    for kind, rows in new.segments.items():
+        before = {row.segment: row.value for row in old.segments.get(kind, [])}
+        after = {row.segment: row.value for row in rows}
+        moved[kind] = [{"segment": name, "before": before.get(name, 0.0), "after": after.get(name, 0.0),
+                        "change": round(after.get(name, 0.0) - before.get(name, 0.0), 2)}
+                       for name in sorted(before.keys() | after.keys())]  # fmt: skip
+    scores = {}
+    for name, folder, result in (("after", run, new), ("before", against, old)):
+        frame = pd.read_parquet(folder / SCORES, columns=["customer_id", "predicted_clv"])
+        frame["decile"] = decile_of(frame["predicted_clv"].to_numpy(), result)
+        scores[name] = frame.set_index("customer_id")
+    both = scores["after"].join(scores["before"], lsuffix="_after", rsuffix="_before", how="inner")
+    jump = both[(both["decile_after"] - both["decile_before"]).abs() >= MOVED]
+    jump = jump.assign(change=jump["predicted_clv_after"] - jump["predicted_clv_before"])
+    jump = jump.reindex(jump["change"].abs().sort_values(ascending=False, kind="stable").index)
+    risk_new, risk_old = ({r.customer_id for r in p.at_risk} for p in (new, old))
+    return {
+        "run": new.run, "against": old.run, "as_of": new.as_of, "against_as_of": old.as_of,
+        "customers": {"run": new.customers, "against": old.customers, "in_both": len(both)},
+        "value": {"run": new.horizons[0].total, "against": old.horizons[0].total,
+                  "change": round(new.horizons[0].total - old.horizons[0].total, 2)},
+        "segments": moved,
+        "moved_deciles": {"at_least": MOVED, "customers": len(jump), "largest": [
+            {"customer_id": int(i), "decile_before": int(r.decile_before), "decile_after": int(r.decile_after),
+             "clv_before": float(r.predicted_clv_before), "clv_after": float(r.predicted_clv_after)}
+            for i, r in jump.head(SHOWN).iterrows()]},
+        "at_risk": {"entered": sorted(risk_new - risk_old), "left": sorted(risk_old - risk_new)},
+    }  # fmt: skip
+
+
+def decile_of(values: np.ndarray, result: Portfolio) -> np.ndarray:
+    """Each value's decile (1 highest) by a run's decile bounds: below a decile's lowest value, the next one."""
+    lows = np.array([d.low_clv for d in result.deciles[:-1]])  # deciles 1..9, descending
+    return 1 + np.searchsorted(-lows, -values, side="left")
+
+
+def table(result: dict) -> str:
+    """A comparison as text."""
+    v = result["value"]
+    lines = [f"{result['run']} (as of {result['as_of']}) against {result['against']} (as of "
+             f"{result['against_as_of']}): {result['customers']['in_both']:,} customers in both",
+             f"headline value {v['against']:,.2f} -> {v['run']:,.2f} ({v['change']:+,.2f})"]  # fmt: skip
+    for kind, rows in result["segments"].items():
+        lines.append(f"\n{kind:<28} {'before':>14} {'after':>14} {'change':>14}")
+        lines += [f"  {r['segment']:<26} {r['before']:>14,.2f} {r['after']:>14,.2f} {r['change']:>+14,.2f}"
+                  for r in rows]  # fmt: skip
+    m = result["moved_deciles"]
+    lines.append(f"\n{m['customers']:,} customers moved {m['at_least']} deciles or more; the largest changes:")
+    lines += [f"  {r['customer_id']:>10}  decile {r['decile_before']} -> {r['decile_after']}  "
+              f"{r['clv_before']:,.2f} -> {r['clv_after']:,.2f}" for r in m["largest"]]  # fmt: skip
+    risk = result["at_risk"]
+    lines.append(f"\nat-risk list: {len(risk['entered'])} entered, {len(risk['left'])} left")
+    for word in ("entered", "left"):
+        if risk[word]:
+            more = " ..." if len(risk[word]) > SHOWN else ""
+            lines.append(f"  {word}: {', '.join(map(str, risk[word][:SHOWN]))}{more}")
+    return "\n".join(lines)
