@@ -45,7 +45,7 @@ function render() {
       el("table", { id: "portfolio-horizons" },
         el("thead", {}, el("tr", {}, ["Horizon", "Total", `${Math.round(p.interval_level * 100)}% interval of the total`].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, p.horizons.map((h) => el("tr", {}, el("td", {}, plural(h.months, "month", "months")), el("td", { class: "num" }, money(h.total)), el("td", { class: "num" }, `${money(h.low)} to ${money(h.high)}`)))))),
-    el("p", { class: "muted small" }, `The interval is the sum's own, not the customers' intervals added: ${p.interval_method}.`),
+    el("p", { class: "muted small", title: p.interval_method }, "The interval is the sum's own, not the customers' intervals added: their independent errors shrink as the bank grows; the model's error on a whole bank, measured on held-out customers, does not."),
     el("p", { id: "portfolio-var" }, el("strong", {}, money(p.value_at_risk)), ` of the ${plural(headline.months, "month", "months")} value sits with customers likely to leave (value at risk: max(CLV, 0) × churn probability, summed). High risk is not the same as persuadable: who an offer would keep is another model.`),
     el("h3", {}, "Concentration"),
     el("p", { id: "portfolio-top" }, `The top tenth of customers holds ${pct(top.share)} of the value.`),

@@ -29,7 +29,7 @@ from clv.data.schema import (
 from clv.model import artifacts
 from clv.model.features import FEATURE_NAMES
 from tests.conftest import resave
-from tests.servers import ApiProcess, wait_until
+from tests.servers import ApiProcess, run_script, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -86,8 +86,14 @@ def server(
     bank_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
-    """The real service with the small trained model (the other two servers boot meanwhile)."""
-    running = ApiProcess(tmp_path_factory.mktemp("server"), CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir))
+    """The real service with the small trained model and a scoring run of its bank (the other two servers boot
+    meanwhile)."""
+    scores = tmp_path_factory.mktemp("scores")
+    done = run_script("model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--scores-dir", scores,
+                      "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    running = ApiProcess(tmp_path_factory.mktemp("server"), CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir),
+                         CLV_SCORES_DIR=str(scores))  # fmt: skip
     try:
         yield running.ready()
     finally:
@@ -709,3 +715,68 @@ def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked
 
         assert _predict(page)["json"]["model_version"] == new
         assert page.is_hidden("#result-older") and "older" not in page.inner_text("#clv-model")
+
+
+# ---- the Portfolio view ---------------------------------------------------------------------------
+
+
+def _portfolio_view(page: object) -> None:
+    page.click("#view-portfolio")
+    page.wait_for_selector("#portfolio-horizons")
+    assert page.locator("#customer-view").is_hidden()
+
+
+def test_the_portfolio_view_shows_what_get_portfolio_says(watched, server) -> None:
+    page, _ = watched
+    _portfolio_view(page)
+    data = httpx.get(f"{server}/portfolio").json()
+    rows = page.locator("#portfolio-horizons tbody tr")
+    assert rows.count() == len(data["horizons"])
+    for i, h in enumerate(data["horizons"]):
+        text = rows.nth(i).inner_text()
+        assert f"{abs(h['total']):,.2f}" in text and f"{abs(h['low']):,.2f}" in text, text
+    assert f"{data['value_at_risk']:,.2f}" in page.inner_text("#portfolio-var")
+    assert f"{data['deciles'][0]['share'] * 100:.1f}%" in page.inner_text("#portfolio-top")
+    assert page.locator("#concentration-chart svg circle.mark").count() == len(data["deciles"])
+    assert page.locator("#segment-chart rect.bar.up").count() == len(data["segments"]["region"])
+    page.select_option("#segment-kind", "product_mix")
+    assert page.locator("#segment-chart rect.bar.up").count() == len(data["segments"]["product_mix"])
+    first = data["segments"]["product_mix"][0]
+    assert page.get_attribute(f"#segment-chart rect.bar.down[data-segment='{first['segment']}']", "data-key") == (
+        "value_at_risk")  # fmt: skip
+    table = page.locator("#at-risk-table tbody tr")
+    assert table.count() == len(data["at_risk"])
+    top = data["at_risk"][0]
+    assert table.first.get_attribute("data-customer") == str(top["customer_id"])
+    assert f"{top['value_at_risk']:,.2f}" in table.first.inner_text()
+    page.click("#at-risk-table [data-sort=customer_id]")
+    lowest = min(r["customer_id"] for r in data["at_risk"])
+    assert page.locator("#at-risk-table tbody tr").first.get_attribute("data-customer") == str(lowest)
+    page.locator("#at-risk-table tbody tr").first.click()
+    drivers = page.inner_text(f"#drivers-{lowest}")
+    shown = next(r for r in data["at_risk"] if r["customer_id"] == lowest)
+    assert len(drivers.splitlines()) == len(shown["drivers"]) > 0
+    page.click("#view-customer")
+    assert page.locator("#portfolio-panel").is_hidden() and page.locator("#customer-view").is_visible()
+    _no_object_object(page)
+
+
+def test_the_portfolio_view_fits_375px(browser, server, shots: Path) -> None:
+    with _opened(browser, server, width=375) as (page, _):
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        _portfolio_view(page)
+        page.wait_for_selector("#segment-chart svg")
+        overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
+        page.screenshot(path=shots / "portfolio-375.png", full_page=True)
+
+
+def test_without_a_scoring_run_the_portfolio_view_says_how_to_make_one(watched) -> None:
+    page, watch = watched
+    watch.allow(404)
+    detail = "no scoring run in scores: `python model.py score` makes one"
+    page.route("**/portfolio", lambda route: route.fulfill(status=404, json={"detail": detail}))
+    page.click("#view-portfolio")
+    page.wait_for_selector("#portfolio-missing")
+    assert detail in page.inner_text("#portfolio-missing")
