@@ -9,11 +9,12 @@ import logging
 import sys
 from pathlib import Path
 
-from clv.batch import backtest, runs
+from clv.batch import backtest, report, runs
+from clv.batch.portfolio import Portfolio
 from clv.batch.scoring import monitor
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
 from clv.common.cluster import ClusterError, Runner
-from clv.common.io import write_json
+from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.prepare import prepare
@@ -160,6 +161,33 @@ def portfolio_table(p: dict) -> str:
         lines += [f"  {r['segment']:<26} {r['customers']:>10,d} {r['value']:>16,.2f} {r['value_at_risk']:>14,.2f} "
                   f"{'-' if r['churn_rate'] is None else format(r['churn_rate'], '.1%'):>7}" for r in rows]  # fmt: skip
     return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """The reviewers' HTML: the model of the latest scoring run (or --version), its backtest and the run."""
+    try:
+        result = runs.read_portfolio(runs.run_folder(args.scores_dir, args.run_name))
+    except DataContractError as exc:
+        if args.run_name is not None:
+            raise
+        result, why = None, f"No scoring run to measure ({exc})."
+    loaded = artifacts.load(args.model_dir, args.version or (result.model_version if result else None))
+    drift = report.drift_section(None, why) if result is None else run_drift(args, loaded, result)
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(report.render(loaded.metadata, args.backtest, drift, result))
+    print(f"written: {args.out} (model {loaded.version}{f', run {result.run}' if result else ''})")
+
+
+def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: Portfolio) -> str:
+    """The drift section of a run: its bank's customers as of its date against the model's training rows."""
+    data_dir = Path(result.data_dir)
+    try:
+        source = open_bank(data_dir)
+        with runner_for(args, args.settings, cluster=is_partitioned(data_dir)) as run:
+            drift, _ = monitor(source, run, loaded, result.as_of)
+    except DataContractError as exc:
+        return report.drift_section(None, f"The run's bank {data_dir} cannot be read now: {exc}")
+    return report.drift_section(drift)
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
@@ -343,6 +371,20 @@ def add_portfolio(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.set_defaults(run=cmd_portfolio)
 
 
+def add_report(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("report", help="one self-contained HTML file for the model's reviewers")
+    p.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default report.html)")
+    p.add_argument("--model-dir", type=Path, default=settings.model_dir,
+                   help=f"model folder (default {settings.model_dir})")  # fmt: skip
+    p.add_argument("--version", help="the model (default: the scoring run's, else latest)")
+    p.add_argument("--run", dest="run_name", help="the scoring run (default latest)")
+    p.add_argument("--backtest", type=Path, default=Path("backtest"),
+                   help="the folder of `model.py backtest --out` (default backtest); left out without one")  # fmt: skip
+    add_scores_dir(p, settings)
+    add_cluster_options(p)
+    p.set_defaults(run=cmd_report)
+
+
 def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("monitor", help="input drift of a bank's customers against the model's training rows (PSI)")
     add_bank_as_of(p, settings, "compare with")
@@ -386,6 +428,7 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
         add_evaluate,
         add_score,
         add_portfolio,
+        add_report,
         add_monitor,
         add_prepare,
         add_versions,
