@@ -128,7 +128,7 @@ def test_the_page_loads_its_parts_from_the_service_and_revalidates_them(client: 
         path = waiting.pop()
         modules.add(path)
         waiting += {f"/static/{m}" for m in re.findall(r'from "\./(\w+\.js)"', client.get(path).text)} - modules
-    views = {"page", "contract", "form", "result", "card", "drift", "format", "chart"}
+    views = {"page", "contract", "form", "result", "card", "drift", "format", "chart", "portfolio"}
     assert modules == {f"/static/{view}.js" for view in views}
     for path in sorted({*parts, *modules}):
         reply = client.get(path)

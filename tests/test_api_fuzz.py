@@ -19,15 +19,20 @@ import schemathesis
 from api import create_app
 from clv.service.settings import Settings
 from tests.conftest import ROOT
-from tests.servers import uvicorn_thread
+from tests.servers import run_script, uvicorn_thread
 
 EXAMPLES = 60  # per operation and phase; the run takes about 10 s here
 SEED = 20261130  # a fixed seed keeps CI repeatable; run `st run` by hand for fresh cases
 
 
 @pytest.fixture(scope="module")
-def url(settings: Settings) -> Iterator[str]:
-    with uvicorn_thread(create_app(settings)) as base:
+def url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with a scoring run, so that GET /portfolio answers its 200 too."""
+    scores = tmp_path_factory.mktemp("scores")
+    done = run_script("model.py", "score", "--data-dir", settings.data_dir, "--model-dir", settings.model_dir,
+                      "--scores-dir", scores, "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with uvicorn_thread(create_app(settings.model_copy(update={"scores_dir": scores}))) as base:
         yield base
 
 
@@ -35,7 +40,7 @@ def test_schema_lists_every_operation(settings: Settings) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
     labels = {result.ok().label for result in schema.get_all_operations()}
     assert labels == {"POST /predict/clv", "POST /predict/clv/batch", "GET /health", "GET /model", "GET /livez",
-                      "GET /readyz", "GET /metrics"}  # fmt: skip
+                      "GET /readyz", "GET /metrics", "GET /portfolio"}  # fmt: skip
 
 
 def test_schemathesis_with_every_check_finds_nothing(url: str, tmp_path: Path) -> None:
