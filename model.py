@@ -205,7 +205,8 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     print(f"input drift of {report.rows:,} customers of {args.data_dir} against model {loaded.version}'s "
           f"{report.reference_rows:,} training rows (population stability index)")  # fmt: skip
     print(f"{'feature':32s} {'psi':>8s}  band")
-    for name, value in [*report.worst(), ("(prediction)", report.prediction)]:
+    shown = [*report.worst(), ("(prediction)", report.prediction), *((f"({n})", v) for n, v in report.outputs.items())]
+    for name, value in shown:
         if value is not None:
             print(f"{name:32s} {value:>8.3f}  {band(value)}")
     print(f"written: {args.out / 'drift.json'}, {args.out / 'drift.png'}")

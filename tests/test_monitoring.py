@@ -18,7 +18,16 @@ from clv.data.bank import load_bank
 from clv.model import artifacts
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
-from clv.model.monitoring import EPSILON, DriftError, Profile, band, plot_drift, psi, reference_profile
+from clv.model.monitoring import (
+    EPSILON,
+    DriftError,
+    Profile,
+    band,
+    output_psi,
+    plot_drift,
+    psi,
+    reference_profile,
+)
 from clv.model.training import rows_at, train_and_save
 from clv.service.telemetry import RecentRows
 from clv.synthetic import generator
@@ -343,3 +352,21 @@ def test_the_service_window_is_measured_against_the_profile_it_is_given(referenc
     own = reference_profile(X, predictions)
     assert recent.report(reference.profile, ledger).features["income"] > 0.25
     assert recent.report(own, ledger).features["income"] < 0.1
+
+
+def test_the_profile_covers_the_churn_probability_and_monitor_measures_it(
+    loaded: artifacts.LoadedModel, bank_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """The training rows' churn probabilities are profiled beside the prediction; the same bank at the model's
+    cutoff does not drift on them, and a population twice as likely to leave does."""
+    (churn,) = loaded.profile.outputs
+    assert churn.name == "churn_probability" and sum(churn.shares) == pytest.approx(1)
+    assert Profile.from_json(loaded.profile.to_json()) == loaded.profile
+    done = run_script("model.py", "monitor", "--data-dir", bank_dir, "--model-dir", model_dir, "--as-of",
+                      str(loaded.metadata.cutoff), "--out", tmp_path, "--json", "--quiet")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout)["outputs"]["churn_probability"]
+    assert 0 <= measured < 0.1
+    X = rows_at(load_bank(bank_dir), [loaded.metadata.cutoff], 12, 0.1).X
+    shifted = np.clip(loaded.model.predict_churn(X) * 2 + 0.1, 0, 1)
+    assert output_psi(loaded.profile, {"churn_probability": shifted})["churn_probability"] > 0.25

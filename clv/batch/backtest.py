@@ -119,7 +119,7 @@ def population_shift(
     features (leaving out those that count time since the data began) and that of the prediction."""
     if previous is None:
         return {"psi_max": None, "psi_feature": None, "psi_prediction": None}
-    X, predictions = monitored(source, runner, model, cutoff, seed)
+    X, predictions, _ = monitored(source, runner, model, cutoff, seed)
     report = drift(previous, X, predictions, tuple(model.ledger_features))
     name, value = next(((n, v) for n, v in report.worst() if n not in CLOCK_FEATURES), (None, None))
     return {"psi_max": value, "psi_feature": name, "psi_prediction": report.prediction}

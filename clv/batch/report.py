@@ -133,7 +133,9 @@ def drift_section(report: DriftReport | None, why: str = "") -> str:
     rows = [[name, value, band(value)] for name, value in report.worst(DRIFT_SHOWN)]
     return ("<h2>Drift of the latest scoring run against the training rows</h2>"
             f"<p>{report.rows:,} of the run's customers against {report.reference_rows:,} training rows; prediction "
-            f"PSI {_cell(report.prediction)}. Below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 significant. "
+            f"PSI {_cell(report.prediction)}"
+            + "".join(f", {html.escape(name)} PSI {_cell(value)}" for name, value in report.outputs.items())
+            + ". Below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 significant. "
             "history_days and tenure_months count time since the data began and move with any later as-of date.</p>"
             + _table(["feature", "PSI", "band"], rows)
             + f"<p class=muted>The {DRIFT_SHOWN} most drifted of {len(report.features)} features.</p>")  # fmt: skip

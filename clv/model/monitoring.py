@@ -11,7 +11,7 @@ import functools
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +68,7 @@ class Profile:
     rows: int
     bins: int
     epsilon: float = EPSILON
+    outputs: tuple[Histogram, ...] = ()  # the model's other outputs (the churn probability); none in older profiles
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -95,6 +96,7 @@ class Profile:
             "epsilon": self.epsilon,
             "features": [h.to_json() for h in self.features],
             "prediction": self.prediction.to_json(),
+            "outputs": [h.to_json() for h in self.outputs],
         }
 
     @classmethod
@@ -107,7 +109,8 @@ class Profile:
             )
         features = tuple(Histogram.from_json(h) for h in data["features"])
         prediction = Histogram.from_json(data["prediction"])
-        return cls(features, prediction, int(data["rows"]), int(data["bins"]), float(data["epsilon"]))
+        outputs = tuple(Histogram.from_json(h) for h in data.get("outputs", []))
+        return cls(features, prediction, int(data["rows"]), int(data["bins"]), float(data["epsilon"]), outputs)
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class DriftReport:
     prediction: float | None
     rows: int
     reference_rows: int
+    outputs: dict[str, float] = field(default_factory=dict)  # PSI of the model's other outputs, when measured
 
     def band(self, value: float) -> str:
         return band(value)
@@ -136,10 +140,13 @@ class DriftReport:
             "thresholds": {"moderate": MODERATE, "significant": SIGNIFICANT},
             "rows": self.rows,
             "reference_rows": self.reference_rows,
+            "outputs": self.outputs,
         }
 
 
-def reference_profile(X: pd.DataFrame, predictions: np.ndarray, bins: int = 10) -> Profile:
+def reference_profile(
+    X: pd.DataFrame, predictions: np.ndarray, bins: int = 10, outputs: dict[str, np.ndarray] | None = None
+) -> Profile:
     """The distributions of the training rows `X` (every column, in order) and of the model's `predictions`.
 
     Parameters
@@ -167,7 +174,30 @@ def reference_profile(X: pd.DataFrame, predictions: np.ndarray, bins: int = 10) 
         for j, h in enumerate(histograms)
     ]
     logger.info("drift profile of %d rows, %d features", len(values), len(names))
-    return Profile(tuple(histograms[:-1]), histograms[-1], len(values), bins)
+    others = tuple(_histogram(name, np.asarray(v, np.float64), bins) for name, v in (outputs or {}).items())
+    return Profile(tuple(histograms[:-1]), histograms[-1], len(values), bins, EPSILON, others)
+
+
+def _histogram(name: str, values: np.ndarray, bins: int) -> Histogram:
+    """One variable's reference histogram (an output's: NaN, who has none, in the missing bin)."""
+    edges = tuple(_edges(values, bins))
+    padded, _ = _layout([Histogram(name, edges, ())])
+    shares = _counts(values[:, None], padded)[0] / values.size
+    return Histogram(name, edges, tuple(float(x) for x in (*shares[: len(edges) + 1], shares[-1])))
+
+
+def output_psi(profile: Profile, outputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """PSI of each profiled output given in `outputs` (the churn probability) against its reference."""
+    result = {}
+    for h in profile.outputs:
+        if h.name not in outputs:
+            continue
+        values = np.asarray(outputs[h.name], np.float64)
+        edges, expected = _layout([h])
+        actual = np.maximum(_counts(values[:, None], edges)[0] / max(values.size, 1), profile.epsilon)
+        expected = np.maximum(expected[0], profile.epsilon)
+        result[h.name] = float(((actual - expected) * np.log(actual / expected)).sum())
+    return result
 
 
 def psi(profile: Profile, X: pd.DataFrame, predictions: np.ndarray | None = None) -> DriftReport:
@@ -188,13 +218,19 @@ def psi(profile: Profile, X: pd.DataFrame, predictions: np.ndarray | None = None
 
 
 def drift(
-    profile: Profile, X: pd.DataFrame, predictions: np.ndarray, ledger_features: tuple[str, ...] = (), min_rows: int = 1
+    profile: Profile,
+    X: pd.DataFrame,
+    predictions: np.ndarray,
+    ledger_features: tuple[str, ...] = (),
+    min_rows: int = 1,
+    outputs: dict[str, np.ndarray] | None = None,
 ) -> DriftReport:
     """PSI as the service and `model.py monitor` report it: every feature and the prediction over all rows,
     except the profit ledger's features, over the rows that carry a ledger. A customer scored without a
     ledger (most API requests) leaves them empty by design; that is not drift. With fewer than `min_rows`
     ledger rows the ledger's features are left out of the report."""
     report = psi(profile, X, predictions)
+    report = replace(report, outputs=output_psi(profile, outputs or {}))
     ledger = [name for name in ledger_features if name in report.features]
     if not ledger:
         return report
@@ -203,7 +239,7 @@ def drift(
     if has_ledger.sum() >= min_rows:
         ledger_report = psi(profile, X[has_ledger])
         features |= {name: ledger_report.features[name] for name in ledger}
-    return DriftReport(features, report.prediction, report.rows, report.reference_rows)
+    return DriftReport(features, report.prediction, report.rows, report.reference_rows, report.outputs)
 
 
 def plot_drift(profile: Profile, X: pd.DataFrame, report: DriftReport, path: Path, top: int = 6) -> Path:

@@ -425,10 +425,15 @@ def train(
     # the drift reference compares like with like: the rows as of the model's cutoff alone, not mixed with the
     # earlier quarter's (a same population monitored at the cutoff would otherwise drift on its history_days)
     latest = rows.take(rows.cutoff == dates.to_day(cutoff))
-    report["profile"] = reference_profile(latest.X, model.predict(latest.X))
+    report["profile"] = reference_profile(latest.X, model.predict(latest.X), outputs=churn_output(model, latest.X))
     report["seconds"] = round(time.perf_counter() - started, 1)
     logger.info("judged %d held-out customers in %.1f s", report["test_customers"], report["seconds"])
     return TrainResult(model, cutoff, dates.from_day(source.last_day), report)
+
+
+def churn_output(model: BankingCLVModel, X: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The model's other output the drift profile covers: its churn probability, when it has one."""
+    return {} if model.churn_ is None else {"churn_probability": model.predict_churn(X)}
 
 
 def churn_labels(churned: np.ndarray) -> np.ndarray | None:
