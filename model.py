@@ -141,26 +141,10 @@ def cmd_portfolio(args: argparse.Namespace) -> None:
     run = runs.run_folder(args.scores_dir, args.run_name)
     if args.against is None:
         result = runs.read_portfolio(run).model_dump(mode="json")
-        print(json.dumps(result, indent=2) if args.json else portfolio_table(result))
+        print(json.dumps(result, indent=2) if args.json else runs.portfolio_table(result))
         return
     result = runs.compare(run, runs.run_folder(args.scores_dir, args.against))
     print(json.dumps(result, indent=2, default=str) if args.json else runs.table(result))
-
-
-def portfolio_table(p: dict) -> str:
-    """A run's portfolio as text: the horizons' totals, the value at risk, the deciles and the segments."""
-    lines = [f"{p['run']}: {p['customers']:,} customers as of {p['as_of']}, model {p['model_version']}"]
-    lines += [f"  {h['months']:>3d} months  {h['total']:>16,.2f}  ({h['low']:,.2f} to {h['high']:,.2f})"
-              for h in p["horizons"]]  # fmt: skip
-    lines.append(f"value at risk {p['value_at_risk']:,.2f}")
-    lines.append("\ndecile  customers            value   share")
-    lines += [f"{d['decile']:>6d} {d['customers']:>10,d} {d['value']:>16,.2f} {d['share'] or 0:>7.1%}"
-              for d in p["deciles"]]  # fmt: skip
-    for kind, rows in p["segments"].items():
-        lines.append(f"\n{kind:<28} {'customers':>10} {'value':>16} {'at risk':>14} {'churn':>7}")
-        lines += [f"  {r['segment']:<26} {r['customers']:>10,d} {r['value']:>16,.2f} {r['value_at_risk']:>14,.2f} "
-                  f"{'-' if r['churn_rate'] is None else format(r['churn_rate'], '.1%'):>7}" for r in rows]  # fmt: skip
-    return "\n".join(lines)
 
 
 def cmd_report(args: argparse.Namespace) -> None:

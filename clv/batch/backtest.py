@@ -21,7 +21,7 @@ from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
 from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS
 from clv.model.monitoring import Profile, drift
-from clv.model.training import check_cutoff, default_cutoff, train
+from clv.model.training import check_cutoff, data_start, default_cutoff, train
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,7 @@ def cutoffs_for(source: Source, horizon_months: int, every: int) -> list[dt.date
     """Month ends every `every` months back from the latest cutoff whose labels are complete, as far back as a
     year and a quarter of history allows; oldest first."""
     latest = default_cutoff(source.last_day, horizon_months)
-    days = next((days for part in source.parts if (days := source.load(part)[0].transactions["day"]).size), None)
-    if days is None:  # the first part with transactions: a sample of the customers, as parts are
-        return []
-    # the data begins with its first transaction (customers may have joined long before)
-    earliest = dates.add_months(dates.last_month_end(dates.from_day(int(days.min()))), HISTORY_MONTHS)
+    earliest = dates.add_months(data_start(source), HISTORY_MONTHS)
     cutoffs = []
     cutoff = latest
     while cutoff >= earliest:
