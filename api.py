@@ -138,9 +138,10 @@ async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request, 
 
 
 @predictions.post(
-    "/predict/clv/batch", response_model=BatchOut,
+    "/predict/clv/batch",
+    response_model=BatchOut,
     description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.",
-)  # fmt: skip
+)
 async def predict_batch(batch: BatchIn, loaded: ModelDep, service: ServiceDep, curve: CurveQuery = False) -> Response:
     results = await asyncio.to_thread(predict, loaded, batch.customers, True, service.recent, curve)
     return typed_json(BatchOut, {"predictions": results})
@@ -158,8 +159,13 @@ async def health(service: ServiceDep) -> Health | JSONResponse:
         return unavailable(service)
     meta = service.loaded.metadata
     uptime = round(time.monotonic() - service.started, 1)
-    return Health(status="ok", model_version=meta.version, trained_at=meta.trained_at, uptime_seconds=uptime,
-                  synthetic_data=meta.synthetic_data)  # fmt: skip
+    return Health(
+        status="ok",
+        model_version=meta.version,
+        trained_at=meta.trained_at,
+        uptime_seconds=uptime,
+        synthetic_data=meta.synthetic_data,
+    )
 
 
 def unavailable(service: Service) -> JSONResponse:
@@ -191,8 +197,11 @@ async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
     return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report)})
 
 
-@operations.get("/portfolio", response_model=Portfolio, responses={404: {"model": Problem, "description":
-                "No scoring run yet; the detail says how to make one."}})  # fmt: skip
+@operations.get(
+    "/portfolio",
+    response_model=Portfolio,
+    responses={404: {"model": Problem, "description": "No scoring run yet; the detail says how to make one."}},
+)
 async def portfolio(service: ServiceDep) -> Portfolio:
     """The latest scoring run's portfolio: the bank's value at each horizon, its concentration, segments, value
     at risk and the customers who hold the most of it."""
@@ -203,9 +212,10 @@ monitoring = APIRouter(tags=["operations"])  # mounted unless CLV_METRICS=false
 
 
 @monitoring.get(
-    "/metrics", response_class=PlainTextResponse,
+    "/metrics",
+    response_class=PlainTextResponse,
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Prometheus' format."}},
-)  # fmt: skip
+)
 async def metrics(service: ServiceDep) -> Response:
     """Request counts and latency by route and status, predictions, the serving model, reloads, input drift."""
     if service.loaded is not None:
@@ -286,9 +296,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.sort(key=lambda route: getattr(route, "original_router", None) is not predictions)
     add_error_handlers(app)
     if settings.cors_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_list, allow_methods=["GET", "POST"],
-                           allow_headers=["Content-Type", "X-Request-ID"],
-                           expose_headers=["X-Request-ID", "Retry-After"])  # fmt: skip
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
     app.add_middleware(AccessLog, metrics=settings.metrics)
@@ -311,15 +325,28 @@ def main() -> None:
     settings = app.state.service.settings
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     if settings.workers == 1:
-        uvicorn.run(app, host=settings.host, port=settings.port, access_log=False, log_level="info",
-                    limit_concurrency=settings.max_connections)  # fmt: skip
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=False,
+            log_level="info",
+            limit_concurrency=settings.max_connections,
+        )
         return
     with tempfile.TemporaryDirectory(prefix="clv-metrics-") as folder:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder  # read by prometheus-client as each worker imports it
         # a worker imports pandas and scikit-learn before it can answer uvicorn's health check: give it time
-        uvicorn.run("api:app", host=settings.host, port=settings.port, workers=settings.workers,
-                    timeout_worker_healthcheck=60, access_log=False, log_level="info",
-                    limit_concurrency=settings.max_connections)  # fmt: skip
+        uvicorn.run(
+            "api:app",
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            timeout_worker_healthcheck=60,
+            access_log=False,
+            log_level="info",
+            limit_concurrency=settings.max_connections,
+        )
 
 
 if __name__ == "__main__":

@@ -65,12 +65,19 @@ def horizons_table(horizons: list[dict]) -> str:
     lines = ["\nmonths  judged at    customers  gini  annuity_gini  decile_mape  annuity_mape  coverage"]
     for h in horizons:
         if not h["judged"]:
-            lines.append(f"{h['months']:>6d}  extrapolated (past the data; interval margin from "
-                         f"{h['extrapolated_from'] or 'the headline'} months)")  # fmt: skip
+            lines.append(
+                f"{h['months']:>6d}  extrapolated (past the data; interval margin from "
+                f"{h['extrapolated_from'] or 'the headline'} months)"
+            )
             continue
         model, annuity = h["model"], h["baseline_annuity"]
-        cells = [model["normalized_gini"], annuity["normalized_gini"], model["decile_mape"], annuity["decile_mape"],
-                 model["interval_coverage"]]  # fmt: skip
+        cells = [
+            model["normalized_gini"],
+            annuity["normalized_gini"],
+            model["decile_mape"],
+            annuity["decile_mape"],
+            model["interval_coverage"],
+        ]
         widths = (6, 14, 13, 14, 10)
         text = "".join(f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, widths, strict=True))
         lines.append(f"{h['months']:>6d}  {h['cutoff']}  {h['customers']:>9d}{text}")
@@ -84,12 +91,16 @@ def churn_table(churn: dict) -> str:
         if m is None:
             continue
         skill, auc = (f"{m[k]:.4f}" if m[k] is not None else "-" for k in ("brier_skill", "auc"))
-        lines.append(f"{name:<21} {m['customers']:>9d} {m['base_rate']:>10.4f} {m['brier']:>7.4f} {skill:>12} "
-                     f"{auc:>7} {m['ece']:>7.4f}")  # fmt: skip
+        lines.append(
+            f"{name:<21} {m['customers']:>9d} {m['base_rate']:>10.4f} {m['brier']:>7.4f} {skill:>12} "
+            f"{auc:>7} {m['ece']:>7.4f}"
+        )
     lines.append("\nreliability  customers  mean_predicted  churn_rate")
     for row in churn["model"]["reliability"]:
-        lines.append(f"{row['low']:.1f}-{row['high']:.1f}  {row['customers']:>12d} {row['mean_predicted']:>15.4f} "
-                     f"{row['churn_rate']:>11.4f}")  # fmt: skip
+        lines.append(
+            f"{row['low']:.1f}-{row['high']:.1f}  {row['customers']:>12d} {row['mean_predicted']:>15.4f} "
+            f"{row['churn_rate']:>11.4f}"
+        )
     return "\n".join(lines)
 
 
@@ -129,12 +140,14 @@ def cmd_score(args: argparse.Namespace) -> None:
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         try:
-            path, result = runs.score_run(source, run, loaded, args.as_of, args.data_dir, args.scores_dir, args.output,
-                                          args.curve)  # fmt: skip
+            path, result = runs.score_run(
+                source, run, loaded, args.as_of, args.data_dir, args.scores_dir, args.output, args.curve
+            )
         except ValueError as exc:  # a model before horizons has no curve
             raise OptionError(f"--curve: {exc}") from None
-    logger.info("scored %d customers with model %s into %s; portfolio.json beside", result.customers,
-                loaded.version, path)  # fmt: skip
+    logger.info(
+        "scored %d customers with model %s into %s; portfolio.json beside", result.customers, loaded.version, path
+    )
 
 
 def cmd_portfolio(args: argparse.Namespace) -> None:
@@ -186,8 +199,10 @@ def cmd_monitor(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(document))
         return
-    print(f"input drift of {report.rows:,} customers of {args.data_dir} against model {loaded.version}'s "
-          f"{report.reference_rows:,} training rows (population stability index)")  # fmt: skip
+    print(
+        f"input drift of {report.rows:,} customers of {args.data_dir} against model {loaded.version}'s "
+        f"{report.reference_rows:,} training rows (population stability index)"
+    )
     print(f"{'feature':32s} {'psi':>8s}  band")
     shown = [*report.worst(), ("(prediction)", report.prediction), *((f"({n})", v) for n, v in report.outputs.items())]
     for name, value in shown:
@@ -198,16 +213,27 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 def cmd_backtest(args: argparse.Namespace) -> None:
     with cluster_for(args) as run:
-        result = backtest.backtest(args.data_dir, args.cutoffs, args.every, args.horizon_months, args.discount_rate,
-                                   args.seed, run, args.churn_months, args.horizons)  # fmt: skip
+        result = backtest.backtest(
+            args.data_dir,
+            args.cutoffs,
+            args.every,
+            args.horizon_months,
+            args.discount_rate,
+            args.seed,
+            run,
+            args.churn_months,
+            args.horizons,
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(result, args.out / "backtest.json")
     backtest.plot(result, args.out / "backtest.png")
     if args.json:
         print(json.dumps(result))
         return
-    print(f"backtest of {args.data_dir}: {len(result['cutoffs'])} cutoffs, value over {result['horizon_months']} "
-          f"months and churn within {result['churn_months']}, each judged on its held-out customers")  # fmt: skip
+    print(
+        f"backtest of {args.data_dir}: {len(result['cutoffs'])} cutoffs, value over {result['horizon_months']} "
+        f"months and churn within {result['churn_months']}, each judged on its held-out customers"
+    )
     print(backtest.table(result))
     print(f"written: {args.out / 'backtest.json'}, {args.out / 'backtest.png'}")
 
@@ -268,14 +294,17 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
     )
     p.add_argument(
-        "--churn-months", type=int,
+        "--churn-months",
+        type=int,
         help=f"the churn probability is of leaving within these months (default: --horizon-months, {CHURN_MONTHS})",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--horizons", type=horizon_list, default=HORIZONS,
+        "--horizons",
+        type=horizon_list,
+        default=HORIZONS,
         help=f"M1,M2,...: the months of value predictions carry beside --horizon-months, each judged where the data "
         f"reaches and extrapolated past it (default {','.join(map(str, HORIZONS))})",
-    )  # fmt: skip
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     add_cluster_options(p)
 
@@ -284,10 +313,18 @@ def add_backtest(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("backtest", help="train at several cutoffs and judge each on the months after it")
     add_folders(p, settings)
     p.add_argument("--cutoffs", type=cutoff_list, help="D1,D2,...: the cutoffs (default: every --every months back)")
-    p.add_argument("--every", type=positive, default=6,
-                   help="months between cutoffs, back from the latest with complete labels (default 6)")  # fmt: skip
-    p.add_argument("--out", type=Path, default=Path("backtest"),
-                   help="folder for backtest.json and backtest.png (default backtest)")  # fmt: skip
+    p.add_argument(
+        "--every",
+        type=positive,
+        default=6,
+        help="months between cutoffs, back from the latest with complete labels (default 6)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("backtest"),
+        help="folder for backtest.json and backtest.png (default backtest)",
+    )
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     add_training_options(p)
     p.set_defaults(run=cmd_backtest)
@@ -328,23 +365,29 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("score", help="score every customer of a bank as of a date into a CSV or a Parquet dataset")
     add_bank_as_of(p, settings, "use")
     p.add_argument(
-        "--output", type=Path,
+        "--output",
+        type=Path,
         help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition; portfolio.json goes beside it "
         "(default: a new run in --scores-dir)",
-    )  # fmt: skip
+    )
     add_scores_dir(p, settings)
     p.add_argument(
-        "--curve", type=Path,
+        "--curve",
+        type=Path,
         help="X.parquet: also the month-by-month curve (customer_id, month, survival, expected_margin, "
         "cumulative_clv) as a Parquet dataset, a file a partition",
-    )  # fmt: skip
+    )
     add_cluster_options(p)
     p.set_defaults(run=cmd_score)
 
 
 def add_scores_dir(p: argparse.ArgumentParser, settings: Settings) -> None:
-    p.add_argument("--scores-dir", type=Path, default=settings.scores_dir,
-                   help=f"the scoring runs' folder (default {settings.scores_dir}; CLV_SCORES_DIR)")  # fmt: skip
+    p.add_argument(
+        "--scores-dir",
+        type=Path,
+        default=settings.scores_dir,
+        help=f"the scoring runs' folder (default {settings.scores_dir}; CLV_SCORES_DIR)",
+    )
 
 
 def add_portfolio(sub: argparse._SubParsersAction, settings: Settings) -> None:
@@ -359,12 +402,17 @@ def add_portfolio(sub: argparse._SubParsersAction, settings: Settings) -> None:
 def add_report(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("report", help="one self-contained HTML file for the model's reviewers")
     p.add_argument("--out", type=Path, default=Path("report.html"), help="the HTML file (default report.html)")
-    p.add_argument("--model-dir", type=Path, default=settings.model_dir,
-                   help=f"model folder (default {settings.model_dir})")  # fmt: skip
+    p.add_argument(
+        "--model-dir", type=Path, default=settings.model_dir, help=f"model folder (default {settings.model_dir})"
+    )
     p.add_argument("--version", help="the model (default: the scoring run's, else latest)")
     p.add_argument("--run", dest="run_name", help="the scoring run (default latest)")
-    p.add_argument("--backtest", type=Path, default=Path("backtest"),
-                   help="the folder of `model.py backtest --out` (default backtest); left out without one")  # fmt: skip
+    p.add_argument(
+        "--backtest",
+        type=Path,
+        default=Path("backtest"),
+        help="the folder of `model.py backtest --out` (default backtest); left out without one",
+    )
     add_scores_dir(p, settings)
     add_cluster_options(p)
     p.set_defaults(run=cmd_report)

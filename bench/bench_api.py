@@ -64,8 +64,9 @@ def cpu_seconds(pid: int) -> float:
     NaN where unknown."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-                    for c in (task / "children").read_text().split()]  # fmt: skip
+        children = [
+            int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()
+        ]
     except OSError:
         return float("nan")
     own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
@@ -80,9 +81,19 @@ def run_load(
 
     def load(duration: float) -> dict:
         command = [
-            sys.executable, str(ROOT / "bench" / "load.py"), "--port", str(port), "--path", path,
-            "--concurrency", str(concurrency), "--seconds", str(duration), "--max-requests", str(max_requests),
-        ]  # fmt: skip
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--port",
+            str(port),
+            "--path",
+            path,
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(duration),
+            "--max-requests",
+            str(max_requests),
+        ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
         if result.returncode != 0:
             sys.exit(f"load generator failed (exit {result.returncode}):\n{result.stderr}")
@@ -148,10 +159,25 @@ def start_servers(
         (tmp / "reference_app.py").write_text(REFERENCE_APP)
         port = free_port()
         reference = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "reference_app:app", "--host", HOST, "--port", str(port),
-             "--workers", "1", "--no-access-log", "--log-level", "warning"],
-            cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "reference_app:app",
+                "--host",
+                HOST,
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            cwd=tmp,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         processes.append(reference)
         wait_until_up(f"http://{HOST}:{port}/openapi.json", reference)
         servers["reference"] = (reference, port)
@@ -289,8 +315,10 @@ def report(args: argparse.Namespace) -> None:
                 f"process on the same {os.cpu_count()} cores, so it competes with the servers for CPU (figures are "
                 "lower bounds)"
             )
-            print(f"each level: {args.warmup:g} s warm-up, then {args.seconds:g} s or {args.max_requests:,} requests; "
-                  f"the api and the servers it is compared with run {args.rounds} time(s) in turns\n")  # fmt: skip
+            print(
+                f"each level: {args.warmup:g} s warm-up, then {args.seconds:g} s or {args.max_requests:,} requests; "
+                f"the api and the servers it is compared with run {args.rounds} time(s) in turns\n"
+            )
             rows = [run_level(ports, concurrency, args) for concurrency in args.concurrency]
         finally:
             stop_servers(processes)
@@ -339,8 +367,10 @@ def ratio(runs: Runs, a: str, b: str) -> float:
 def print_table(rows: list[tuple[int, Runs]]) -> None:
     rounds = max(len(r) for _, runs in rows for r in runs.values())
     w = max(len(name) for _, runs in rows for name in runs) + (3 if rounds > 1 else 0)
-    print(f"\n  {'conc':>4}  {'server':<{w}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>6}"
-          f" {'server CPU ms/req':>18}")  # fmt: skip
+    print(
+        f"\n  {'conc':>4}  {'server':<{w}} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'requests':>9} {'errors':>6}"
+        f" {'server CPU ms/req':>18}"
+    )
     for concurrency, runs in rows:
         for name, server_runs in runs.items():
             for turn, r in enumerate(server_runs):
@@ -403,10 +433,13 @@ def main() -> int:
         "--rounds", type=int, default=1, help="runs of the api and what it is compared with per level (default 1)"
     )
     parser.add_argument(
-        "--compare", nargs="*", choices=sorted(VARIANTS), default=sorted(VARIANTS),
+        "--compare",
+        nargs="*",
+        choices=sorted(VARIANTS),
+        default=sorted(VARIANTS),
         help="variants of the api under the same load: metrics (CLV_METRICS=false), workers (CLV_WORKERS=2); "
         "default both, none with a bare --compare",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: must be 1 or more")

@@ -90,18 +90,31 @@ def accuracy(work: Path) -> tuple[Path, list[tuple[str, bool]]]:
     print(f"\noracle ratio (model Gini / oracle Gini): {ratio:.3f}")
     low, high = TARGET_COVERAGE
     checks = [
-        (f"normalized Gini >= {TARGET_ORACLE_RATIO} x oracle ({model['normalized_gini']:.3f} vs "
-         f"{TARGET_ORACLE_RATIO * oracle['normalized_gini']:.3f})", ratio >= TARGET_ORACLE_RATIO),
-        (f"decile MAPE <= {TARGET_DECILE_MAPE} ({model['decile_mape']:.3f})",
-         model["decile_mape"] <= TARGET_DECILE_MAPE),
-        (f"interval coverage in {low}-{high} ({model['interval_coverage']:.3f})",
-         low <= model["interval_coverage"] <= high),
-        (f"clear win over last12 on Gini: > +{CLEAR_GINI} ({model['normalized_gini']:.3f} vs "
-         f"{last12['normalized_gini']:.3f})", model["normalized_gini"] > last12["normalized_gini"] + CLEAR_GINI),
-        (f"clear win over last12 on decile MAPE: <= {CLEAR_MAPE} x ({model['decile_mape']:.3f} vs "
-         f"{last12['decile_mape']:.3f})", model["decile_mape"] <= CLEAR_MAPE * last12["decile_mape"]),
+        (
+            f"normalized Gini >= {TARGET_ORACLE_RATIO} x oracle ({model['normalized_gini']:.3f} vs "
+            f"{TARGET_ORACLE_RATIO * oracle['normalized_gini']:.3f})",
+            ratio >= TARGET_ORACLE_RATIO,
+        ),
+        (
+            f"decile MAPE <= {TARGET_DECILE_MAPE} ({model['decile_mape']:.3f})",
+            model["decile_mape"] <= TARGET_DECILE_MAPE,
+        ),
+        (
+            f"interval coverage in {low}-{high} ({model['interval_coverage']:.3f})",
+            low <= model["interval_coverage"] <= high,
+        ),
+        (
+            f"clear win over last12 on Gini: > +{CLEAR_GINI} ({model['normalized_gini']:.3f} vs "
+            f"{last12['normalized_gini']:.3f})",
+            model["normalized_gini"] > last12["normalized_gini"] + CLEAR_GINI,
+        ),
+        (
+            f"clear win over last12 on decile MAPE: <= {CLEAR_MAPE} x ({model['decile_mape']:.3f} vs "
+            f"{last12['decile_mape']:.3f})",
+            model["decile_mape"] <= CLEAR_MAPE * last12["decile_mape"],
+        ),
         (f"train on the default bank < {TARGET_TRAIN_S:.0f} s ({wall:.1f} s)", wall < TARGET_TRAIN_S),
-    ]  # fmt: skip
+    ]
     return work / "models", checks + churn_checks(meta["churn"]) + horizon_checks(meta["horizons"])
 
 
@@ -110,13 +123,18 @@ def churn_checks(churn: dict) -> list[tuple[str, bool]]:
     print(churn_table(churn))
     model, oracle = churn["model"], churn["oracle"]
     return [
-        (f"churn AUC >= {TARGET_CHURN_AUC_RATIO} x oracle ({model['auc']:.4f} vs {oracle['auc']:.4f}: "
-         f"{model['auc'] / oracle['auc']:.3f}x)", model["auc"] >= TARGET_CHURN_AUC_RATIO * oracle["auc"]),
+        (
+            f"churn AUC >= {TARGET_CHURN_AUC_RATIO} x oracle ({model['auc']:.4f} vs {oracle['auc']:.4f}: "
+            f"{model['auc'] / oracle['auc']:.3f}x)",
+            model["auc"] >= TARGET_CHURN_AUC_RATIO * oracle["auc"],
+        ),
         (f"churn ECE <= {TARGET_CHURN_ECE} ({model['ece']:.4f})", model["ece"] <= TARGET_CHURN_ECE),
-        (f"churn Brier skill >= {TARGET_CHURN_SKILL_RATIO} x oracle ({model['brier_skill']:.4f} vs "
-         f"{oracle['brier_skill']:.4f}: {model['brier_skill'] / oracle['brier_skill']:.3f}x)",
-         model["brier_skill"] >= TARGET_CHURN_SKILL_RATIO * oracle["brier_skill"]),
-    ]  # fmt: skip
+        (
+            f"churn Brier skill >= {TARGET_CHURN_SKILL_RATIO} x oracle ({model['brier_skill']:.4f} vs "
+            f"{oracle['brier_skill']:.4f}: {model['brier_skill'] / oracle['brier_skill']:.3f}x)",
+            model["brier_skill"] >= TARGET_CHURN_SKILL_RATIO * oracle["brier_skill"],
+        ),
+    ]
 
 
 def horizon_checks(horizons: list[dict]) -> list[tuple[str, bool]]:
@@ -127,23 +145,38 @@ def horizon_checks(horizons: list[dict]) -> list[tuple[str, bool]]:
     for h in horizons:
         months, oracle = h["months"], h.get("against_oracle")
         if oracle is not None:
-            checks.append((f"{months}-month Gini against the oracle's expected value >= {TARGET_HORIZON_GINI} "
-                           f"({oracle['normalized_gini']:.3f}; total error {oracle['total_error']:+.3f})",
-                           oracle["normalized_gini"] >= TARGET_HORIZON_GINI))  # fmt: skip
+            checks.append(
+                (
+                    f"{months}-month Gini against the oracle's expected value >= {TARGET_HORIZON_GINI} "
+                    f"({oracle['normalized_gini']:.3f}; total error {oracle['total_error']:+.3f})",
+                    oracle["normalized_gini"] >= TARGET_HORIZON_GINI,
+                )
+            )
         if not h["judged"]:
             print(f"  {months} months: extrapolated, no realized outcome to judge it on")
             continue
         low, high = TARGET_36_COVERAGE if months == 36 else TARGET_HORIZON_COVERAGE
         model, annuity = h["model"], h["baseline_annuity"]
-        checks.append((f"{months}-month interval coverage in {low}-{high} ({model['interval_coverage']:.3f}, judged at "
-                       f"{h['cutoff']})", low <= model["interval_coverage"] <= high))  # fmt: skip
+        checks.append(
+            (
+                f"{months}-month interval coverage in {low}-{high} ({model['interval_coverage']:.3f}, judged at "
+                f"{h['cutoff']})",
+                low <= model["interval_coverage"] <= high,
+            )
+        )
         if months == 36:
             checks += [
-                (f"36-month Gini beats the naive annuity ({model['normalized_gini']:.3f} vs "
-                 f"{annuity['normalized_gini']:.3f})", model["normalized_gini"] > annuity["normalized_gini"]),
-                (f"36-month decile MAPE beats the naive annuity ({model['decile_mape']:.3f} vs "
-                 f"{annuity['decile_mape']:.3f})", model["decile_mape"] < annuity["decile_mape"]),
-            ]  # fmt: skip
+                (
+                    f"36-month Gini beats the naive annuity ({model['normalized_gini']:.3f} vs "
+                    f"{annuity['normalized_gini']:.3f})",
+                    model["normalized_gini"] > annuity["normalized_gini"],
+                ),
+                (
+                    f"36-month decile MAPE beats the naive annuity ({model['decile_mape']:.3f} vs "
+                    f"{annuity['decile_mape']:.3f})",
+                    model["decile_mape"] < annuity["decile_mape"],
+                ),
+            ]
     return checks
 
 
@@ -154,8 +187,10 @@ def large(work: Path, customers: int) -> list[tuple[str, bool]]:
     wall, meta, stages = timed_training(work / "large", work / "large_models")
     for line in stages:
         print(f"  log: {line}")
-    print(f"read + features + fit + evaluate + save: {wall:.1f} s for {meta['rows']['train']:,} training rows; "
-          f"peak memory so far {peak_gb():.2f} GB")  # fmt: skip
+    print(
+        f"read + features + fit + evaluate + save: {wall:.1f} s for {meta['rows']['train']:,} training rows; "
+        f"peak memory so far {peak_gb():.2f} GB"
+    )
     return [(f"{customers:,} customers end to end < {TARGET_LARGE_S:.0f} s ({wall:.1f} s)", wall < TARGET_LARGE_S)]
 
 

@@ -52,8 +52,9 @@ def bgnbd_no_purchase(log: pd.DataFrame, customers: np.ndarray, days: int) -> np
     from lifetimes.utils import summary_data_from_transaction_data
 
     before = log[pd.to_datetime(log["transaction_date"]) <= pd.Timestamp(CUTOFF)]
-    summary = summary_data_from_transaction_data(before, "customer_id", "transaction_date",
-                                                 observation_period_end=pd.Timestamp(CUTOFF), freq="D")  # fmt: skip
+    summary = summary_data_from_transaction_data(
+        before, "customer_id", "transaction_date", observation_period_end=pd.Timestamp(CUTOFF), freq="D"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # lifetimes' own deprecation notices about pandas
         fitted = BetaGeoFitter(penalizer_coef=0.0).fit(summary["frequency"], summary["recency"], summary["T"])
@@ -67,8 +68,10 @@ def bgnbd_no_purchase(log: pd.DataFrame, customers: np.ndarray, days: int) -> np
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     log = cdnow()
-    print(f"CDNOW: {log['customer_id'].nunique():,} customers, {len(log):,} purchases, "
-          f"{log['transaction_date'].min()} to {log['transaction_date'].max()}")  # fmt: skip
+    print(
+        f"CDNOW: {log['customer_id'].nunique():,} customers, {len(log):,} purchases, "
+        f"{log['transaction_date'].min()} to {log['transaction_date'].max()}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "cdnow"
         folder.mkdir()
@@ -78,8 +81,17 @@ def main() -> None:
         print(
             f"trained in {time.perf_counter() - started:.1f} s at {result.cutoff}, value and churn over {MONTHS} months"
         )
-        scores, _ = judge(open_bank(folder), LocalRunner(), result.model, CUTOFF, MONTHS, 0.1, 42,
-                          importance=False, churn_months=MONTHS)  # fmt: skip
+        scores, _ = judge(
+            open_bank(folder),
+            LocalRunner(),
+            result.model,
+            CUTOFF,
+            MONTHS,
+            0.1,
+            42,
+            importance=False,
+            churn_months=MONTHS,
+        )
     known = scores["churned"].notna() & scores["churn_probability"].notna()
     scores = scores[known]
     churned = scores["churned"].to_numpy()

@@ -77,11 +77,18 @@ def main() -> None:
         models, version_a, folder_b, tampered = versions(work)
         port = free_port()
         url = f"http://{HOST}:{port}"
-        env = {**os.environ, "CLV_MODEL_DIR": str(models), "CLV_DATA_DIR": str(work / "data"), "CLV_PORT": str(port),
-               "CLV_LOG_FILE": str(work / "api.log"), "CLV_RATE_LIMIT": "10000000/minute",
-               "CLV_RELOAD_SECONDS": str(args.reload_seconds)}  # fmt: skip
-        server = subprocess.Popen([sys.executable, "api.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.STDOUT)  # fmt: skip
+        env = {
+            **os.environ,
+            "CLV_MODEL_DIR": str(models),
+            "CLV_DATA_DIR": str(work / "data"),
+            "CLV_PORT": str(port),
+            "CLV_LOG_FILE": str(work / "api.log"),
+            "CLV_RATE_LIMIT": "10000000/minute",
+            "CLV_RELOAD_SECONDS": str(args.reload_seconds),
+        }
+        server = subprocess.Popen(
+            [sys.executable, "api.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         try:
             assert wait_for(lambda: _ok(url), 60) is not None, "the service did not start"
             figures = run_under_load(url, port, models, version_a, folder_b, tampered, args)
@@ -98,13 +105,27 @@ def _ok(url: str) -> bool:
         return False
 
 
-def run_under_load(url: str, port: int, models: Path, version_a: str, folder_b: str, tampered: Path,
-                   args: argparse.Namespace) -> dict:  # fmt: skip
+def run_under_load(
+    url: str, port: int, models: Path, version_a: str, folder_b: str, tampered: Path, args: argparse.Namespace
+) -> dict:
     load = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "load.py"), "--port", str(port), "--path",
-         "/predict/clv", "--concurrency", "8", "--seconds", str(args.seconds), "--max-requests", "10000000"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load.py"),
+            "--port",
+            str(port),
+            "--path",
+            "/predict/clv",
+            "--concurrency",
+            "8",
+            "--seconds",
+            str(args.seconds),
+            "--max-requests",
+            "10000000",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(3)
     version_b = folder_b.removeprefix(artifacts.PREFIX)
     artifacts.promote(models, folder_b)
@@ -117,27 +138,48 @@ def run_under_load(url: str, port: int, models: Path, version_a: str, folder_b: 
     succeeded = metric(url, "clv_model_reloads_total", 'result="succeeded"')
     out, _ = load.communicate(timeout=args.seconds + 60)
     result = json.loads(out.strip().splitlines()[-1])
-    return {"a": version_a, "b": version_b, "took": took, "serving_after_tampered": serving, "refused": refused,
-            "succeeded": succeeded, "load": result}  # fmt: skip
+    return {
+        "a": version_a,
+        "b": version_b,
+        "took": took,
+        "serving_after_tampered": serving,
+        "refused": refused,
+        "succeeded": succeeded,
+        "load": result,
+    }
 
 
 def report(figures: dict, reload_seconds: float) -> None:
     load = figures["load"]
     took = figures["took"]
-    print(f"\nload: {load['ok']:,} answered 200, {load['errors']} not ({load['error_kinds']}), "
-          f"{load['rps']:,.0f} req/s at concurrency 8, p99 {load['p99_ms']:.1f} ms")  # fmt: skip
-    print(f"new version served after {'never' if took is None else f'{took:.2f} s'} "
-          f"(CLV_RELOAD_SECONDS {reload_seconds:g})")  # fmt: skip
-    print(f"after the tampered version: serving {figures['serving_after_tampered']} (the good one: "
-          f"{figures['serving_after_tampered'] == figures['b']}), reloads refused {figures['refused']:g}, "
-          f"succeeded {figures['succeeded']:g}")  # fmt: skip
+    print(
+        f"\nload: {load['ok']:,} answered 200, {load['errors']} not ({load['error_kinds']}), "
+        f"{load['rps']:,.0f} req/s at concurrency 8, p99 {load['p99_ms']:.1f} ms"
+    )
+    print(
+        f"new version served after {'never' if took is None else f'{took:.2f} s'} "
+        f"(CLV_RELOAD_SECONDS {reload_seconds:g})"
+    )
+    print(
+        f"after the tampered version: serving {figures['serving_after_tampered']} (the good one: "
+        f"{figures['serving_after_tampered'] == figures['b']}), reloads refused {figures['refused']:g}, "
+        f"succeeded {figures['succeeded']:g}"
+    )
     checks = [
         ("non-2xx answers", f"{load['errors']}", "0", load["errors"] == 0),
-        ("seconds to serve the new version", "never" if took is None else f"{took:.2f}", f"<= {reload_seconds + 1:g}",
-         took is not None and took <= reload_seconds + 1),
-        ("tampered version refused, good one serving", f"refused {figures['refused']:g}", "refused, still serving",
-         figures["refused"] >= 1 and figures["serving_after_tampered"] == figures["b"]),
-    ]  # fmt: skip
+        (
+            "seconds to serve the new version",
+            "never" if took is None else f"{took:.2f}",
+            f"<= {reload_seconds + 1:g}",
+            took is not None and took <= reload_seconds + 1,
+        ),
+        (
+            "tampered version refused, good one serving",
+            f"refused {figures['refused']:g}",
+            "refused, still serving",
+            figures["refused"] >= 1 and figures["serving_after_tampered"] == figures["b"],
+        ),
+    ]
     print(f"\n{'target':44s} {'measured':>14s} {'target':>24s}")
     for name, measured, target, met in checks:
         print(f"{name:44s} {measured:>14s} {target:>24s}  {verdict(met)}")

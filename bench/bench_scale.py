@@ -170,8 +170,10 @@ def measure_size(customers: int, per_partition: int, store: Path, work: Path, mo
     if train.ok:
         meta = latest_metadata(trained_dir)
         size["gini"], size["test_customers"] = meta["metrics"]["model"]["normalized_gini"], meta["test_customers"]
-        train.figure = (f"held-out Gini {size['gini']:.4f} on {size['test_customers']:,} customers; "
-                        f"train() alone {meta['seconds']} s")  # fmt: skip
+        train.figure = (
+            f"held-out Gini {size['gini']:.4f} on {size['test_customers']:,} customers; "
+            f"train() alone {meta['seconds']} s"
+        )
     if store == work:  # one bank on disk at a time
         shutil.rmtree(bank, ignore_errors=True)
     return size
@@ -315,42 +317,90 @@ def targets(figures: dict) -> list[Target]:
     n, m = f"{large['customers']:,}", f"{small['customers']:,}"
     ratio, worker = memory_check(figures)
     rows = [
-        target(f"memory flat: every process's peak at {n} <= {TARGET_MEMORY_RATIO}x its peak at {m}", ratio,
-               "{:.2f}x", lambda r: r <= TARGET_MEMORY_RATIO),
-        target(f"every worker's peak <= {TARGET_WORKER_BYTES / 1e9:g} GB", worker and worker / 2**20, "{:,.0f} MB",
-               lambda w: w * 2**20 <= TARGET_WORKER_BYTES),
-        target(f"score {n} with 2 workers >= {TARGET_SCORE_RATE:,} customers/s", rate(large, 2), "{:,.0f}/s",
-               lambda r: r >= TARGET_SCORE_RATE),
-    ]  # fmt: skip
+        target(
+            f"memory flat: every process's peak at {n} <= {TARGET_MEMORY_RATIO}x its peak at {m}",
+            ratio,
+            "{:.2f}x",
+            lambda r: r <= TARGET_MEMORY_RATIO,
+        ),
+        target(
+            f"every worker's peak <= {TARGET_WORKER_BYTES / 1e9:g} GB",
+            worker and worker / 2**20,
+            "{:,.0f} MB",
+            lambda w: w * 2**20 <= TARGET_WORKER_BYTES,
+        ),
+        target(
+            f"score {n} with 2 workers >= {TARGET_SCORE_RATE:,} customers/s",
+            rate(large, 2),
+            "{:,.0f}/s",
+            lambda r: r >= TARGET_SCORE_RATE,
+        ),
+    ]
     for size in reversed(sizes):
         one, two = rate(size, 1), rate(size, 2)
         label = f"score {size['customers']:,}: 2 workers >= {TARGET_SPEEDUP}x as fast as 1"
         met = (lambda s: s >= TARGET_SPEEDUP) if size is large else None
-        rows.append(target(label if size is large else f"{label} (printed only)", two / one if one and two else None,
-                           "{:.2f}x", met))  # fmt: skip
+        rows.append(
+            target(
+                label if size is large else f"{label} (printed only)",
+                two / one if one and two else None,
+                "{:.2f}x",
+                met,
+            )
+        )
     scored = large["score"].get(2)
     share = large["verify_s"] / scored.cpu_s if scored and scored.ok and "verify_s" in large else None
-    rows.append(target(f"verify {n}'s part files (size, SHA-256) <= {TARGET_VERIFY_SHARE:.0%} of scoring's CPU",
-                       share, "{:.1%}", lambda s: s <= TARGET_VERIFY_SHARE))  # fmt: skip
+    rows.append(
+        target(
+            f"verify {n}'s part files (size, SHA-256) <= {TARGET_VERIFY_SHARE:.0%} of scoring's CPU",
+            share,
+            "{:.1%}",
+            lambda s: s <= TARGET_VERIFY_SHARE,
+        )
+    )
     for size in sizes:
         scored = size["score"].get(2)
         share = size["portfolio_s"] / scored.cpu_s if scored and scored.ok and "portfolio_s" in size else None
-        rows.append(target(f"the portfolio of {size['customers']:,} <= {TARGET_PORTFOLIO_SHARE:.0%} of scoring's CPU",
-                           share, "{:.1%}", lambda s: s <= TARGET_PORTFOLIO_SHARE))  # fmt: skip
+        rows.append(
+            target(
+                f"the portfolio of {size['customers']:,} <= {TARGET_PORTFOLIO_SHARE:.0%} of scoring's CPU",
+                share,
+                "{:.1%}",
+                lambda s: s <= TARGET_PORTFOLIO_SHARE,
+            )
+        )
     speedup = large["map_search_s"] / large["map_runs_s"] if large.get("map_runs_s") else None
-    rows.append(target("map a part's scattered ids to rows: run-length pass over searching every row (printed only)",
-                       speedup, "{:.1f}x", None))  # fmt: skip
+    rows.append(
+        target(
+            "map a part's scattered ids to rows: run-length pass over searching every row (printed only)",
+            speedup,
+            "{:.1f}x",
+            None,
+        )
+    )
     generate, train = large["generate"], large.get("train")
     gen_rate = large["transactions"] / generate.seconds if generate.ok else None
     gap = abs(large["gini"] - small["gini"]) if "gini" in large and "gini" in small and large is not small else None
     rows += [
-        target(f"generate {n} >= {TARGET_GENERATE_RATE:,} transactions/s", gen_rate, "{:,.0f}/s",
-               lambda r: r >= TARGET_GENERATE_RATE),
-        target(f"train on {n} (2 workers) <= {TARGET_TRAIN_S:g} s", train.seconds if train and train.ok else None,
-               "{:.1f} s", lambda s: s <= TARGET_TRAIN_S),
-        target(f"held-out Gini at {n} within {TARGET_GINI_GAP} of the Gini at {m}", gap, "{:.4f}",
-               lambda g: g <= TARGET_GINI_GAP),
-    ]  # fmt: skip
+        target(
+            f"generate {n} >= {TARGET_GENERATE_RATE:,} transactions/s",
+            gen_rate,
+            "{:,.0f}/s",
+            lambda r: r >= TARGET_GENERATE_RATE,
+        ),
+        target(
+            f"train on {n} (2 workers) <= {TARGET_TRAIN_S:g} s",
+            train.seconds if train and train.ok else None,
+            "{:.1f} s",
+            lambda s: s <= TARGET_TRAIN_S,
+        ),
+        target(
+            f"held-out Gini at {n} within {TARGET_GINI_GAP} of the Gini at {m}",
+            gap,
+            "{:.4f}",
+            lambda g: g <= TARGET_GINI_GAP,
+        ),
+    ]
     return rows
 
 
@@ -407,10 +457,18 @@ def customer_counts(text: str) -> list[int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--customers", type=customer_counts, default=[100_000, 1_000_000],
-                        help="sizes of the partitioned banks, smallest first (default 100000,1000000)")  # fmt: skip
-    parser.add_argument("--partition-customers", type=int, default=25_000,
-                        help="customers a partition, the same at every size (default 25000)")  # fmt: skip
+    parser.add_argument(
+        "--customers",
+        type=customer_counts,
+        default=[100_000, 1_000_000],
+        help="sizes of the partitioned banks, smallest first (default 100000,1000000)",
+    )
+    parser.add_argument(
+        "--partition-customers",
+        type=int,
+        default=25_000,
+        help="customers a partition, the same at every size (default 25000)",
+    )
     parser.add_argument("--keep", type=Path, help="write the banks and the models into DIR and keep them")
     args = parser.parse_args()
     if args.partition_customers < 1:

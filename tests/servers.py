@@ -50,8 +50,13 @@ class ApiProcess:
     def __init__(self, log_dir: Path, **env: str) -> None:
         self.port = free_port()
         environ = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")}
-        environ |= {"CLV_PORT": str(self.port), "CLV_HOST": "127.0.0.1", "CLV_LOG_FILE": str(log_dir / "api.log"),
-                    "CLV_RATE_LIMIT": "10000/minute", **env}  # fmt: skip
+        environ |= {
+            "CLV_PORT": str(self.port),
+            "CLV_HOST": "127.0.0.1",
+            "CLV_LOG_FILE": str(log_dir / "api.log"),
+            "CLV_RATE_LIMIT": "10000/minute",
+            **env,
+        }
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / "server.out"
         self._out = self.log.open("wb")
@@ -112,10 +117,22 @@ def redis_server(folder: Path) -> Iterator[str]:
     log = folder / "redis.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(folder)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                executable,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(folder),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         try:
             deadline = time.monotonic() + 15
             while not _pong(port):

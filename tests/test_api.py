@@ -30,10 +30,21 @@ BATCH = "/predict/clv/batch"
 MISSING = object()  # a field left out of the body
 JSON = {"content-type": "application/json"}
 RESPONSE_FIELDS = {
-    "customer_id", "predicted_clv", "clv_interval", "confidence_score", "horizon_months", "as_of", "drivers",
-    "drivers_base", "model_version", "prediction_timestamp", "churn_probability", "churn_months", "churn_reason",
+    "customer_id",
+    "predicted_clv",
+    "clv_interval",
+    "confidence_score",
+    "horizon_months",
+    "as_of",
+    "drivers",
+    "drivers_base",
+    "model_version",
+    "prediction_timestamp",
+    "churn_probability",
+    "churn_months",
+    "churn_reason",
     "horizons",
-}  # fmt: skip
+}
 TXN_DATE = ("transactions", 0, "transaction_date")
 START = ("products", 0, "start_date")
 
@@ -149,13 +160,25 @@ def test_openapi_describes_every_response(client: TestClient) -> None:
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     expected = {
-        (PREDICT, "post"): {"200": "PredictionOut", "409": "Problem", "413": "Problem", "422": "ValidationProblem",
-                            "429": "Problem", "503": "Problem"},
-        (BATCH, "post"): {"200": "BatchOut", "409": "Problem", "413": "Problem", "422": "ValidationProblem",
-                          "429": "Problem", "503": "Problem"},
+        (PREDICT, "post"): {
+            "200": "PredictionOut",
+            "409": "Problem",
+            "413": "Problem",
+            "422": "ValidationProblem",
+            "429": "Problem",
+            "503": "Problem",
+        },
+        (BATCH, "post"): {
+            "200": "BatchOut",
+            "409": "Problem",
+            "413": "Problem",
+            "422": "ValidationProblem",
+            "429": "Problem",
+            "503": "Problem",
+        },
         ("/health", "get"): {"200": "Health", "503": "Unavailable"},
         ("/model", "get"): {"200": "ModelCard", "503": "Problem"},
-    }  # fmt: skip
+    }
     for (path, method), statuses in expected.items():
         responses = paths[path][method]["responses"]
         assert {status: component(r) for status, r in responses.items()} == statuses, (path, method)
@@ -339,11 +362,12 @@ VALID = {
     "amounts at the limits": {("transactions", 0, "amount"): -1e9, ("products", 0, "balance"): 1e9},
     "unknown fields are ignored": {("name",): "Victor Herrera", ("email",): "victor@example.com"},
     "optional enums left out": {
-        ("transactions", 0, "transaction_type"): MISSING, ("transactions", 0, "channel"): MISSING,
+        ("transactions", 0, "transaction_type"): MISSING,
+        ("transactions", 0, "channel"): MISSING,
     },
     "a ledger": {("ledger",): [{"month": "2024-11", "net_margin": 12.5}, {"month": "2024-12", "net_margin": 14.0}]},
     "join_date": {("join_date",): "2022-12-01"},
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("changes", VALID.values(), ids=VALID.keys())

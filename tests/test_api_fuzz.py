@@ -29,8 +29,17 @@ SEED = 20261130  # a fixed seed keeps CI repeatable; run `st run` by hand for fr
 def url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The service with a scoring run, so that GET /portfolio answers its 200 too."""
     scores = tmp_path_factory.mktemp("scores")
-    done = run_script("model.py", "score", "--data-dir", settings.data_dir, "--model-dir", settings.model_dir,
-                      "--scores-dir", scores, "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        settings.data_dir,
+        "--model-dir",
+        settings.model_dir,
+        "--scores-dir",
+        scores,
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     with uvicorn_thread(create_app(settings.model_copy(update={"scores_dir": scores}))) as base:
         yield base
@@ -39,15 +48,35 @@ def url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def test_schema_lists_every_operation(settings: Settings) -> None:
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
     labels = {result.ok().label for result in schema.get_all_operations()}
-    assert labels == {"POST /predict/clv", "POST /predict/clv/batch", "GET /health", "GET /model", "GET /livez",
-                      "GET /readyz", "GET /metrics", "GET /portfolio"}  # fmt: skip
+    assert labels == {
+        "POST /predict/clv",
+        "POST /predict/clv/batch",
+        "GET /health",
+        "GET /model",
+        "GET /livez",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /portfolio",
+    }
 
 
 def test_schemathesis_with_every_check_finds_nothing(url: str, tmp_path: Path) -> None:
     st = Path(sys.executable).with_name("st")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "st_hooks.py")}
-    command = [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--mode", "all",
-               "--max-examples", str(EXAMPLES), "--seed", str(SEED), "--no-color"]  # fmt: skip
+    command = [
+        str(st),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--max-examples",
+        str(EXAMPLES),
+        "--seed",
+        str(SEED),
+        "--no-color",
+    ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     report = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, report

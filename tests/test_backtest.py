@@ -47,8 +47,9 @@ def test_a_five_year_bank_is_judged_at_three_cutoffs_or_more(five_year_bank: Pat
 
 def test_a_cutoff_whose_months_run_past_the_data_is_refused_in_one_line(five_year_bank: Path, tmp_path: Path) -> None:
     out = tmp_path / "backtest"
-    done = run_script("model.py", "backtest", "--data-dir", five_year_bank, "--cutoffs", "2023-06-30,2024-06-30",
-                      "--out", out)  # fmt: skip
+    done = run_script(
+        "model.py", "backtest", "--data-dir", five_year_bank, "--cutoffs", "2023-06-30,2024-06-30", "--out", out
+    )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
         "model.py backtest: error: --cutoffs 2024-06-30: the 12 months after it run past the data's last date "

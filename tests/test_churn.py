@@ -53,8 +53,14 @@ def test_with_products_churn_is_holding_none_twelve_months_on_of_those_holding_o
 
 
 def test_a_purchase_log_gets_the_inactivity_definition() -> None:
-    rows = [(7, "2023-12-01", 50.0), (7, "2024-05-01", 20.0), (8, "2023-12-01", 50.0), (8, "2024-05-01", -20.0),
-            (9, "2023-10-01", 5.0), (9, "2025-01-15", 5.0)]  # fmt: skip
+    rows = [
+        (7, "2023-12-01", 50.0),
+        (7, "2024-05-01", 20.0),
+        (8, "2023-12-01", 50.0),
+        (8, "2024-05-01", -20.0),
+        (9, "2023-10-01", 5.0),
+        (9, "2025-01-15", 5.0),
+    ]
     frame = pd.DataFrame(rows, columns=["customer_id", "transaction_date", "amount"])
     frame["transaction_date"] = pd.to_datetime(frame["transaction_date"])
     bank = bank_from_frames(None, frame)

@@ -50,20 +50,38 @@ class DaskCluster:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLV_") and k != "PYTHONPATH"} | env
         self.processes: list[subprocess.Popen] = []
         # should this process die without stopping them, they stop themselves: idle 10 min, or orphaned 1 min
-        self.scheduler = self._start("scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard",
-                                     "--idle-timeout", "600")  # fmt: skip
+        self.scheduler = self._start(
+            "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard", "--idle-timeout", "600"
+        )
         self.workers = [self.add_worker() for _ in range(workers)]
 
     def _start(self, kind: str, *args: str) -> subprocess.Popen:
         with (self.log_dir / f"{kind}-{len(self.processes)}.log").open("wb") as log:
-            process = subprocess.Popen([str(DASK), kind, *args], cwd=self.log_dir, env=self.env, stdout=log,
-                                       stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            process = subprocess.Popen(
+                [str(DASK), kind, *args],
+                cwd=self.log_dir,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
     def add_worker(self) -> subprocess.Popen:
-        return self._start("worker", self.address, "--nworkers", "1", "--nthreads", "1", "--memory-limit", "1GiB",
-                           "--no-dashboard", "--death-timeout", "60")  # fmt: skip
+        return self._start(
+            "worker",
+            self.address,
+            "--nworkers",
+            "1",
+            "--nthreads",
+            "1",
+            "--memory-limit",
+            "1GiB",
+            "--no-dashboard",
+            "--death-timeout",
+            "60",
+        )
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.log_dir.glob("*.log")))
@@ -153,8 +171,18 @@ def test_data_gen_on_the_cluster_writes_the_files_of_an_in_process_run(
 def test_score_on_the_cluster_gives_the_in_process_predictions(
     cluster: DaskCluster, small: Path, model_dir: Path, loaded: artifacts.LoadedModel, tmp_path: Path
 ) -> None:
-    done = run_script("model.py", "score", "--data-dir", small, "--model-dir", model_dir,
-                      "--scheduler", cluster.address, "--output", tmp_path / "cluster.parquet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        small,
+        "--model-dir",
+        model_dir,
+        "--scheduler",
+        cluster.address,
+        "--output",
+        tmp_path / "cluster.parquet",
+    )
     assert done.returncode == 0, done.stderr
     assert f"using the Dask cluster at {cluster.address}" in done.stderr
     write_scores(open_bank(small), LocalRunner(), loaded.model, None, tmp_path / "here.parquet")
@@ -165,8 +193,15 @@ def test_score_on_the_cluster_gives_the_in_process_predictions(
 def test_training_on_the_cluster_gives_the_in_process_model(cluster: DaskCluster, small: Path, tmp_path: Path) -> None:
     """Training is deterministic given its rows, and the runner hands them over in the order of the parts:
     the model and its held-out figures are the same wherever the parts were read and judged."""
-    done = run_script("model.py", "train", "--data-dir", small, "--model-dir", tmp_path / "cluster",
-                      CLV_DASK_SCHEDULER=cluster.address)  # fmt: skip
+    done = run_script(
+        "model.py",
+        "train",
+        "--data-dir",
+        small,
+        "--model-dir",
+        tmp_path / "cluster",
+        CLV_DASK_SCHEDULER=cluster.address,
+    )
     assert done.returncode == 0, done.stderr
     assert f"using the Dask cluster at {cluster.address}" in done.stderr
     _, here = train_and_save(small, tmp_path / "here", runner=LocalRunner())
@@ -191,8 +226,18 @@ def test_a_worker_running_other_code_is_named_before_any_work(small: Path, model
     try:
         stale.wait_for_workers(1)
         output = tmp_path / "scores.parquet"
-        done = run_script("model.py", "score", "--data-dir", small, "--model-dir", model_dir,
-                          "--scheduler", stale.address, "--output", output)  # fmt: skip
+        done = run_script(
+            "model.py",
+            "score",
+            "--data-dir",
+            small,
+            "--model-dir",
+            model_dir,
+            "--scheduler",
+            stale.address,
+            "--output",
+            output,
+        )
     finally:
         stale.stop()
     assert done.returncode == 2, done.stderr
@@ -209,10 +254,25 @@ def test_score_survives_a_worker_killed_mid_run(
     bank, expected = large
     output = tmp_path / "scores.parquet"
     run = subprocess.Popen(
-        [sys.executable, "model.py", "score", "--data-dir", str(bank), "--model-dir", str(model_dir),
-         "--scheduler", cluster.address, "--output", str(output)],
-        cwd=ROOT, env=cluster.env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "model.py",
+            "score",
+            "--data-dir",
+            str(bank),
+            "--model-dir",
+            str(model_dir),
+            "--scheduler",
+            cluster.address,
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+        env=cluster.env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
     watchdog = threading.Timer(240, run.kill)  # a run that hangs fails the test instead of the suite
     watchdog.start()
     victim, stderr = cluster.workers[0], []

@@ -23,8 +23,10 @@ BODY = json.dumps(EXAMPLE).encode()
 def half_a_body(port: int) -> socket.socket:
     """A client that sends a request's headers and half its body, then nothing more."""
     client = socket.create_connection(("127.0.0.1", port), timeout=30)
-    head = (f"POST /predict/clv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(BODY)}\r\n\r\n").encode()  # fmt: skip
+    head = (
+        f"POST /predict/clv HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(BODY)}\r\n\r\n"
+    ).encode()
     client.sendall(head + BODY[: len(BODY) // 2])
     return client
 

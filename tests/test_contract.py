@@ -73,9 +73,13 @@ def test_a_missing_transactions_file_is_named(folder: Path) -> None:
 
 @pytest.mark.parametrize(
     ("table", "key"),
-    [("customers", ["customer_id"]), ("products", ["product_id"]), ("transactions", ["transaction_id"]),
-     ("customer_metrics", ["customer_id", "month"])],
-)  # fmt: skip
+    [
+        ("customers", ["customer_id"]),
+        ("products", ["product_id"]),
+        ("transactions", ["transaction_id"]),
+        ("customer_metrics", ["customer_id", "month"]),
+    ],
+)
 def test_a_duplicate_key_is_refused_naming_file_rows_and_key(folder: Path, table: str, key: list[str]) -> None:
     """A repeated ledger month would double that month's margin in the label; a repeated id, a row."""
     path = folder / f"{table}.csv"

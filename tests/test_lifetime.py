@@ -91,8 +91,9 @@ def test_the_card_says_which_horizons_were_judged_and_which_extrapolated(loaded:
 def test_a_five_year_bank_judges_the_36_month_value_on_what_happened(tmp_path: Path) -> None:
     bank = tmp_path / "bank"
     generator.write_tables(generator.simulate(FIVE_YEARS), bank, config=FIVE_YEARS)
-    done = run_script("model.py", "train", "--data-dir", bank, "--model-dir", tmp_path / "models", "--horizons",
-                      "12,36,60", "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py", "train", "--data-dir", bank, "--model-dir", tmp_path / "models", "--horizons", "12,36,60", "--quiet"
+    )
     assert done.returncode == 0, done.stderr
     metadata = artifacts.load(tmp_path / "models").metadata
     horizons = {h.months: h for h in metadata.horizons}
@@ -118,7 +119,10 @@ def test_the_api_answers_every_horizon_and_the_curve_when_asked(client: TestClie
     assert [h["months"] for h in plain["horizons"]] == [12, 36, 60]
     headline = plain["horizons"][0]
     assert (headline["clv"], headline["low"], headline["high"]) == (
-        plain["predicted_clv"], plain["clv_interval"]["low"], plain["clv_interval"]["high"])  # fmt: skip
+        plain["predicted_clv"],
+        plain["clv_interval"]["low"],
+        plain["clv_interval"]["high"],
+    )
     asked = client.post("/predict/clv", params={"curve": "true"}, json=example).json()
     curve = asked["curve"]
     assert [p["month"] for p in curve] == list(range(1, 61))
@@ -131,8 +135,11 @@ def test_the_api_answers_every_horizon_and_the_curve_when_asked(client: TestClie
 
 
 def test_a_customer_who_had_left_has_no_value_at_any_horizon_and_no_survival(client: TestClient, example: dict) -> None:
-    gone = {**example, "products": [{**example["products"][0], "status": "Closed", "end_date": "2024-06-30"}],
-            "as_of": "2024-12-31"}  # fmt: skip
+    gone = {
+        **example,
+        "products": [{**example["products"][0], "status": "Closed", "end_date": "2024-06-30"}],
+        "as_of": "2024-12-31",
+    }
     result = client.post("/predict/clv", params={"curve": "true"}, json=gone).json()
     assert result["churn_probability"] is None
     assert all(h["clv"] == h["low"] == h["high"] == 0 for h in result["horizons"])
@@ -154,8 +161,19 @@ def test_a_model_trained_before_horizons_answers_the_headline_and_refuses_a_curv
 
 
 def test_scores_carry_every_horizon_and_the_curve_sums_to_them(bank_dir: Path, model_dir: Path, tmp_path: Path) -> None:
-    done = run_script("model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--output",
-                      tmp_path / "scores.csv", "--curve", tmp_path / "curve.parquet", "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        bank_dir,
+        "--model-dir",
+        model_dir,
+        "--output",
+        tmp_path / "scores.csv",
+        "--curve",
+        tmp_path / "curve.parquet",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     scores = pd.read_csv(tmp_path / "scores.csv").set_index("customer_id")
     for months in (36, 60):

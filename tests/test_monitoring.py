@@ -302,8 +302,19 @@ def test_monitor_at_the_model_cutoff_is_stable_on_the_same_population_and_not_on
     customers.to_csv(moved / "customers.csv", index=False)
     reports = {}
     for name, bank in {"same": same, "moved": moved}.items():
-        done = run_script("model.py", "monitor", "--data-dir", bank, "--model-dir", reference.root / "models",
-                          "--as-of", reference.cutoff, "--out", tmp_path / name, "--json")  # fmt: skip
+        done = run_script(
+            "model.py",
+            "monitor",
+            "--data-dir",
+            bank,
+            "--model-dir",
+            reference.root / "models",
+            "--as-of",
+            reference.cutoff,
+            "--out",
+            tmp_path / name,
+            "--json",
+        )
         assert done.returncode == 0, done.stderr
         reports[name] = json.loads(done.stdout)
     same_report = reports["same"]
@@ -362,8 +373,20 @@ def test_the_profile_covers_the_churn_probability_and_monitor_measures_it(
     (churn,) = loaded.profile.outputs
     assert churn.name == "churn_probability" and sum(churn.shares) == pytest.approx(1)
     assert Profile.from_json(loaded.profile.to_json()) == loaded.profile
-    done = run_script("model.py", "monitor", "--data-dir", bank_dir, "--model-dir", model_dir, "--as-of",
-                      str(loaded.metadata.cutoff), "--out", tmp_path, "--json", "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "monitor",
+        "--data-dir",
+        bank_dir,
+        "--model-dir",
+        model_dir,
+        "--as-of",
+        str(loaded.metadata.cutoff),
+        "--out",
+        tmp_path,
+        "--json",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     measured = json.loads(done.stdout)["outputs"]["churn_probability"]
     assert 0 <= measured < 0.1

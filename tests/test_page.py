@@ -89,11 +89,16 @@ def server(
     """The real service with the small trained model and a scoring run of its bank (the other two servers boot
     meanwhile)."""
     scores = tmp_path_factory.mktemp("scores")
-    done = run_script("model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--scores-dir", scores,
-                      "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--scores-dir", scores, "--quiet"
+    )
     assert done.returncode == 0, done.stderr
-    running = ApiProcess(tmp_path_factory.mktemp("server"), CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir),
-                         CLV_SCORES_DIR=str(scores))  # fmt: skip
+    running = ApiProcess(
+        tmp_path_factory.mktemp("server"),
+        CLV_MODEL_DIR=str(model_dir),
+        CLV_DATA_DIR=str(bank_dir),
+        CLV_SCORES_DIR=str(scores),
+    )
     try:
         yield running.ready()
     finally:
@@ -743,7 +748,8 @@ def test_the_portfolio_view_shows_what_get_portfolio_says(watched, server) -> No
     assert page.locator("#segment-chart rect.bar.up").count() == len(data["segments"]["product_mix"])
     first = data["segments"]["product_mix"][0]
     assert page.get_attribute(f"#segment-chart rect.bar.down[data-segment='{first['segment']}']", "data-key") == (
-        "value_at_risk")  # fmt: skip
+        "value_at_risk"
+    )
     table = page.locator("#at-risk-table tbody tr")
     assert table.count() == len(data["at_risk"])
     top = data["at_risk"][0]

@@ -129,9 +129,25 @@ def test_the_cli_on_a_cluster_writes_the_files_of_an_in_process_run(
     """`data_gen.py --partitions 3 --write-oracle` on a 2-worker LocalCluster writes the bytes the library
     wrote in this process: the files depend on the seed and the partition count, not on who made them."""
     out = tmp_path / "bank"
-    done = run_script("data_gen.py", "--customers", GENERATED.customers, "--partitions", PARTS, "--write-oracle",
-                      "--start-date", GENERATED.start, "--end-date", GENERATED.end, "--seed", GENERATED.seed,
-                      "--scheduler", cluster.client.scheduler.address, "--quiet", "--out", out)  # fmt: skip
+    done = run_script(
+        "data_gen.py",
+        "--customers",
+        GENERATED.customers,
+        "--partitions",
+        PARTS,
+        "--write-oracle",
+        "--start-date",
+        GENERATED.start,
+        "--end-date",
+        GENERATED.end,
+        "--seed",
+        GENERATED.seed,
+        "--scheduler",
+        cluster.client.scheduler.address,
+        "--quiet",
+        "--out",
+        out,
+    )
     assert done.returncode == 0, done.stderr
     assert " parts, " not in done.stderr  # --quiet
     made = files(out)
@@ -225,10 +241,17 @@ def test_a_prepared_bank_gives_the_monthly_curve_of_the_flat_folder(
 ) -> None:
     curves = {}
     for name, source in (("flat", bank_dir), ("parts", prepared)):
-        write_scores(open_bank(source), LocalRunner(), loaded.model, None, tmp_path / f"{name}.csv",
-                     curve=tmp_path / f"{name}-curve.parquet")  # fmt: skip
-        curves[name] = pd.read_parquet(tmp_path / f"{name}-curve.parquet").sort_values(["customer_id", "month"],
-                                                                                      ignore_index=True)  # fmt: skip
+        write_scores(
+            open_bank(source),
+            LocalRunner(),
+            loaded.model,
+            None,
+            tmp_path / f"{name}.csv",
+            curve=tmp_path / f"{name}-curve.parquet",
+        )
+        curves[name] = pd.read_parquet(tmp_path / f"{name}-curve.parquet").sort_values(
+            ["customer_id", "month"], ignore_index=True
+        )
     assert len(list((tmp_path / "parts-curve.parquet").iterdir())) == 3  # a file a part
     pd.testing.assert_frame_equal(curves["flat"], curves["parts"])
 
@@ -245,7 +268,8 @@ def test_a_prepared_bank_gives_the_portfolio_of_the_flat_folder(
     assert parts["at_risk"] == flat["at_risk"] and parts["customers"] == flat["customers"]
     for key in ("horizons", "deciles", "segments"):
         assert json.dumps(parts[key], sort_keys=True) == json.dumps(flat[key], sort_keys=True) or _close(
-            parts[key], flat[key]), key  # fmt: skip
+            parts[key], flat[key]
+        ), key
     assert parts["value_at_risk"] == pytest.approx(flat["value_at_risk"], abs=0.01)
 
 
@@ -320,8 +344,19 @@ def broken_run(generated: Path, model_dir: Path, tmp_path_factory: pytest.TempPa
     broken = bank / "transactions" / "part-00001.parquet"
     broken.write_bytes(np.random.default_rng(0).bytes(4096))
     (root / "out").mkdir()
-    done = run_script("model.py", "score", "--data-dir", bank, "--model-dir", model_dir, "--workers", "1", "--quiet",
-                      "--output", root / "out" / "scores.parquet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        bank,
+        "--model-dir",
+        model_dir,
+        "--workers",
+        "1",
+        "--quiet",
+        "--output",
+        root / "out" / "scores.parquet",
+    )
     return done, broken, root / "out"
 
 
@@ -391,10 +426,12 @@ def move_customer(bank: Path, customer: int, tables: tuple[str, ...], keep: bool
 
 @pytest.mark.parametrize(
     ("tables", "named", "rule"),
-    [((*TABLES, ORACLE), "customers", "belongs to another partition"),
-     (("transactions",), "transactions", "is not in customers")],
+    [
+        ((*TABLES, ORACLE), "customers", "belongs to another partition"),
+        (("transactions",), "transactions", "is not in customers"),
+    ],
     ids=["every row", "transactions only"],
-)  # fmt: skip
+)
 def test_a_customer_moved_to_another_partition_is_refused(
     bank: Path, loaded: artifacts.LoadedModel, tmp_path: Path, tables: tuple[str, ...], named: str, rule: str
 ) -> None:
@@ -447,8 +484,18 @@ def test_prepare_refuses_a_bad_source_value_naming_the_source_file_row_and_colum
 ) -> None:
     edit(source / "transactions.csv", {41: {"transaction_date": "2024-13-01"}})
     out = tmp_path / "prepared"
-    done = run_script("model.py", "prepare", source, "--out", out, "--partitions", PARTS, "--quiet",
-                      "--scheduler", cluster.client.scheduler.address)  # fmt: skip
+    done = run_script(
+        "model.py",
+        "prepare",
+        source,
+        "--out",
+        out,
+        "--partitions",
+        PARTS,
+        "--quiet",
+        "--scheduler",
+        cluster.client.scheduler.address,
+    )
     assert done.returncode == 2, done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line]
     expected = f"{source / 'transactions.csv'}: column 'transaction_date' row 42: '2024-13-01' is not a date"
@@ -466,9 +513,15 @@ def test_prepare_refuses_a_bad_source_value_naming_the_source_file_row_and_colum
         pytest.param("products", "start_date", "2031-01-01", 5),
         pytest.param("transactions", "customer_id", "", 29_999),
     ],
-    ids=["a bad date", "a bad amount in block 2", "a bad join date", "an unknown customer", "a start after the data",
-         "an empty id in block 2"],
-)  # fmt: skip
+    ids=[
+        "a bad date",
+        "a bad amount in block 2",
+        "a bad join date",
+        "an unknown customer",
+        "a start after the data",
+        "an empty id in block 2",
+    ],
+)
 def test_prepare_refuses_what_a_flat_read_refuses_with_the_same_message(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, column: str, value: str, row: int
 ) -> None:

@@ -19,8 +19,18 @@ from tests.servers import run_script
 
 
 def score(bank_dir: Path, model_dir: Path, scores_dir: Path, *args: str) -> Path:
-    done = run_script("model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--scores-dir", scores_dir,
-                      "--quiet", *args)  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        bank_dir,
+        "--model-dir",
+        model_dir,
+        "--scores-dir",
+        scores_dir,
+        "--quiet",
+        *args,
+    )
     assert done.returncode == 0, done.stderr
     return scores_dir / "latest"
 
@@ -73,8 +83,11 @@ def test_the_totals_and_the_value_at_risk_are_the_scores(result: Portfolio, scor
     assert [r.customer_id for r in result.at_risk] == top["customer_id"].head(AT_RISK).tolist()
     first = result.at_risk[0]
     row = scores.set_index("customer_id").loc[first.customer_id]
-    assert (first.clv, first.churn_probability, first.driver) == (row["predicted_clv"], row["churn_probability"],
-                                                                  row["driver_1"])  # fmt: skip
+    assert (first.clv, first.churn_probability, first.driver) == (
+        row["predicted_clv"],
+        row["churn_probability"],
+        row["driver_1"],
+    )
 
 
 def test_the_deciles_are_the_concentration_of_the_scores(result: Portfolio, scores: pd.DataFrame) -> None:
@@ -89,8 +102,17 @@ def test_the_deciles_are_the_concentration_of_the_scores(result: Portfolio, scor
 
 
 def test_an_output_file_gets_its_portfolio_beside_it(bank_dir: Path, model_dir: Path, tmp_path: Path) -> None:
-    done = run_script("model.py", "score", "--data-dir", bank_dir, "--model-dir", model_dir, "--output",
-                      tmp_path / "out" / "scores.csv", "--quiet")  # fmt: skip
+    done = run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        bank_dir,
+        "--model-dir",
+        model_dir,
+        "--output",
+        tmp_path / "out" / "scores.csv",
+        "--quiet",
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["portfolio.json", "scores.csv"]
     assert json.loads((tmp_path / "out" / "portfolio.json").read_text())["run"] == "scores.csv"
@@ -149,4 +171,5 @@ def test_the_service_serves_the_latest_run_typed_and_follows_a_new_one(
         assert responses["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Portfolio")
         assert responses["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/Problem")
         assert {"horizons", "value_at_risk", "deciles", "segments", "at_risk"} <= set(
-            schema["components"]["schemas"]["Portfolio"]["properties"])  # fmt: skip
+            schema["components"]["schemas"]["Portfolio"]["properties"]
+        )

@@ -19,18 +19,36 @@ def report(bank_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFac
     for command in (
         ("score", "--data-dir", bank_dir, "--model-dir", model_dir, "--scores-dir", work / "scores"),
         ("backtest", "--data-dir", bank_dir, "--cutoffs", "2023-06-30,2023-12-31", "--out", work / "backtest"),
-        ("report", "--model-dir", model_dir, "--scores-dir", work / "scores", "--backtest", work / "backtest",
-         "--out", work / "report.html"),
-    ):  # fmt: skip
+        (
+            "report",
+            "--model-dir",
+            model_dir,
+            "--scores-dir",
+            work / "scores",
+            "--backtest",
+            work / "backtest",
+            "--out",
+            work / "report.html",
+        ),
+    ):
         done = run_script("model.py", *command, "--quiet")
         assert done.returncode == 0, done.stderr
     return (work / "report.html").read_text()
 
 
 def test_the_report_holds_the_card_the_backtest_the_drift_and_the_portfolio(report: str) -> None:
-    for words in ("Held-out metrics against the baselines and the oracle", "Each horizon", "Reliability of the churn",
-                  "Backtest", "2023-06-30", "Drift of the latest scoring run", "Portfolio: run run_", "Value at risk",
-                  "By product mix", "most value at risk"):  # fmt: skip
+    for words in (
+        "Held-out metrics against the baselines and the oracle",
+        "Each horizon",
+        "Reliability of the churn",
+        "Backtest",
+        "2023-06-30",
+        "Drift of the latest scoring run",
+        "Portfolio: run run_",
+        "Value at risk",
+        "By product mix",
+        "most value at risk",
+    ):
         assert words in report, words
     assert report.count('src="data:image/png;base64,') == 2  # the backtest's chart and the portfolio's
 

@@ -153,9 +153,13 @@ def test_clv_variables_set_the_service(
 ) -> None:
     log_file = tmp_path / "from-env.log"
     for name, value in {
-        "CLV_MODEL_DIR": str(model_dir), "CLV_DATA_DIR": str(bank_dir), "CLV_LOG_FILE": str(log_file),
-        "CLV_RATE_LIMIT": "2/minute", "CLV_CORS_ORIGINS": "http://bank.test", "CLV_MAX_BODY_BYTES": "4096",
-    }.items():  # fmt: skip
+        "CLV_MODEL_DIR": str(model_dir),
+        "CLV_DATA_DIR": str(bank_dir),
+        "CLV_LOG_FILE": str(log_file),
+        "CLV_RATE_LIMIT": "2/minute",
+        "CLV_CORS_ORIGINS": "http://bank.test",
+        "CLV_MAX_BODY_BYTES": "4096",
+    }.items():
         monkeypatch.setenv(name, value)
     with TestClient(create_app()) as client:
         assert client.get("/health").json()["model_version"] == artifacts.load(model_dir).version

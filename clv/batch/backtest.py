@@ -70,10 +70,20 @@ def backtest(
     rows, previous = [], None
     for cutoff in cutoffs:
         logger.info("backtest: training at %s", cutoff)
-        result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months,
-                       horizons=horizons)  # fmt: skip
-        rows.append(judged(result.report, cutoff, horizon_months, churn_months)
-                    | population_shift(source, runner, result.model, cutoff, previous, seed))  # fmt: skip
+        result = train(
+            data_dir,
+            cutoff,
+            horizon_months,
+            discount_rate,
+            seed,
+            runner=runner,
+            churn_months=churn_months,
+            horizons=horizons,
+        )
+        rows.append(
+            judged(result.report, cutoff, horizon_months, churn_months)
+            | population_shift(source, runner, result.model, cutoff, previous, seed)
+        )
         previous = result.report["profile"]
     return {"horizon_months": horizon_months, "churn_months": churn_months, "cutoffs": rows}
 
@@ -123,8 +133,10 @@ def population_shift(
 
 def table(result: dict) -> str:
     """The backtest as text: one line per cutoff."""
-    head = (f"{'cutoff':<11} {'customers':>9} {'gini':>6} {'spearman':>8} {'dec_mape':>8} {'total':>7} "
-            f"{'cover':>6} {'last12':>6} {'c_auc':>6} {'c_ece':>6} {'c_skill':>7} {'psi_max':>7}  feature")  # fmt: skip
+    head = (
+        f"{'cutoff':<11} {'customers':>9} {'gini':>6} {'spearman':>8} {'dec_mape':>8} {'total':>7} "
+        f"{'cover':>6} {'last12':>6} {'c_auc':>6} {'c_ece':>6} {'c_skill':>7} {'psi_max':>7}  feature"
+    )
     lines = [head]
     for row in result["cutoffs"]:
 
@@ -132,15 +144,19 @@ def table(result: dict) -> str:
             value = row[key]
             return f"{value:>{width}.3f}" if isinstance(value, float) else f"{'-' if value is None else value:>{width}}"
 
-        lines.append(f"{row['cutoff']:<11} {row['test_customers']:>9} {f('normalized_gini', 6)} {f('spearman', 8)} "
-                     f"{f('decile_mape', 8)} {f('total_error', 7)} {f('interval_coverage', 6)} "
-                     f"{f('baseline_last12_gini', 6)} {f('churn_auc', 6)} {f('churn_ece', 6)} "
-                     f"{f('churn_brier_skill', 7)} {f('psi_max', 7)}  {row['psi_feature'] or '-'}")  # fmt: skip
+        lines.append(
+            f"{row['cutoff']:<11} {row['test_customers']:>9} {f('normalized_gini', 6)} {f('spearman', 8)} "
+            f"{f('decile_mape', 8)} {f('total_error', 7)} {f('interval_coverage', 6)} "
+            f"{f('baseline_last12_gini', 6)} {f('churn_auc', 6)} {f('churn_ece', 6)} "
+            f"{f('churn_brier_skill', 7)} {f('psi_max', 7)}  {row['psi_feature'] or '-'}"
+        )
         for h in row["horizons"]:
-            lines.append(f"  {h['months']:>3d} mo at {h['judged_at']:<10} {h['test_customers']:>5} "
-                         f"{f('normalized_gini', 6, h)} {f('spearman', 8, h)} {f('decile_mape', 8, h)} "
-                         f"{f('total_error', 7, h)} {f('interval_coverage', 6, h)} annuity gini "
-                         f"{f('annuity_gini', 5, h)} mape {f('annuity_decile_mape', 5, h)}")  # fmt: skip
+            lines.append(
+                f"  {h['months']:>3d} mo at {h['judged_at']:<10} {h['test_customers']:>5} "
+                f"{f('normalized_gini', 6, h)} {f('spearman', 8, h)} {f('decile_mape', 8, h)} "
+                f"{f('total_error', 7, h)} {f('interval_coverage', 6, h)} annuity gini "
+                f"{f('annuity_gini', 5, h)} mape {f('annuity_decile_mape', 5, h)}"
+            )
     return "\n".join(lines)
 
 
@@ -154,8 +170,11 @@ def plot(result: dict, path: Path) -> Path:
     figure = Figure(figsize=(10, 3.6), layout="constrained")
     FigureCanvasAgg(figure)
     value, churn = figure.subplots(1, 2)
-    for key, label in (("normalized_gini", "model Gini"), ("baseline_last12_gini", "last-12 Gini"),
-                       ("interval_coverage", "interval coverage")):  # fmt: skip
+    for key, label in (
+        ("normalized_gini", "model Gini"),
+        ("baseline_last12_gini", "last-12 Gini"),
+        ("interval_coverage", "interval coverage"),
+    ):
         value.plot(x, [np.nan if row[key] is None else row[key] for row in rows], marker="o", label=label)
     value.set_title(f"value over {result['horizon_months']} months, held out", fontsize=9)
     for key, label in (("churn_auc", "churn AUC"), ("churn_ece", "churn ECE")):

@@ -28,8 +28,13 @@ AT_RISK = 100  # customers in the at-risk list
 STEP = 0.01  # the value histogram's bins: 1% apart in log(1 + |value|)
 UNKNOWN = "unknown"
 AGE_BANDS = ((0, "under 30"), (30, "30-44"), (45, "45-59"), (60, "60 and over"))
-INCOME_BANDS = ((0, "under 25k"), (25_000, "25k-50k"), (50_000, "50k-100k"), (100_000, "100k-200k"),
-                (200_000, "200k and over"))  # fmt: skip
+INCOME_BANDS = (
+    (0, "under 25k"),
+    (25_000, "25k-50k"),
+    (50_000, "50k-100k"),
+    (100_000, "100k-200k"),
+    (200_000, "200k and over"),
+)
 TYPES = list(ProductType)
 
 
@@ -119,8 +124,10 @@ class Summary:
 
     def merge(self, other: Summary) -> Summary:
         def add(a: dict, b: dict) -> dict:
-            return {k: [x + y for x, y in zip(a[k], b[k], strict=True)] if k in a and k in b else a.get(k, b.get(k))
-                    for k in a.keys() | b.keys()}  # fmt: skip
+            return {
+                k: [x + y for x, y in zip(a[k], b[k], strict=True)] if k in a and k in b else a.get(k, b.get(k))
+                for k in a.keys() | b.keys()
+            }
 
         return Summary(
             self.customers + other.customers,
@@ -154,9 +161,15 @@ def summarize(frame: pd.DataFrame, labels: pd.DataFrame, horizons: tuple[int, ..
     counts, values = np.bincount(inverse), np.bincount(inverse, weights=value)
     bins = {int(k): [float(c), float(v)] for k, c, v in zip(unique, counts, values, strict=True)}
     known = ~np.isnan(churn)
-    parts = pd.DataFrame({"customers": 1.0, "value": value, "value_at_risk": at_risk,
-                          "churn_sum": np.where(known, churn, 0.0),
-                          "churn_known": known.astype(np.float64)})  # fmt: skip
+    parts = pd.DataFrame(
+        {
+            "customers": 1.0,
+            "value": value,
+            "value_at_risk": at_risk,
+            "churn_sum": np.where(known, churn, 0.0),
+            "churn_known": known.astype(np.float64),
+        }
+    )
     segments = {}
     for kind in SEGMENTS:
         grouped = parts.groupby(labels[kind].to_numpy(), sort=True).sum()
@@ -179,9 +192,14 @@ def _at_risk(row: pd.Series, value_at_risk: float) -> dict:
         name = row.get(f"driver_{k}")
         if isinstance(name, str) and name:
             drivers.append({"feature": name, "contribution": float(row[f"driver_{k}_contribution"])})
-    return {"customer_id": int(row["customer_id"]), "clv": float(row["predicted_clv"]),
-            "churn_probability": float(row["churn_probability"]), "value_at_risk": round(value_at_risk, 2),
-            "driver": drivers[0]["feature"] if drivers else "", "drivers": drivers}  # fmt: skip
+    return {
+        "customer_id": int(row["customer_id"]),
+        "clv": float(row["predicted_clv"]),
+        "churn_probability": float(row["churn_probability"]),
+        "value_at_risk": round(value_at_risk, 2),
+        "driver": drivers[0]["feature"] if drivers else "",
+        "drivers": drivers,
+    }
 
 
 def _top(rows: list[dict]) -> list[dict]:
@@ -208,16 +226,19 @@ def segment_labels(bank: Bank, day: int, rows: np.ndarray) -> pd.DataFrame:
     first = bank.first_day()[rows]
     known = ~np.isnan(first)
     years = np.full(rows.size, UNKNOWN, dtype=object)
-    years[known] = (np.asarray(first[known], np.int64).astype("datetime64[D]").astype("datetime64[Y]")
-                    .astype(np.int64) + 1970).astype(str)  # fmt: skip
-    return pd.DataFrame({
-        "region": coded(bank.region[rows], Region),
-        "acquisition_channel": coded(bank.acquisition[rows], AcquisitionChannel),
-        "age_band": banded(bank.age[rows], AGE_BANDS),
-        "income_band": banded(bank.income[rows], INCOME_BANDS),
-        "tenure_band": years,
-        "product_mix": _product_mix(bank, day)[rows],
-    })  # fmt: skip
+    years[known] = (
+        np.asarray(first[known], np.int64).astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
+    ).astype(str)
+    return pd.DataFrame(
+        {
+            "region": coded(bank.region[rows], Region),
+            "acquisition_channel": coded(bank.acquisition[rows], AcquisitionChannel),
+            "age_band": banded(bank.age[rows], AGE_BANDS),
+            "income_band": banded(bank.income[rows], INCOME_BANDS),
+            "tenure_band": years,
+            "product_mix": _product_mix(bank, day)[rows],
+        }
+    )
 
 
 def _product_mix(bank: Bank, day: int) -> np.ndarray:
@@ -230,16 +251,24 @@ def _product_mix(bank: Bank, day: int) -> np.ndarray:
     mask = np.zeros(bank.size, np.int64)
     np.bitwise_or.at(mask, p["cust"][is_open], np.left_shift(1, p["type"][is_open]))
     codes, inverse = np.unique(mask, return_inverse=True)
-    names = np.array([" + ".join(str(t) for j, t in enumerate(TYPES) if code >> j & 1) or "none" for code in codes],
-                     dtype=object)  # fmt: skip
+    names = np.array(
+        [" + ".join(str(t) for j, t in enumerate(TYPES) if code >> j & 1) or "none" for code in codes], dtype=object
+    )
     return names[inverse]
 
 
 # ---- the bank as a whole ----------------------------------------------------------------------
 
 
-def portfolio(summary: Summary, metadata: ModelMetadata, horizons: tuple[int, ...], run: str, as_of: dt.date,
-              data_dir: str, fingerprint: str) -> Portfolio:  # fmt: skip
+def portfolio(
+    summary: Summary,
+    metadata: ModelMetadata,
+    horizons: tuple[int, ...],
+    run: str,
+    as_of: dt.date,
+    data_dir: str,
+    fingerprint: str,
+) -> Portfolio:
     """The merged summary as the typed portfolio of a run."""
     z = NormalDist().inv_cdf(0.5 + metadata.interval_level / 2)
     errors = _total_errors(metadata)
@@ -247,17 +276,30 @@ def portfolio(summary: Summary, metadata: ModelMetadata, horizons: tuple[int, ..
     for months in horizons:
         total, variance = summary.horizons[months]
         half = math.hypot(z * math.sqrt(variance), abs(errors.get(months, 0.0)) * abs(total))
-        totals.append({"months": months, "total": round(total, 2), "low": round(total - half, 2),
-                       "high": round(total + half, 2)})  # fmt: skip
+        totals.append(
+            {"months": months, "total": round(total, 2), "low": round(total - half, 2), "high": round(total + half, 2)}
+        )
     kinds = sorted(summary.segments, key=SEGMENTS.index)
     segments = {kind: [_segment(name, sums) for name, sums in sorted(summary.segments[kind].items())] for kind in kinds}
-    return Portfolio.model_validate({
-        "run": run, "scored_at": dt.datetime.now(dt.UTC).replace(microsecond=0), "model_version": metadata.version,
-        "as_of": as_of, "data_dir": data_dir, "data_fingerprint": fingerprint, "headline_months": horizons[0],
-        "interval_level": metadata.interval_level, "customers": summary.customers, "horizons": totals,
-        "interval_method": INTERVAL_METHOD, "value_at_risk": round(summary.value_at_risk, 2),
-        "deciles": deciles(summary.bins), "segments": segments, "at_risk": summary.at_risk,
-    })  # fmt: skip
+    return Portfolio.model_validate(
+        {
+            "run": run,
+            "scored_at": dt.datetime.now(dt.UTC).replace(microsecond=0),
+            "model_version": metadata.version,
+            "as_of": as_of,
+            "data_dir": data_dir,
+            "data_fingerprint": fingerprint,
+            "headline_months": horizons[0],
+            "interval_level": metadata.interval_level,
+            "customers": summary.customers,
+            "horizons": totals,
+            "interval_method": INTERVAL_METHOD,
+            "value_at_risk": round(summary.value_at_risk, 2),
+            "deciles": deciles(summary.bins),
+            "segments": segments,
+            "at_risk": summary.at_risk,
+        }
+    )
 
 
 def _total_errors(metadata: ModelMetadata) -> dict[int, float]:
@@ -277,9 +319,14 @@ def _total_errors(metadata: ModelMetadata) -> dict[int, float]:
 def _segment(name: str, sums: list[float]) -> dict:
     customers, value, at_risk, churn_sum, churn_known = sums
     rate = round(churn_sum / churn_known, 4) if churn_known else None
-    return {"segment": name, "customers": int(customers), "value": round(value, 2),
-            "value_at_risk": round(at_risk, 2), "churn_rate": rate,
-            "mean_clv": round(value / customers, 2) if customers else 0.0}  # fmt: skip
+    return {
+        "segment": name,
+        "customers": int(customers),
+        "value": round(value, 2),
+        "value_at_risk": round(at_risk, 2),
+        "churn_rate": rate,
+        "mean_clv": round(value / customers, 2) if customers else 0.0,
+    }
 
 
 def deciles(bins: dict[int, list[float]]) -> list[dict]:
@@ -303,9 +350,16 @@ def deciles(bins: dict[int, list[float]]) -> list[dict]:
     rows = []
     for d, part in enumerate(out, start=1):
         edges = [_bin_value(k) for k in part["keys"]] or [0.0]
-        rows.append({"decile": d, "customers": part["customers"], "value": round(part["value"], 2),
-                     "share": round(part["value"] / total, 6) if total else None,
-                     "low_clv": round(min(edges), 2), "high_clv": round(max(edges), 2)})  # fmt: skip
+        rows.append(
+            {
+                "decile": d,
+                "customers": part["customers"],
+                "value": round(part["value"], 2),
+                "share": round(part["value"] / total, 6) if total else None,
+                "low_clv": round(min(edges), 2),
+                "high_clv": round(max(edges), 2),
+            }
+        )
     return rows
 
 

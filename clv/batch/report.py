@@ -78,32 +78,67 @@ def card_section(meta: ModelMetadata) -> str:
         "<h3>Held-out metrics against the baselines and the oracle</h3>",
         _table(["metric", *names], rows),
         "<h3>Predicted against actual, by decile</h3>",
-        _table(["decile", "customers", "mean predicted", "mean actual"],
-               [[d.decile, d.customers, d.mean_predicted, d.mean_actual] for d in meta.deciles], 2),
-    ]  # fmt: skip
+        _table(
+            ["decile", "customers", "mean predicted", "mean actual"],
+            [[d.decile, d.customers, d.mean_predicted, d.mean_actual] for d in meta.deciles],
+            2,
+        ),
+    ]
     if meta.horizons:
         rows = []
         for h in meta.horizons:
             model, annuity = h.model, h.baseline_annuity
             oracle = h.against_oracle.normalized_gini if h.against_oracle else None
             if h.judged:
-                rows.append([h.months, str(h.cutoff), h.customers, model.normalized_gini, annuity.normalized_gini,
-                             model.decile_mape, annuity.decile_mape, model.interval_coverage, oracle])  # fmt: skip
+                rows.append(
+                    [
+                        h.months,
+                        str(h.cutoff),
+                        h.customers,
+                        model.normalized_gini,
+                        annuity.normalized_gini,
+                        model.decile_mape,
+                        annuity.decile_mape,
+                        model.interval_coverage,
+                        oracle,
+                    ]
+                )
             else:
                 rows.append([h.months, "extrapolated", None, None, None, None, None, None, oracle])
-        parts += ["<h3>Each horizon, judged on what happened after a cutoff, or extrapolated</h3>",
-                  _table(["months", "judged at", "customers", "Gini", "annuity Gini", "decile MAPE", "annuity MAPE",
-                          "coverage", "Gini against the oracle"], rows)]  # fmt: skip
+        parts += [
+            "<h3>Each horizon, judged on what happened after a cutoff, or extrapolated</h3>",
+            _table(
+                [
+                    "months",
+                    "judged at",
+                    "customers",
+                    "Gini",
+                    "annuity Gini",
+                    "decile MAPE",
+                    "annuity MAPE",
+                    "coverage",
+                    "Gini against the oracle",
+                ],
+                rows,
+            ),
+        ]
     if meta.churn is not None:
         churn = meta.churn.model_dump()
         names = [n for n in ("model", "model_without_ledger", "oracle") if churn.get(n)]
         keys = ("customers", "base_rate", "brier", "brier_skill", "auc", "ece")
-        parts += [f"<h3>Churn probability: leaving within {meta.churn_months} months</h3>",
-                  _table(["metric", *names], [[k, *(churn[n][k] for n in names)] for k in keys], 4),
-                  "<h3>Reliability of the churn probability (the model, with the ledger)</h3>",
-                  _table(["predicted", "customers", "mean predicted", "share that left"],
-                         [[f"{b['low']:.1f}-{b['high']:.1f}", b["customers"], b["mean_predicted"], b["churn_rate"]]
-                          for b in churn["model"]["reliability"]], 4)]  # fmt: skip
+        parts += [
+            f"<h3>Churn probability: leaving within {meta.churn_months} months</h3>",
+            _table(["metric", *names], [[k, *(churn[n][k] for n in names)] for k in keys], 4),
+            "<h3>Reliability of the churn probability (the model, with the ledger)</h3>",
+            _table(
+                ["predicted", "customers", "mean predicted", "share that left"],
+                [
+                    [f"{b['low']:.1f}-{b['high']:.1f}", b["customers"], b["mean_predicted"], b["churn_rate"]]
+                    for b in churn["model"]["reliability"]
+                ],
+                4,
+            ),
+        ]
     return "\n".join(parts)
 
 
@@ -115,30 +150,48 @@ def backtest_section(folder: Path | None) -> str:
     head = ["cutoff", "months", "judged at", "customers", *METRICS, "churn AUC", "churn ECE", "PSI max"]
     rows = []
     for row in result["cutoffs"]:
-        rows.append([row["cutoff"], row["horizon_months"], row["cutoff"], row["test_customers"],
-                     *(row[k] for k in METRICS), row["churn_auc"], row["churn_ece"], row["psi_max"]])  # fmt: skip
+        rows.append(
+            [
+                row["cutoff"],
+                row["horizon_months"],
+                row["cutoff"],
+                row["test_customers"],
+                *(row[k] for k in METRICS),
+                row["churn_auc"],
+                row["churn_ece"],
+                row["psi_max"],
+            ]
+        )
         for h in row.get("horizons", []):
-            rows.append(["", h["months"], h["judged_at"], h["test_customers"], *(h[k] for k in METRICS),
-                         None, None, None])  # fmt: skip
+            rows.append(
+                ["", h["months"], h["judged_at"], h["test_customers"], *(h[k] for k in METRICS), None, None, None]
+            )
     png = folder / "backtest.png"
-    image = f'<img alt="backtest" src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">' if (
-        png.is_file()) else ""  # fmt: skip
-    return f"<h2>Backtest</h2><p>The same training at each cutoff, judged on its held-out customers.</p>" \
-           f"{_table(head, rows)}{image}"  # fmt: skip
+    image = (
+        f'<img alt="backtest" src="data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}">'
+        if (png.is_file())
+        else ""
+    )
+    return (
+        f"<h2>Backtest</h2><p>The same training at each cutoff, judged on its held-out customers.</p>"
+        f"{_table(head, rows)}{image}"
+    )
 
 
 def drift_section(report: DriftReport | None, why: str = "") -> str:
     if report is None:
         return f"<h2>Drift of the latest scoring run</h2><p class=muted>{html.escape(why)}</p>"
     rows = [[name, value, band(value)] for name, value in report.worst(DRIFT_SHOWN)]
-    return ("<h2>Drift of the latest scoring run against the training rows</h2>"
-            f"<p>{report.rows:,} of the run's customers against {report.reference_rows:,} training rows; prediction "
-            f"PSI {_cell(report.prediction)}"
-            + "".join(f", {html.escape(name)} PSI {_cell(value)}" for name, value in report.outputs.items())
-            + ". Below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 significant. "
-            "history_days and tenure_months count time since the data began and move with any later as-of date.</p>"
-            + _table(["feature", "PSI", "band"], rows)
-            + f"<p class=muted>The {DRIFT_SHOWN} most drifted of {len(report.features)} features.</p>")  # fmt: skip
+    return (
+        "<h2>Drift of the latest scoring run against the training rows</h2>"
+        f"<p>{report.rows:,} of the run's customers against {report.reference_rows:,} training rows; prediction "
+        f"PSI {_cell(report.prediction)}"
+        + "".join(f", {html.escape(name)} PSI {_cell(value)}" for name, value in report.outputs.items())
+        + ". Below 0.1 stable, 0.1 to 0.25 moderate, above 0.25 significant. "
+        "history_days and tenure_months count time since the data began and move with any later as-of date.</p>"
+        + _table(["feature", "PSI", "band"], rows)
+        + f"<p class=muted>The {DRIFT_SHOWN} most drifted of {len(report.features)} features.</p>"
+    )
 
 
 def portfolio_section(p: Portfolio | None) -> str:
@@ -168,17 +221,28 @@ def portfolio_section(p: Portfolio | None) -> str:
     bars.set_title("value and value at risk by region", fontsize=8)
     bars.legend(fontsize=7)
     parts.append(_png(figure))
-    parts.append(_table(["decile", "customers", "value", "share"],
-                        [[d.decile, d.customers, d.value, d.share] for d in p.deciles], 2))  # fmt: skip
+    parts.append(
+        _table(
+            ["decile", "customers", "value", "share"], [[d.decile, d.customers, d.value, d.share] for d in p.deciles], 2
+        )
+    )
     for kind, rows in p.segments.items():
-        parts += [f"<h3>By {html.escape(kind.replace('_', ' '))}</h3>",
-                  _table(["segment", "customers", "value", "value at risk", "churn rate", "mean CLV"],
-                         [[r.segment, r.customers, r.value, r.value_at_risk, r.churn_rate, r.mean_clv] for r in rows],
-                         2)]  # fmt: skip
-    parts += ["<h3>The 20 customers with the most value at risk</h3>",
-              _table(["customer", "CLV", "churn probability", "value at risk", "main driver"],
-                     [[r.customer_id, r.clv, r.churn_probability, r.value_at_risk, r.driver] for r in p.at_risk[:20]],
-                     2)]  # fmt: skip
+        parts += [
+            f"<h3>By {html.escape(kind.replace('_', ' '))}</h3>",
+            _table(
+                ["segment", "customers", "value", "value at risk", "churn rate", "mean CLV"],
+                [[r.segment, r.customers, r.value, r.value_at_risk, r.churn_rate, r.mean_clv] for r in rows],
+                2,
+            ),
+        ]
+    parts += [
+        "<h3>The 20 customers with the most value at risk</h3>",
+        _table(
+            ["customer", "CLV", "churn probability", "value at risk", "main driver"],
+            [[r.customer_id, r.clv, r.churn_probability, r.value_at_risk, r.driver] for r in p.at_risk[:20]],
+            2,
+        ),
+    ]
     return "\n".join(parts)
 
 

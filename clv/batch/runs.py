@@ -30,9 +30,15 @@ SHOWN = 20  # customers listed of those who moved
 
 
 def score_run(
-    source: Source, runner: Runner, loaded: LoadedModel, as_of: dt.date | None, data_dir: Path,
-    scores_dir: Path, output: Path | None = None, curve: Path | None = None,
-) -> tuple[Path, Portfolio]:  # fmt: skip
+    source: Source,
+    runner: Runner,
+    loaded: LoadedModel,
+    as_of: dt.date | None,
+    data_dir: Path,
+    scores_dir: Path,
+    output: Path | None = None,
+    curve: Path | None = None,
+) -> tuple[Path, Portfolio]:
     """Score the bank and compute its portfolio: into a new run under `scores_dir` (switched to latest), or, with
     `output`, into that file or dataset with portfolio.json beside it. Returns where the scores went."""
     as_of = as_of or dates.from_day(source.last_day)
@@ -83,9 +89,15 @@ def compare(run: Path, against: Path) -> dict:
     for kind, rows in new.segments.items():
         before = {row.segment: row.value for row in old.segments.get(kind, [])}
         after = {row.segment: row.value for row in rows}
-        moved[kind] = [{"segment": name, "before": before.get(name, 0.0), "after": after.get(name, 0.0),
-                        "change": round(after.get(name, 0.0) - before.get(name, 0.0), 2)}
-                       for name in sorted(before.keys() | after.keys())]  # fmt: skip
+        moved[kind] = [
+            {
+                "segment": name,
+                "before": before.get(name, 0.0),
+                "after": after.get(name, 0.0),
+                "change": round(after.get(name, 0.0) - before.get(name, 0.0), 2),
+            }
+            for name in sorted(before.keys() | after.keys())
+        ]
     scores = {}
     for name, folder, result in (("after", run, new), ("before", against, old)):
         frame = pd.read_parquet(folder / SCORES, columns=["customer_id", "predicted_clv"])
@@ -97,17 +109,33 @@ def compare(run: Path, against: Path) -> dict:
     jump = jump.reindex(jump["change"].abs().sort_values(ascending=False, kind="stable").index)
     risk_new, risk_old = ({r.customer_id for r in p.at_risk} for p in (new, old))
     return {
-        "run": new.run, "against": old.run, "as_of": new.as_of, "against_as_of": old.as_of,
+        "run": new.run,
+        "against": old.run,
+        "as_of": new.as_of,
+        "against_as_of": old.as_of,
         "customers": {"run": new.customers, "against": old.customers, "in_both": len(both)},
-        "value": {"run": new.horizons[0].total, "against": old.horizons[0].total,
-                  "change": round(new.horizons[0].total - old.horizons[0].total, 2)},
+        "value": {
+            "run": new.horizons[0].total,
+            "against": old.horizons[0].total,
+            "change": round(new.horizons[0].total - old.horizons[0].total, 2),
+        },
         "segments": moved,
-        "moved_deciles": {"at_least": MOVED, "customers": len(jump), "largest": [
-            {"customer_id": int(i), "decile_before": int(r.decile_before), "decile_after": int(r.decile_after),
-             "clv_before": float(r.predicted_clv_before), "clv_after": float(r.predicted_clv_after)}
-            for i, r in jump.head(SHOWN).iterrows()]},
+        "moved_deciles": {
+            "at_least": MOVED,
+            "customers": len(jump),
+            "largest": [
+                {
+                    "customer_id": int(i),
+                    "decile_before": int(r.decile_before),
+                    "decile_after": int(r.decile_after),
+                    "clv_before": float(r.predicted_clv_before),
+                    "clv_after": float(r.predicted_clv_after),
+                }
+                for i, r in jump.head(SHOWN).iterrows()
+            ],
+        },
         "at_risk": {"entered": sorted(risk_new - risk_old), "left": sorted(risk_old - risk_new)},
-    }  # fmt: skip
+    }
 
 
 def decile_of(values: np.ndarray, result: Portfolio) -> np.ndarray:
@@ -119,17 +147,23 @@ def decile_of(values: np.ndarray, result: Portfolio) -> np.ndarray:
 def table(result: dict) -> str:
     """A comparison as text."""
     v = result["value"]
-    lines = [f"{result['run']} (as of {result['as_of']}) against {result['against']} (as of "
-             f"{result['against_as_of']}): {result['customers']['in_both']:,} customers in both",
-             f"headline value {v['against']:,.2f} -> {v['run']:,.2f} ({v['change']:+,.2f})"]  # fmt: skip
+    lines = [
+        f"{result['run']} (as of {result['as_of']}) against {result['against']} (as of "
+        f"{result['against_as_of']}): {result['customers']['in_both']:,} customers in both",
+        f"headline value {v['against']:,.2f} -> {v['run']:,.2f} ({v['change']:+,.2f})",
+    ]
     for kind, rows in result["segments"].items():
         lines.append(f"\n{kind:<28} {'before':>14} {'after':>14} {'change':>14}")
-        lines += [f"  {r['segment']:<26} {r['before']:>14,.2f} {r['after']:>14,.2f} {r['change']:>+14,.2f}"
-                  for r in rows]  # fmt: skip
+        lines += [
+            f"  {r['segment']:<26} {r['before']:>14,.2f} {r['after']:>14,.2f} {r['change']:>+14,.2f}" for r in rows
+        ]
     m = result["moved_deciles"]
     lines.append(f"\n{m['customers']:,} customers moved {m['at_least']} deciles or more; the largest changes:")
-    lines += [f"  {r['customer_id']:>10}  decile {r['decile_before']} -> {r['decile_after']}  "
-              f"{r['clv_before']:,.2f} -> {r['clv_after']:,.2f}" for r in m["largest"]]  # fmt: skip
+    lines += [
+        f"  {r['customer_id']:>10}  decile {r['decile_before']} -> {r['decile_after']}  "
+        f"{r['clv_before']:,.2f} -> {r['clv_after']:,.2f}"
+        for r in m["largest"]
+    ]
     risk = result["at_risk"]
     lines.append(f"\nat-risk list: {len(risk['entered'])} entered, {len(risk['left'])} left")
     for word in ("entered", "left"):
@@ -142,14 +176,20 @@ def table(result: dict) -> str:
 def portfolio_table(p: dict) -> str:
     """A run's portfolio as text: the horizons' totals, the value at risk, the deciles and the segments."""
     lines = [f"{p['run']}: {p['customers']:,} customers as of {p['as_of']}, model {p['model_version']}"]
-    lines += [f"  {h['months']:>3d} months  {h['total']:>16,.2f}  ({h['low']:,.2f} to {h['high']:,.2f})"
-              for h in p["horizons"]]  # fmt: skip
+    lines += [
+        f"  {h['months']:>3d} months  {h['total']:>16,.2f}  ({h['low']:,.2f} to {h['high']:,.2f})"
+        for h in p["horizons"]
+    ]
     lines.append(f"value at risk {p['value_at_risk']:,.2f}")
     lines.append("\ndecile  customers            value   share")
-    lines += [f"{d['decile']:>6d} {d['customers']:>10,d} {d['value']:>16,.2f} {d['share'] or 0:>7.1%}"
-              for d in p["deciles"]]  # fmt: skip
+    lines += [
+        f"{d['decile']:>6d} {d['customers']:>10,d} {d['value']:>16,.2f} {d['share'] or 0:>7.1%}" for d in p["deciles"]
+    ]
     for kind, rows in p["segments"].items():
         lines.append(f"\n{kind:<28} {'customers':>10} {'value':>16} {'at risk':>14} {'churn':>7}")
-        lines += [f"  {r['segment']:<26} {r['customers']:>10,d} {r['value']:>16,.2f} {r['value_at_risk']:>14,.2f} "
-                  f"{'-' if r['churn_rate'] is None else format(r['churn_rate'], '.1%'):>7}" for r in rows]  # fmt: skip
+        lines += [
+            f"  {r['segment']:<26} {r['customers']:>10,d} {r['value']:>16,.2f} {r['value_at_risk']:>14,.2f} "
+            f"{'-' if r['churn_rate'] is None else format(r['churn_rate'], '.1%'):>7}"
+            for r in rows
+        ]
     return "\n".join(lines)

@@ -70,14 +70,16 @@ def scored(
     keep = joined(bank, day)
     out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
     customers = bank.customer_id[keep]
-    frame = pd.DataFrame({
-        "customer_id": customers,
-        "predicted_clv": out["point"].round(2),
-        "clv_low": out["low"].round(2),
-        "clv_high": out["high"].round(2),
-        "confidence_score": out["confidence"].round(4),
-        "churn_probability": out["churn"].round(4),
-    })  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "customer_id": customers,
+            "predicted_clv": out["point"].round(2),
+            "clv_low": out["low"].round(2),
+            "clv_high": out["high"].round(2),
+            "confidence_score": out["confidence"].round(4),
+            "churn_probability": out["churn"].round(4),
+        }
+    )
     for months in _longer(model):
         for name, values in zip(horizon_columns(months), out["horizons"][months], strict=True):
             frame[name] = values.round(2)
@@ -99,12 +101,16 @@ def curve_rows(model: BankingCLVModel, out: dict, customers: np.ndarray, order: 
         raise ValueError("the model was trained before horizons and has no curve; train a new one")
     curve = monthly_curve(model, out)
     months = curve["month"]
-    return pd.DataFrame({
-        "customer_id": np.repeat(customers[order], months.size),
-        "month": np.tile(months, order.size).astype(np.int16),
-        **{name: curve[name][order].ravel().round(decimals)
-           for name, decimals in (("survival", 6), ("expected_margin", 2), ("cumulative_clv", 2))},
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "customer_id": np.repeat(customers[order], months.size),
+            "month": np.tile(months, order.size).astype(np.int16),
+            **{
+                name: curve[name][order].ravel().round(decimals)
+                for name, decimals in (("survival", 6), ("expected_margin", 2), ("cumulative_clv", 2))
+            },
+        }
+    )
 
 
 def monthly_curve(model: BankingCLVModel, out: dict) -> dict[str, np.ndarray]:
@@ -128,16 +134,23 @@ def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.
         out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
         out["churn"] = np.where(gone, np.nan, out["churn"])
         if out["horizons"] is not None:
-            out["horizons"] = {months: tuple(np.where(gone, 0.0, values) for values in triple)
-                               for months, triple in out["horizons"].items()}  # fmt: skip
+            out["horizons"] = {
+                months: tuple(np.where(gone, 0.0, values) for values in triple)
+                for months, triple in out["horizons"].items()
+            }
     out["gone"] = gone
     return out
 
 
 def score_part(
-    source: Source, part: str, model: BankingCLVModel, as_of: dt.date, folder: Path, suffix: str,
+    source: Source,
+    part: str,
+    model: BankingCLVModel,
+    as_of: dt.date,
+    folder: Path,
+    suffix: str,
     curve_folder: Path | None = None,
-) -> Scored:  # fmt: skip
+) -> Scored:
     """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header), and its curve into
     `curve_folder/<part>.parquet` when given; the rows, and the part's portfolio summary."""
     frame, curve, labels = scored(model, source.load(part)[0], as_of, curve=curve_folder is not None, segments=True)
@@ -166,9 +179,13 @@ def _total(parts: list[Scored]) -> Scored:
 
 
 def write_scores(
-    source: Source, runner: Runner, model: BankingCLVModel, as_of: dt.date | None, output: Path,
+    source: Source,
+    runner: Runner,
+    model: BankingCLVModel,
+    as_of: dt.date | None,
+    output: Path,
     curve: Path | None = None,
-) -> Scored:  # fmt: skip
+) -> Scored:
     """Score every part into `output`: a Parquet dataset (a folder of one file a part) when it ends in
     .parquet, else one CSV; and the monthly curve into the Parquet dataset `curve` when given. Each is written
     beside its final name under a temporary one and renamed when complete."""
@@ -230,7 +247,11 @@ def monitored(
     """A seeded sample of the bank's customers who count as of `as_of` (at most MONITOR_ROWS of them, part by
     part): their feature rows, the model's predictions and churn probabilities."""
     share = min(1.0, MONITOR_ROWS / max(1, source.customers_in(source.parts)))
-    parts = runner.map(monitor_rows, source, label="monitored", model=runner.share(model), as_of=as_of,
-                       share=share, seed=seed)  # fmt: skip
-    return (pd.concat([X for X, _, _ in parts], ignore_index=True), np.concatenate([p for _, p, _ in parts]),
-            np.concatenate([c for _, _, c in parts]))  # fmt: skip
+    parts = runner.map(
+        monitor_rows, source, label="monitored", model=runner.share(model), as_of=as_of, share=share, seed=seed
+    )
+    return (
+        pd.concat([X for X, _, _ in parts], ignore_index=True),
+        np.concatenate([p for _, p, _ in parts]),
+        np.concatenate([c for _, _, c in parts]),
+    )

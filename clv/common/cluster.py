@@ -42,8 +42,10 @@ class Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done_rows / elapsed
         left = (self.total - self.done_rows) / rate if rate else math.inf
-        text = (f"{self.label}: {self.done}/{len(self.weights)} parts, {self.done_rows:,} customers, "
-                f"{rate:,.0f}/s, {_clock(left)} left")  # fmt: skip
+        text = (
+            f"{self.label}: {self.done}/{len(self.weights)} parts, {self.done_rows:,} customers, "
+            f"{rate:,.0f}/s, {_clock(left)} left"
+        )
         if self.tty:
             bar = "#" * round(24 * share)
             self.stream.write(f"\r[{bar:<24}] {text}   ")
@@ -71,8 +73,14 @@ class LocalRunner:
     def share(self, value: Any) -> Any:
         return value
 
-    def map(self, function: Callable[..., Any], source: Any, parts: Sequence[str] | None = None,
-            label: str = "parts", **kwargs: Any) -> list[Any]:  # fmt: skip
+    def map(
+        self,
+        function: Callable[..., Any],
+        source: Any,
+        parts: Sequence[str] | None = None,
+        label: str = "parts",
+        **kwargs: Any,
+    ) -> list[Any]:
         parts = list(source.parts if parts is None else parts)
         progress = Progress(label, [source.customers_in([part]) for part in parts], self.quiet)
         results = []
@@ -94,8 +102,14 @@ class DaskRunner:
         """Send a value (the model) to every worker once; tasks receive it by reference."""
         return self.client.scatter(value, broadcast=True, hash=False)
 
-    def map(self, function: Callable[..., Any], source: Any, parts: Sequence[str] | None = None,
-            label: str = "parts", **kwargs: Any) -> list[Any]:  # fmt: skip
+    def map(
+        self,
+        function: Callable[..., Any],
+        source: Any,
+        parts: Sequence[str] | None = None,
+        label: str = "parts",
+        **kwargs: Any,
+    ) -> list[Any]:
         from distributed import as_completed
 
         parts = list(source.parts if parts is None else parts)
@@ -117,8 +131,13 @@ Runner = LocalRunner | DaskRunner
 
 
 @contextmanager
-def runner(scheduler: str | None = None, workers: int | None = None, memory_limit: str | None = None,
-           quiet: bool = False, cluster: bool = True) -> Iterator[LocalRunner | DaskRunner]:  # fmt: skip
+def runner(
+    scheduler: str | None = None,
+    workers: int | None = None,
+    memory_limit: str | None = None,
+    quiet: bool = False,
+    cluster: bool = True,
+) -> Iterator[LocalRunner | DaskRunner]:
     """A Dask runner on the cluster at `scheduler`, or on a LocalCluster of `workers` processes (default:
     one a core) with `memory_limit` each; a LocalRunner when `cluster` is False and nothing asks for one."""
     if not (cluster or scheduler or workers):
@@ -152,7 +171,7 @@ def runner(scheduler: str | None = None, workers: int | None = None, memory_limi
             memory_limit=limit,
             dashboard_address=None,
             silence_logs=logging.ERROR,
-        ) as local,  # fmt: skip
+        ) as local,
         Client(local) as client,
     ):
         check_workers(client)

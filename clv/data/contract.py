@@ -136,7 +136,7 @@ def _categories(path: Path, column: Column, values: pd.Series, present: np.ndarr
         unknown = sorted(seen - allowed)
         if unknown:
             logger.warning("%s: column '%s' has values outside %s, scored as unknown: %s",
-                           path, column.name, sorted(allowed), unknown[:5])  # fmt: skip
+                           path, column.name, sorted(allowed), unknown[:5])
     return values
 
 

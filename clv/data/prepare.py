@@ -89,7 +89,7 @@ def check_block(path: Path, name: str, table: pa.Table, first_row: int, known: K
     ids = frame["customer_id"].to_numpy(np.int64)
     if name != "customers" and known.customers is not None:
         contract.fail(path, "customer_id", ~contract.known(ids, known.customers), frame["customer_id"],
-                      "is not in customers")  # fmt: skip
+                      "is not in customers")
     if name == "transactions" and known.products is not None and "product_id" in frame:
         product = frame["product_id"]
         given = product.notna().to_numpy()

@@ -82,10 +82,16 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile
     with atomic_folder(final) as staging:
         # what this save knows wins over the caller's keys: a re-saved model gets its own version
         feature_names = [str(name) for name in model.feature_names_in_]
-        typed = ModelMetadata.model_validate({
-            **metadata, "format": ARTIFACT_FORMAT, "version": version, "trained_at": now.replace(microsecond=0),
-            "libraries": library_versions(), "feature_names": feature_names,
-        })  # fmt: skip
+        typed = ModelMetadata.model_validate(
+            {
+                **metadata,
+                "format": ARTIFACT_FORMAT,
+                "version": version,
+                "trained_at": now.replace(microsecond=0),
+                "libraries": library_versions(),
+                "feature_names": feature_names,
+            }
+        )
         joblib.dump(model, staging / "model.joblib", compress=3)
         joblib.dump(feature_names, staging / "feature_names.joblib")
         joblib.dump(importance, staging / "feature_importance.joblib")
@@ -142,8 +148,10 @@ def read_metadata(path: Path) -> ModelMetadata:
     try:
         metadata = ModelMetadata.model_validate_json(text)
     except ValidationError as exc:
-        raise ModelArtifactError(f"{path / 'metadata.json'}: not this code's metadata ({exc.error_count()} "
-                                 "fields differ); retrain with `python model.py train`") from exc  # fmt: skip
+        raise ModelArtifactError(
+            f"{path / 'metadata.json'}: not this code's metadata ({exc.error_count()} "
+            "fields differ); retrain with `python model.py train`"
+        ) from exc
     if metadata.feature_names != list(FEATURE_NAMES):
         differ = sorted(set(metadata.feature_names) ^ set(FEATURE_NAMES))[:3] or ["their order"]
         raise ModelArtifactError(
@@ -208,11 +216,17 @@ def versions(model_dir: Path) -> list[dict]:
         except (ValueError, AttributeError) as exc:  # a changed file: `load` and `promote` refuse it too
             logger.warning("%s: metadata.json is not readable (%s); version skipped", path, exc)
             continue
-        out.append({
-            "version": meta["version"], "trained_at": meta["trained_at"], "cutoff": meta.get("cutoff"),
-            "normalized_gini": model.get("normalized_gini"), "decile_mape": model.get("decile_mape"),
-            "interval_coverage": model.get("interval_coverage"), "latest": path.name == latest,
-        })  # fmt: skip
+        out.append(
+            {
+                "version": meta["version"],
+                "trained_at": meta["trained_at"],
+                "cutoff": meta.get("cutoff"),
+                "normalized_gini": model.get("normalized_gini"),
+                "decile_mape": model.get("decile_mape"),
+                "interval_coverage": model.get("interval_coverage"),
+                "latest": path.name == latest,
+            }
+        )
     return out
 
 

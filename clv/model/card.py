@@ -106,8 +106,10 @@ class HorizonMetrics(_Card):
         "expected value of each held-out customer (no noise: what a perfect model would predict).",
     )
     extrapolated_from: int | None = Field(
-        None, description="The longest judged horizon whose interval margin this one carries, scaled; none: the "
-        "headline's band, scaled.")  # fmt: skip
+        None,
+        description="The longest judged horizon whose interval margin this one carries, scaled; none: the "
+        "headline's band, scaled.",
+    )
 
 
 class Importance(_Card):
@@ -169,8 +171,13 @@ class Drift(_Card):
     @classmethod
     def of(cls, report: DriftReport) -> Drift:
         data = report.to_json()
-        return cls(rows=report.rows, features=data["features"], prediction=data["prediction"], drifted=data["drifted"],
-                   thresholds=data["thresholds"])  # fmt: skip
+        return cls(
+            rows=report.rows,
+            features=data["features"],
+            prediction=data["prediction"],
+            drifted=data["drifted"],
+            thresholds=data["thresholds"],
+        )
 
 
 class ModelCard(_Card):

@@ -368,8 +368,15 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         horizons = None
         if self.lifetime_ is not None:
             horizons = self.lifetime_.values(point, lo, hi, churn, self._has_ledger(X))
-        return {"point": point, "low": lo, "high": hi, "confidence": confidence, "contrib": contrib, "churn": churn,
-                "horizons": horizons}  # fmt: skip
+        return {
+            "point": point,
+            "low": lo,
+            "high": hi,
+            "confidence": confidence,
+            "contrib": contrib,
+            "churn": churn,
+            "horizons": horizons,
+        }
 
     def confidence(self, point: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         """1 / (1 + interval width / max(|prediction|, scale)): 1 for a point, 0.5 when the width equals

@@ -30,11 +30,15 @@ def decile_table(actual: np.ndarray, predicted: np.ndarray, groups: int = 10) ->
     """Customers sorted by prediction into equal groups: mean predicted and mean actual of each."""
     order = np.argsort(predicted, kind="stable")
     return [
-        {"decile": i + 1, "customers": int(part.size), "mean_predicted": float(predicted[part].mean()),
-         "mean_actual": float(actual[part].mean())}
+        {
+            "decile": i + 1,
+            "customers": int(part.size),
+            "mean_predicted": float(predicted[part].mean()),
+            "mean_actual": float(actual[part].mean()),
+        }
         for i, part in enumerate(np.array_split(order, groups))
         if part.size
-    ]  # fmt: skip
+    ]
 
 
 def decile_mape(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -75,9 +79,16 @@ def reliability(churned: np.ndarray, probability: np.ndarray, bins: int = CALIBR
     for b in range(bins):
         inside = which == b
         if inside.any():
-            rows.append({"bin": b + 1, "low": b / bins, "high": (b + 1) / bins, "customers": int(inside.sum()),
-                         "mean_predicted": float(probability[inside].mean()),
-                         "churn_rate": float(churned[inside].mean())})  # fmt: skip
+            rows.append(
+                {
+                    "bin": b + 1,
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "customers": int(inside.sum()),
+                    "mean_predicted": float(probability[inside].mean()),
+                    "churn_rate": float(churned[inside].mean()),
+                }
+            )
     return rows
 
 

@@ -53,14 +53,21 @@ class Rows:
     cutoff: np.ndarray  # day of each row's as-of date
 
     def take(self, keep: np.ndarray) -> Rows:
-        return Rows(self.X.iloc[keep].reset_index(drop=True), self.y[keep], self.churned[keep],
-                    self.customer_id[keep], self.cutoff[keep])  # fmt: skip
+        return Rows(
+            self.X.iloc[keep].reset_index(drop=True),
+            self.y[keep],
+            self.churned[keep],
+            self.customer_id[keep],
+            self.cutoff[keep],
+        )
 
     @classmethod
     def concat(cls, parts: list[Rows]) -> Rows:
         columns = ("y", "churned", "customer_id", "cutoff")
-        return cls(pd.concat([p.X for p in parts], ignore_index=True),
-                   *(np.concatenate([getattr(p, name) for p in parts]) for name in columns))  # fmt: skip
+        return cls(
+            pd.concat([p.X for p in parts], ignore_index=True),
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in columns),
+        )
 
 
 @dataclass
@@ -116,18 +123,30 @@ def last12_baseline(X: pd.DataFrame, horizon_months: int, discount_rate: float) 
 
 
 def learning_rows(
-    source: Source, part: str, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, seed: int,
+    source: Source,
+    part: str,
+    cutoffs: list[dt.date],
+    horizon_months: int,
+    discount_rate: float,
+    seed: int,
     churn_months: int = CHURN_MONTHS,
-):  # fmt: skip
+):
     """A part's rows of the customers training learns from (those not held out), at every cutoff."""
     rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate, churn_months)
     return rows.take(~held_out(rows.customer_id, seed))
 
 
 def held_out_scores(
-    source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, horizon_months: int, discount_rate: float,
-    seed: int | None, sample: int = IMPORTANCE_ROWS, churn_months: int = CHURN_MONTHS,
-) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
+    source: Source,
+    part: str,
+    model: BankingCLVModel,
+    cutoff: dt.date,
+    horizon_months: int,
+    discount_rate: float,
+    seed: int | None,
+    sample: int = IMPORTANCE_ROWS,
+    churn_months: int = CHURN_MONTHS,
+) -> tuple[pd.DataFrame, Rows]:
     """A part's held-out customers at the cutoff (every customer when `seed` is None): the labels, the
     model's answer with and without the ledger, the last-12 baseline and the oracle, as columns; and a
     seeded sample of their rows, for permutation importance."""
@@ -141,19 +160,32 @@ def held_out_scores(
     longer = {}  # the oracle's expected value of other horizons, as oracle_36m, ...
     if oracle is not None and oracle.as_of == cutoff:
         expected = oracle.expected_clv.reindex(rows.customer_id).to_numpy(np.float64)
-        longer = {f"oracle_{months}m": values.reindex(rows.customer_id).to_numpy(np.float64)
-                  for months, values in oracle.horizons.items()}  # fmt: skip
+        longer = {
+            f"oracle_{months}m": values.reindex(rows.customer_id).to_numpy(np.float64)
+            for months, values in oracle.horizons.items()
+        }
         # the generator's oracle gives the probability of leaving within the default CHURN_MONTHS only
         if oracle.churn_probability is not None and churn_months == CHURN_MONTHS:
             oracle_churn = oracle.churn_probability.reindex(rows.customer_id).to_numpy(np.float64)
-    scores = pd.DataFrame({
-        "customer_id": rows.customer_id, "actual": rows.y,
-        "predicted": out["point"], "low": out["low"], "high": out["high"],
-        "blind_predicted": blind["point"], "blind_low": blind["low"], "blind_high": blind["high"],
-        "last12": last12_baseline(rows.X, horizon_months, discount_rate), "oracle": expected,
-        "churned": rows.churned, "churn_probability": out["churn"], "blind_churn_probability": blind["churn"],
-        "oracle_churn_probability": oracle_churn, **longer,
-    })  # fmt: skip
+    scores = pd.DataFrame(
+        {
+            "customer_id": rows.customer_id,
+            "actual": rows.y,
+            "predicted": out["point"],
+            "low": out["low"],
+            "high": out["high"],
+            "blind_predicted": blind["point"],
+            "blind_low": blind["low"],
+            "blind_high": blind["high"],
+            "last12": last12_baseline(rows.X, horizon_months, discount_rate),
+            "oracle": expected,
+            "churned": rows.churned,
+            "churn_probability": out["churn"],
+            "blind_churn_probability": blind["churn"],
+            "oracle_churn_probability": oracle_churn,
+            **longer,
+        }
+    )
     pick = np.random.default_rng(seed).permutation(rows.y.size)[:sample]
     return scores, rows.take(np.sort(pick))
 
@@ -174,8 +206,13 @@ def evaluation(scores: pd.DataFrame, train_mean: float) -> dict:
         result["oracle"] = metrics.report(y[known], scores["oracle"].to_numpy()[known])
         model["oracle_ratio"] = model["normalized_gini"] / result["oracle"]["normalized_gini"]
     deciles = metrics.decile_table(y, scores["predicted"].to_numpy())
-    report = {"metrics": result, "deciles": deciles, "test_customers": int(y.size), "train_mean": train_mean,
-              "churn": churn_evaluation(scores)}  # fmt: skip
+    report = {
+        "metrics": result,
+        "deciles": deciles,
+        "test_customers": int(y.size),
+        "train_mean": train_mean,
+        "churn": churn_evaluation(scores),
+    }
     return Evaluation.model_validate(report).model_dump(mode="json")  # NaN becomes None: valid JSON
 
 
@@ -198,16 +235,26 @@ def churn_evaluation(scores: pd.DataFrame) -> dict | None:
 
 
 def horizon_scores(
-    source: Source, part: str, model: BankingCLVModel, cutoff: dt.date, months: int, discount_rate: float, seed: int,
+    source: Source,
+    part: str,
+    model: BankingCLVModel,
+    cutoff: dt.date,
+    months: int,
+    discount_rate: float,
+    seed: int,
     churn_months: int = CHURN_MONTHS,
-) -> pd.DataFrame:  # fmt: skip
+) -> pd.DataFrame:
     """A part's held-out customers at `cutoff`, over `months`: the realized value; the model's headline value, band
     and churn probability, with and without the ledger; the naive annuity; and whether the customer calibrates the
     horizon or judges it."""
     rows = rows_at(source.load(part)[0], [cutoff], months, discount_rate, churn_months)
     rows = rows.take(held_out(rows.customer_id, seed))
-    frame = {"customer_id": rows.customer_id, "actual": rows.y, "calibrates": calibrating(rows.customer_id, seed),
-             "annuity": last12_baseline(rows.X, months, discount_rate)}  # fmt: skip
+    frame = {
+        "customer_id": rows.customer_id,
+        "actual": rows.y,
+        "calibrates": calibrating(rows.customer_id, seed),
+        "annuity": last12_baseline(rows.X, months, discount_rate),
+    }
     for prefix, X in (("", rows.X), ("blind_", model.without_ledger(rows.X))):
         out = model.predict_all(X, contributions=False)
         frame |= {f"{prefix}{key}": out[key] for key in ("point", "low", "high", "churn")}
@@ -233,27 +280,47 @@ def judge_lifetime(
         at[months] = min(cutoff, default_cutoff(source.last_day, months))
         if at[months] < earliest:
             continue
-        frames = runner.map(horizon_scores, source, parts, label=f"{months}-month value", model=runner.share(model),
-                            cutoff=at[months], months=months, discount_rate=lifetime.discount_rate, seed=seed,
-                            churn_months=lifetime.churn_months)  # fmt: skip
-        scores[months] = pd.concat(frames, ignore_index=True).sort_values("customer_id", kind="stable",
-                                                                          ignore_index=True)  # fmt: skip
+        frames = runner.map(
+            horizon_scores,
+            source,
+            parts,
+            label=f"{months}-month value",
+            model=runner.share(model),
+            cutoff=at[months],
+            months=months,
+            discount_rate=lifetime.discount_rate,
+            seed=seed,
+            churn_months=lifetime.churn_months,
+        )
+        scores[months] = pd.concat(frames, ignore_index=True).sort_values(
+            "customer_id", kind="stable", ignore_index=True
+        )
     longest = max((m for m in scores if m > lifetime.headline), default=None)
     if longest is not None:
         fit = scores[longest][scores[longest]["calibrates"]]
-        lifetime = lifetime.fit_reversion(fit["point"].to_numpy(), fit["churn"].to_numpy(), fit["actual"].to_numpy(),
-                                          longest)  # fmt: skip
-    entries = {lifetime.headline: {"months": lifetime.headline, "served": True, "judged": True, "cutoff": cutoff,
-                                   **headline}}  # fmt: skip
+        lifetime = lifetime.fit_reversion(
+            fit["point"].to_numpy(), fit["churn"].to_numpy(), fit["actual"].to_numpy(), longest
+        )
+    entries = {
+        lifetime.headline: {"months": lifetime.headline, "served": True, "judged": True, "cutoff": cutoff, **headline}
+    }
     margins = {}
     for months, frame in scores.items():
         fit = frame[frame["calibrates"]]
-        margins[months] = {group: conformal.margin(fit["actual"].to_numpy(), *_band(lifetime, fit, prefix, months)[1:],
-                                                   model.interval_level)
-                           for group, prefix in (("ledger", ""), ("no_ledger", "blind_"))}  # fmt: skip
+        margins[months] = {
+            group: conformal.margin(
+                fit["actual"].to_numpy(), *_band(lifetime, fit, prefix, months)[1:], model.interval_level
+            )
+            for group, prefix in (("ledger", ""), ("no_ledger", "blind_"))
+        }
         judging = frame[~frame["calibrates"]]
-        entries[months] = {"months": months, "served": months in lifetime.horizons, "judged": True,
-                           "cutoff": at[months], **_judged(lifetime, judging, margins[months], months)}  # fmt: skip
+        entries[months] = {
+            "months": months,
+            "served": months in lifetime.horizons,
+            "judged": True,
+            "cutoff": at[months],
+            **_judged(lifetime, judging, margins[months], months),
+        }
     for months in lifetime.horizons[1:]:
         if months in margins:
             continue
@@ -263,8 +330,13 @@ def judge_lifetime(
             churn = scores[longest]["churn"][scores[longest]["calibrates"]].to_numpy()
             scale = float(np.mean(lifetime.spread(churn, months) / lifetime.spread(churn, longest)))
             margins[months] = {group: value * scale for group, value in margins[longest].items()}
-        entries[months] = {"months": months, "served": True, "judged": False, "cutoff": None,
-                           "extrapolated_from": longest}  # fmt: skip
+        entries[months] = {
+            "months": months,
+            "served": True,
+            "judged": False,
+            "cutoff": None,
+            "extrapolated_from": longest,
+        }
     served = {months: margins[months] for months in lifetime.horizons[1:]}
     model.lifetime_ = replace(lifetime, margins=served, judged=tuple(m for m in sorted(scores) if m in served))
     return [entries[months] for months in sorted(entries)]
@@ -320,10 +392,13 @@ def global_importance(model: BankingCLVModel, rows: Rows, seed: int) -> list[dic
     order = np.argsort(-result.importances_mean)
     names = model.feature_names_in_
     return [
-        {"feature": str(names[j]), "importance": float(result.importances_mean[j]),
-         "std": float(result.importances_std[j])}
+        {
+            "feature": str(names[j]),
+            "importance": float(result.importances_mean[j]),
+            "std": float(result.importances_std[j]),
+        }
         for j in order
-    ]  # fmt: skip
+    ]
 
 
 def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int, option: str = "--cutoff") -> dt.date:
@@ -363,9 +438,19 @@ def gather_learning_rows(
     """Training rows from whole parts, in order, up to `cap` customers (a random sample: parts are), then a
     seeded sample of `cap` customers when the parts hold more."""
     parts = first_parts(source, cap * 1.05 / (1 - HELD_OUT_SHARE))  # a part trains on (1 - HELD_OUT_SHARE) of its own
-    rows = Rows.concat(runner.map(learning_rows, source, parts, label="learning rows", cutoffs=cutoffs,
-                                  horizon_months=horizon, discount_rate=rate, seed=seed,
-                                  churn_months=churn_months))  # fmt: skip
+    rows = Rows.concat(
+        runner.map(
+            learning_rows,
+            source,
+            parts,
+            label="learning rows",
+            cutoffs=cutoffs,
+            horizon_months=horizon,
+            discount_rate=rate,
+            seed=seed,
+            churn_months=churn_months,
+        )
+    )
     learners = np.unique(rows.customer_id)
     if learners.size > cap:
         keep = np.random.default_rng(seed).choice(learners, cap, replace=False)
@@ -395,8 +480,9 @@ def train(
     source, runner = open_bank(data_dir), runner or LocalRunner()
     cutoff = check_cutoff(source, cutoff, max(horizon_months, churn_months))
     cutoffs = [cutoff, *(dates.add_months(cutoff, -3 * k) for k in range(1, extra_cutoffs + 1))]
-    rows = gather_learning_rows(source, runner, cutoffs, horizon_months, discount_rate, seed, max_train_customers,
-                                churn_months)  # fmt: skip
+    rows = gather_learning_rows(
+        source, runner, cutoffs, horizon_months, discount_rate, seed, max_train_customers, churn_months
+    )
     learners = np.unique(rows.customer_id).size
     if learners < 40:
         raise DataContractError(
@@ -408,14 +494,17 @@ def train(
     model.fit(rows.X, rows.y, groups=rows.customer_id, churned=churn_labels(rows.churned))
     logger.info("fitted in %.1f s", time.perf_counter() - started)
     train_mean = float(rows.y[rows.cutoff == dates.to_day(cutoff)].mean())
-    scores, sample = judge(source, runner, model, cutoff, horizon_months, discount_rate, seed,
-                           churn_months=churn_months)  # fmt: skip
+    scores, sample = judge(
+        source, runner, model, cutoff, horizon_months, discount_rate, seed, churn_months=churn_months
+    )
     report = evaluation(scores, train_mean)
-    model.lifetime_ = Lifetime((horizon_months, *sorted(set(horizons) - {horizon_months})), churn_months,
-                               discount_rate)  # fmt: skip
-    headline = {"customers": report["test_customers"], "model": report["metrics"]["model"],
-                "model_without_ledger": report["metrics"]["model_without_ledger"],
-                "baseline_annuity": report["metrics"]["baseline_last12"]}  # fmt: skip
+    model.lifetime_ = Lifetime((horizon_months, *sorted(set(horizons) - {horizon_months})), churn_months, discount_rate)
+    headline = {
+        "customers": report["test_customers"],
+        "model": report["metrics"]["model"],
+        "model_without_ledger": report["metrics"]["model_without_ledger"],
+        "baseline_annuity": report["metrics"]["baseline_last12"],
+    }
     report["horizons"] = judge_lifetime(source, runner, model, cutoff, seed, headline)
     against_oracle(report["horizons"], model.lifetime_, scores)
     report["importance"] = global_importance(model, sample, seed)
@@ -442,38 +531,71 @@ def churn_labels(churned: np.ndarray) -> np.ndarray | None:
     known = churned[~np.isnan(churned)]
     if np.unique(known).size == 2:
         return churned
-    logger.warning("no churn probability: all %d churn labels are alike (%s)", known.size,
-                   "nobody left" if not known.size or known[0] == 0 else "everybody left")  # fmt: skip
+    logger.warning(
+        "no churn probability: all %d churn labels are alike (%s)",
+        known.size,
+        "nobody left" if not known.size or known[0] == 0 else "everybody left",
+    )
     return None
 
 
-def judge(source: Source, runner: Runner, model: BankingCLVModel, cutoff: dt.date, horizon: int, rate: float,
-          seed: int | None, importance: bool = True, churn_months: int = CHURN_MONTHS,
-          ) -> tuple[pd.DataFrame, Rows]:  # fmt: skip
+def judge(
+    source: Source,
+    runner: Runner,
+    model: BankingCLVModel,
+    cutoff: dt.date,
+    horizon: int,
+    rate: float,
+    seed: int | None,
+    importance: bool = True,
+    churn_months: int = CHURN_MONTHS,
+) -> tuple[pd.DataFrame, Rows]:
     """Every part's held-out customers scored where the part lives; only their columns come back, and, for the
     `importance`, a sample of their rows."""
     # each part sends its share of the importance rows (twice it, for parts with fewer held-out customers than
     # their share), so that the client's memory stays the same whatever the number of parts
     sample = min(IMPORTANCE_ROWS, math.ceil(2 * IMPORTANCE_ROWS / len(source.parts))) if importance else 0
-    results = runner.map(held_out_scores, source, label="held-out customers", model=runner.share(model),
-                         cutoff=cutoff, horizon_months=horizon, discount_rate=rate, seed=seed,
-                         sample=sample, churn_months=churn_months)  # fmt: skip
+    results = runner.map(
+        held_out_scores,
+        source,
+        label="held-out customers",
+        model=runner.share(model),
+        cutoff=cutoff,
+        horizon_months=horizon,
+        discount_rate=rate,
+        seed=seed,
+        sample=sample,
+        churn_months=churn_months,
+    )
     scores = pd.concat([scores for scores, _ in results], ignore_index=True)
     # one order whatever the layout: metrics that break ties by order (a constant baseline) give one answer
     scores = scores.sort_values("customer_id", kind="stable", ignore_index=True)
     return scores, Rows.concat([sample for _, sample in results])
 
 
-def evaluate_saved(model: BankingCLVModel, metadata: ModelMetadata, data_dir: Path, cutoff: dt.date | None = None,
-                   runner: Runner | None = None) -> dict:  # fmt: skip
+def evaluate_saved(
+    model: BankingCLVModel,
+    metadata: ModelMetadata,
+    data_dir: Path,
+    cutoff: dt.date | None = None,
+    runner: Runner | None = None,
+) -> dict:
     """Metrics of a saved model on a folder: on its held-out customers when it is the training data,
     else on every customer eligible at the cutoff."""
     source, runner = open_bank(data_dir), runner or LocalRunner()
     cutoff = cutoff or metadata.cutoff
     same = source.fingerprint == metadata.data_fingerprint
-    scores, _ = judge(source, runner, model, cutoff, metadata.horizon_months, metadata.discount_rate,
-                      metadata.seed if same else None, importance=False,
-                      churn_months=metadata.churn_months)  # fmt: skip
+    scores, _ = judge(
+        source,
+        runner,
+        model,
+        cutoff,
+        metadata.horizon_months,
+        metadata.discount_rate,
+        metadata.seed if same else None,
+        importance=False,
+        churn_months=metadata.churn_months,
+    )
     result = evaluation(scores, metadata.train_mean)
     result["evaluated_on"] = "held-out customers of the training data" if same else "every eligible customer"
     result["cutoff"] = cutoff.isoformat()
@@ -493,8 +615,16 @@ def train_and_save(
 ) -> tuple[Path, ModelMetadata]:
     """Train on a folder, save a new version and make it latest; return its folder and metadata."""
     churn_months = churn_months or horizon_months
-    result = train(data_dir, cutoff, horizon_months, discount_rate, seed, runner=runner, churn_months=churn_months,
-                   horizons=horizons)  # fmt: skip
+    result = train(
+        data_dir,
+        cutoff,
+        horizon_months,
+        discount_rate,
+        seed,
+        runner=runner,
+        churn_months=churn_months,
+        horizons=horizons,
+    )
     report = result.report
     metadata = {
         "data_dir": str(data_dir),

@@ -32,8 +32,10 @@ class CurvePoint(BaseModel):
     month: int = Field(description="Months after as_of's month, 1 to the longest horizon.")
     survival: float = Field(ge=0, le=1, description="P(still a customer in this month).")
     expected_margin: float = Field(description="survival x the margin of a customer who stays; not discounted.")
-    cumulative_clv: float = Field(description="The discounted expected margins up to this month: at a horizon's "
-                                  "month, that horizon's clv (to rounding).")  # fmt: skip
+    cumulative_clv: float = Field(
+        description="The discounted expected margins up to this month: at a horizon's "
+        "month, that horizon's clv (to rounding)."
+    )
 
 
 class PredictionOut(BaseModel):
@@ -43,16 +45,20 @@ class PredictionOut(BaseModel):
     confidence_score: float = Field(ge=0, le=1, description="1 / (1 + interval width / max(|prediction|, scale)).")
     horizon_months: int
     churn_probability: float | None = Field(
-        ge=0, le=1, description="Probability of holding no open product churn_months after as_of (without products: "
-        "of no money in); null when churn_reason says why."
-    )  # fmt: skip
+        ge=0,
+        le=1,
+        description="Probability of holding no open product churn_months after as_of (without products: "
+        "of no money in); null when churn_reason says why.",
+    )
     churn_months: int
     churn_reason: str | None = Field(description="Why churn_probability is null; null when it is given.")
     horizons: list[HorizonValue] = Field(
         description="The value over each horizon with its interval (interval level as clv_interval's), headline first; "
-        "GET /model says which horizons were judged on realized outcomes and which are extrapolated.")  # fmt: skip
+        "GET /model says which horizons were judged on realized outcomes and which are extrapolated."
+    )
     curve: list[CurvePoint] | None = Field(
-        None, description="Month by month to the longest horizon; only with ?curve=true.")  # fmt: skip
+        None, description="Month by month to the longest horizon; only with ?curve=true."
+    )
     as_of: dt.date
     drivers: list[Driver] = Field(description="Top features moving this prediction from drivers_base.")
     drivers_base: float = Field(description="The average prediction the drivers start from.")

@@ -91,8 +91,10 @@ class Service:
             real = path.resolve(strict=True)
             stat = real.stat()
         except (FileNotFoundError, RuntimeError):
-            raise NoPortfolio(f"no scoring run in {scores}: `python model.py score` makes one (CLV_SCORES_DIR names "
-                              "the folder), and this serves the latest") from None  # fmt: skip
+            raise NoPortfolio(
+                f"no scoring run in {scores}: `python model.py score` makes one (CLV_SCORES_DIR names "
+                "the folder), and this serves the latest"
+            ) from None
         key = (str(real), stat.st_mtime_ns, stat.st_size)
         if self.shown is None or self.shown[0] != key:
             try:
@@ -178,9 +180,13 @@ def score(
 
 
 def answers(
-    loaded: LoadedModel, customers: list[CustomerIn], as_ofs: list[dt.date], X: np.ndarray, out: dict,
+    loaded: LoadedModel,
+    customers: list[CustomerIn],
+    as_ofs: list[dt.date],
+    X: np.ndarray,
+    out: dict,
     curve: list[bool],
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     """The model's outputs as the response's dicts (PredictionOut's fields), every array turned into Python
     numbers in one call rather than one number at a time."""
     now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
@@ -248,10 +254,12 @@ def _curves(loaded: LoadedModel, out: dict, rows: list[int]) -> list[list[dict]]
     survival = curve["survival"].round(6).tolist()
     margin, cumulative = (curve[key].round(2).tolist() for key in ("expected_margin", "cumulative_clv"))
     return [
-        [{"month": m, "survival": s, "expected_margin": e, "cumulative_clv": c}
-         for m, s, e, c in zip(months, survival[k], margin[k], cumulative[k], strict=True)]
+        [
+            {"month": m, "survival": s, "expected_margin": e, "cumulative_clv": c}
+            for m, s, e, c in zip(months, survival[k], margin[k], cumulative[k], strict=True)
+        ]
         for k in range(len(rows))
-    ]  # fmt: skip
+    ]
 
 
 class NoCurve(Exception):
@@ -259,9 +267,12 @@ class NoCurve(Exception):
 
 
 def predict(
-    loaded: LoadedModel, customers: list[CustomerIn], batch: bool = False, recent: RecentRows | None = None,
+    loaded: LoadedModel,
+    customers: list[CustomerIn],
+    batch: bool = False,
+    recent: RecentRows | None = None,
     curve: bool = False,
-) -> list[dict]:  # fmt: skip
+) -> list[dict]:
     check_dates(loaded, customers, batch)
     return score(loaded, customers, recent, [curve] * len(customers))
 
@@ -302,8 +313,9 @@ class Together:
     def _score_group(self, group: list[tuple[LoadedModel, CustomerIn, bool, asyncio.Future]]) -> None:
         self.calls += 1
         try:
-            results = score(group[0][0], [customer for _, customer, _, _ in group], self.recent,
-                            [curve for _, _, curve, _ in group])  # fmt: skip
+            results = score(
+                group[0][0], [customer for _, customer, _, _ in group], self.recent, [curve for _, _, curve, _ in group]
+            )
         except Exception:  # score each alone, so that one request's failure stays its own
             for loaded, customer, curve, future in group:
                 try:
@@ -419,8 +431,12 @@ async def take_latest(service: Service) -> None:
     except ModelArtifactError as exc:
         service.refused = target
         telemetry.RELOADS.labels("refused").inc()
-        logger.error("refused model %s, still serving %s: %s", target.name,
-                     service.loaded.version if service.loaded else "none", exc)  # fmt: skip
+        logger.error(
+            "refused model %s, still serving %s: %s",
+            target.name,
+            service.loaded.version if service.loaded else "none",
+            exc,
+        )
         return
     service.serve(loaded)
     telemetry.RELOADS.labels("succeeded").inc()

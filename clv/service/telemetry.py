@@ -39,33 +39,60 @@ from clv.model.monitoring import DriftReport, Profile, drift
 
 disable_created_metrics()  # a *_created series beside every counter says nothing a scrape needs
 
-ROUTES = frozenset({"/predict/clv", "/predict/clv/batch", "/health", "/livez", "/readyz", "/model", "/metrics", "/",
-                    "/docs", "/redoc", "/openapi.json"})  # fmt: skip
+ROUTES = frozenset(
+    {
+        "/predict/clv",
+        "/predict/clv/batch",
+        "/health",
+        "/livez",
+        "/readyz",
+        "/model",
+        "/metrics",
+        "/",
+        "/docs",
+        "/redoc",
+        "/openapi.json",
+    }
+)
 MIN_DRIFT_ROWS = 50  # fewer recent rows than this say nothing about a distribution
 
 REQUESTS = Counter("clv_http_requests", "HTTP requests answered, by route and status.", ["method", "route", "status"])
 LATENCY = Histogram(
-    "clv_http_request_duration_seconds", "Time from request to response, by route.", ["method", "route"],
+    "clv_http_request_duration_seconds",
+    "Time from request to response, by route.",
+    ["method", "route"],
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
-)  # fmt: skip
+)
 PREDICTIONS = Counter("clv_predictions", "Customers scored by the service.")
 PREDICTED = Histogram(
-    "clv_predicted_clv", "Predicted CLV of the customers scored (discounted net margin).",
+    "clv_predicted_clv",
+    "Predicted CLV of the customers scored (discounted net margin).",
     buckets=(-1000, -100, 0, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000),
-)  # fmt: skip
+)
 CHURN = Histogram(
-    "clv_churn_probability", "Churn probability of the customers scored (those who had not left already).",
+    "clv_churn_probability",
+    "Churn probability of the customers scored (those who had not left already).",
     buckets=(0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
-)  # fmt: skip
-MODEL = Gauge("clv_model_info", "1 for the model version serving, 0 for one that served before.",
-              ["version", "trained_at", "synthetic_data"], multiprocess_mode="mostrecent")  # fmt: skip
+)
+MODEL = Gauge(
+    "clv_model_info",
+    "1 for the model version serving, 0 for one that served before.",
+    ["version", "trained_at", "synthetic_data"],
+    multiprocess_mode="mostrecent",
+)
 RELOADS = Counter("clv_model_reloads", "Model versions taken up (succeeded) or refused.", ["result"])
-INPUT_DRIFT = Gauge("clv_input_drift_psi", "Population stability index of the recent requests' feature "
-                    "against the model's training rows.", ["feature"], multiprocess_mode="mostrecent")  # fmt: skip
-PREDICTION_DRIFT = Gauge("clv_prediction_drift_psi", "Population stability index of the recent predictions.",
-                         multiprocess_mode="mostrecent")  # fmt: skip
-WINDOW_ROWS = Gauge("clv_drift_window_rows", "Recent request rows the drift is measured on.",
-                    multiprocess_mode="mostrecent")  # fmt: skip
+INPUT_DRIFT = Gauge(
+    "clv_input_drift_psi",
+    "Population stability index of the recent requests' feature against the model's training rows.",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
+PREDICTION_DRIFT = Gauge(
+    "clv_prediction_drift_psi", "Population stability index of the recent predictions.", multiprocess_mode="mostrecent"
+)
+WINDOW_ROWS = Gauge(
+    "clv_drift_window_rows", "Recent request rows the drift is measured on.", multiprocess_mode="mostrecent"
+)
 
 
 _SERIES: dict[tuple[str, str, int], tuple] = {}  # a request's counter and histogram, looked up once
@@ -79,8 +106,10 @@ def observe_request(method: str, path: str, status: int, seconds: float) -> None
     method = method if method in METHODS else "other"
     series = _SERIES.get((method, route, status))
     if series is None:
-        series = _SERIES[method, route, status] = (REQUESTS.labels(method, route, str(status)),
-                                                   LATENCY.labels(method, route))  # fmt: skip
+        series = _SERIES[method, route, status] = (
+            REQUESTS.labels(method, route, str(status)),
+            LATENCY.labels(method, route),
+        )
     series[0].inc()
     series[1].observe(seconds)
 

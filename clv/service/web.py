@@ -165,8 +165,11 @@ class BodyTimeout:
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps({"detail": f"request body not complete within {self.seconds:g} s"})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": 408, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

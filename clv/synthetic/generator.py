@@ -44,14 +44,21 @@ def simulate(config: Config, block: Block | None = None) -> dict[str, pa.Table]:
     }
     if run.oracle is not None:
         keep = run.attrs["join_day"] <= dates.to_day(config.oracle_as_of)
-        tables["oracle_clv"] = pa.table({
-            "customer_id": pa.array(block.customer_id[keep]),
-            "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
-            "expected_clv": pa.array(np.round(run.oracle[HORIZON_MONTHS][keep], 2)),
-            "churn_probability": pa.array(np.round(run.oracle_churn[keep], 4), mask=np.isnan(run.oracle_churn[keep])),
-            **{f"expected_clv_{months}m": pa.array(np.round(values[keep], 2))
-               for months, values in run.oracle.items() if months != HORIZON_MONTHS},
-        })  # fmt: skip
+        tables["oracle_clv"] = pa.table(
+            {
+                "customer_id": pa.array(block.customer_id[keep]),
+                "as_of": pa.array([config.oracle_as_of] * int(keep.sum()), pa.date32()),
+                "expected_clv": pa.array(np.round(run.oracle[HORIZON_MONTHS][keep], 2)),
+                "churn_probability": pa.array(
+                    np.round(run.oracle_churn[keep], 4), mask=np.isnan(run.oracle_churn[keep])
+                ),
+                **{
+                    f"expected_clv_{months}m": pa.array(np.round(values[keep], 2))
+                    for months, values in run.oracle.items()
+                    if months != HORIZON_MONTHS
+                },
+            }
+        )
     return tables
 
 
@@ -92,7 +99,11 @@ def generate(plan: Plan, out: Path, runner: Runner) -> Manifest:
     """The whole bank, part by part, into `out` (written beside it and renamed when complete)."""
     with atomic_folder(out) as folder:
         done = runner.map(generate_part, plan, label="generated", folder=folder)
-        manifest = Manifest.of([part for part, _ in done], "modulo", max(day for _, day in done),
-                               plan.config.describe() | {"partitions": plan.partitions})  # fmt: skip
+        manifest = Manifest.of(
+            [part for part, _ in done],
+            "modulo",
+            max(day for _, day in done),
+            plan.config.describe() | {"partitions": plan.partitions},
+        )
         write_manifest(folder, manifest)
     return manifest

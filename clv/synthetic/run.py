@@ -35,10 +35,22 @@ from clv.synthetic.simulation import (
     step,
 )
 
-KIND_TYPE = np.array([list(TransactionType).index(t) for t in (
-    TransactionType.DEPOSIT, TransactionType.WITHDRAWAL, TransactionType.TRANSFER,
-    TransactionType.BILL_PAYMENT, TransactionType.FEE, TransactionType.CARD_PURCHASE,
-    TransactionType.LOAN_PAYMENT, TransactionType.LOAN_PAYMENT)], dtype=np.int8)  # fmt: skip
+KIND_TYPE = np.array(
+    [
+        list(TransactionType).index(t)
+        for t in (
+            TransactionType.DEPOSIT,
+            TransactionType.WITHDRAWAL,
+            TransactionType.TRANSFER,
+            TransactionType.BILL_PAYMENT,
+            TransactionType.FEE,
+            TransactionType.CARD_PURCHASE,
+            TransactionType.LOAN_PAYMENT,
+            TransactionType.LOAN_PAYMENT,
+        )
+    ],
+    dtype=np.int8,
+)
 # The product each kind moves money on: first held product of the list.
 KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
 ONLINE, MOBILE, BRANCH, ATM = range(4)
@@ -104,8 +116,13 @@ class Config:
 
     def describe(self) -> dict:
         """The settings, as written beside a synthetic bank so that a model trained on it can say so."""
-        return {"generator": "clv.synthetic.generator", "customers": self.customers, "start": self.start.isoformat(),
-                "end": self.end.isoformat(), "seed": self.seed}  # fmt: skip
+        return {
+            "generator": "clv.synthetic.generator",
+            "customers": self.customers,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "seed": self.seed,
+        }
 
     @property
     def oracle_as_of(self) -> dt.date:

@@ -62,10 +62,17 @@ class State:
         n = attrs["age"].size
         traits = {name: attrs[name] for name in ("engagement", "wallet", "price", "churn", "risk", "income", "digital")}
         return cls(
-            **traits, drifting=np.zeros(n, bool), age=attrs["age"].copy(), active=np.zeros(n, bool),
-            held=np.zeros((n, 6), bool), balance=np.zeros((n, 6)), payment=np.zeros((n, 6)), rate=np.zeros((n, 6)),
-            limit=np.zeros(n), opened_ever=np.zeros(n, np.int64),
-        )  # fmt: skip
+            **traits,
+            drifting=np.zeros(n, bool),
+            age=attrs["age"].copy(),
+            active=np.zeros(n, bool),
+            held=np.zeros((n, 6), bool),
+            balance=np.zeros((n, 6)),
+            payment=np.zeros((n, 6)),
+            rate=np.zeros((n, 6)),
+            limit=np.zeros(n),
+            opened_ever=np.zeros(n, np.int64),
+        )
 
     def take(self, index: np.ndarray) -> State:
         return State(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
@@ -154,14 +161,16 @@ def first_products(state: State, rows: np.ndarray, rng: np.random.Generator) -> 
     """The products a new customer starts with: (n, 6) bool, at least one each."""
     n = rows.size
     e, w, age = state.engagement[rows], state.wallet[rows], state.age[rows]
-    p = np.column_stack([
-        sigmoid(-0.3 + 0.5 * w),
-        np.full(n, 0.85),
-        sigmoid(-0.6 + 0.4 * e - 0.3 * state.risk[rows]),
-        sigmoid(-1.6 + 0.5 * w) * (age < 65) * (age > 24),
-        sigmoid(-2.2 + 1.0 * w + 0.02 * (age - 40)),
-        sigmoid(-2.3 + 0.4 * state.risk[rows]),
-    ])  # fmt: skip
+    p = np.column_stack(
+        [
+            sigmoid(-0.3 + 0.5 * w),
+            np.full(n, 0.85),
+            sigmoid(-0.6 + 0.4 * e - 0.3 * state.risk[rows]),
+            sigmoid(-1.6 + 0.5 * w) * (age < 65) * (age > 24),
+            sigmoid(-2.2 + 1.0 * w + 0.02 * (age - 40)),
+            sigmoid(-2.3 + 0.4 * state.risk[rows]),
+        ]
+    )
     pick = rng.random((n, 6)) < p
     pick[~pick.any(axis=1), CHK] = True
     return pick & (np.cumsum(pick, axis=1) <= MAX_PRODUCTS_PER_CUSTOMER)
@@ -186,10 +195,16 @@ def _closes_and_opens(
     n, held = act.size, state.held
     # price-sensitive customers take their mortgage and investments to a cheaper bank
     shop = sigmoid(2 * state.price - 1)
-    close_p = np.column_stack([
-        np.full(n, 0.003), np.full(n, 0.0015), np.full(n, 0.004),
-        0.0005 + 0.008 * shop, 0.001 + 0.008 * shop * sigmoid(-state.wallet), np.full(n, 0.004),
-    ])  # fmt: skip
+    close_p = np.column_stack(
+        [
+            np.full(n, 0.003),
+            np.full(n, 0.0015),
+            np.full(n, 0.004),
+            0.0005 + 0.008 * shop,
+            0.001 + 0.008 * shop * sigmoid(-state.wallet),
+            np.full(n, 0.004),
+        ]
+    )
     closed = held & act[:, None] & (rng.random((n, 6)) < close_p)
     paid_off = held & (state.payment > 0) & (state.balance <= state.payment * 1.01)
     closed |= paid_off & act[:, None]
@@ -237,16 +252,21 @@ def _activity(state: State, act: np.ndarray, steady: np.ndarray, rng: np.random.
     g = np.exp(0.35 * np.clip(state.engagement, -3, 3)) * act
     has_dep = steady[:, CHK] | steady[:, SAV]
     fee = steady[:, CHK] & (state.balance[:, CHK] < 1_500)
-    return np.column_stack([
-        rng.poisson(1.1 * g * has_dep),
-        rng.poisson(0.9 * g * has_dep),
-        rng.poisson(0.5 * g * (has_dep | steady[:, INV])),
-        rng.poisson(1.3 * g * steady[:, CHK]),
-        fee.astype(np.int64),
-        rng.poisson(3.5 * g * steady[:, CARD]),
-        steady[:, MORT].astype(np.int64),
-        steady[:, LOAN].astype(np.int64),
-    ]) * act[:, None]  # fmt: skip
+    return (
+        np.column_stack(
+            [
+                rng.poisson(1.1 * g * has_dep),
+                rng.poisson(0.9 * g * has_dep),
+                rng.poisson(0.5 * g * (has_dep | steady[:, INV])),
+                rng.poisson(1.3 * g * steady[:, CHK]),
+                fee.astype(np.int64),
+                rng.poisson(3.5 * g * steady[:, CARD]),
+                steady[:, MORT].astype(np.int64),
+                steady[:, LOAN].astype(np.int64),
+            ]
+        )
+        * act[:, None]
+    )
 
 
 def _profit(state: State, act: np.ndarray, counts: np.ndarray, utilisation: np.ndarray) -> dict[str, np.ndarray]:

@@ -56,18 +56,20 @@ def customers_table(run: Run) -> pa.Table:
     names, emails = display_names(ids, run.faker_seq)
     join = attrs["join_day"]
     tenure = dates.months_between(join, dates.to_day(run.config.end))
-    return pa.table({
-        "customer_id": pa.array(ids),
-        "name": pa.array(names),
-        "email": pa.array(emails),
-        "age": pa.array(attrs["age"].astype(np.int64)),
-        "income": pa.array(attrs["income"]),
-        "credit_score": pa.array(attrs["credit_score"].astype(np.int64)),
-        "region": _dictionary(attrs["region"], [r.value for r in Region]),
-        "acquisition_channel": _dictionary(attrs["acquisition"], [c.value for c in AcquisitionChannel]),
-        "join_date": _dates(join),
-        "tenure_months": pa.array(tenure.astype(np.int64)),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "customer_id": pa.array(ids),
+            "name": pa.array(names),
+            "email": pa.array(emails),
+            "age": pa.array(attrs["age"].astype(np.int64)),
+            "income": pa.array(attrs["income"]),
+            "credit_score": pa.array(attrs["credit_score"].astype(np.int64)),
+            "region": _dictionary(attrs["region"], [r.value for r in Region]),
+            "acquisition_channel": _dictionary(attrs["acquisition"], [c.value for c in AcquisitionChannel]),
+            "join_date": _dates(join),
+            "tenure_months": pa.array(tenure.astype(np.int64)),
+        }
+    )
 
 
 def products_table(run: Run) -> pa.Table:
@@ -86,31 +88,35 @@ def products_table(run: Run) -> pa.Table:
     quiet = is_open & (ptype == SAV) & (balance < 50)
     late = is_open & np.isin(ptype, (CARD, LOAN)) & (rng.random(ptype.size) < 0.02 * np.exp(state.risk[owner]))
     status = np.select([~is_open, late, quiet], [closed, suspended, inactive], active)
-    return pa.table({
-        "product_id": pa.array(product_id),
-        "customer_id": pa.array(run.block.customer_id[owner]),
-        "product_type": _dictionary(ptype, PRODUCT_TYPES),
-        "start_date": _dates(products.column("start")),
-        "end_date": pa.array(end.astype(np.int32), mask=is_open).cast(pa.date32()),
-        "balance": pa.array(np.round(balance, 2)),
-        "credit_limit": pa.array(products.column("limit"), from_pandas=True),
-        "interest_rate": pa.array(np.round(rate * 100, 2), from_pandas=True),
-        "status": _dictionary(status, [s.value for s in ProductStatus]),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "product_id": pa.array(product_id),
+            "customer_id": pa.array(run.block.customer_id[owner]),
+            "product_type": _dictionary(ptype, PRODUCT_TYPES),
+            "start_date": _dates(products.column("start")),
+            "end_date": pa.array(end.astype(np.int32), mask=is_open).cast(pa.date32()),
+            "balance": pa.array(np.round(balance, 2)),
+            "credit_limit": pa.array(products.column("limit"), from_pandas=True),
+            "interest_rate": pa.array(np.round(rate * 100, 2), from_pandas=True),
+            "status": _dictionary(status, [s.value for s in ProductStatus]),
+        }
+    )
 
 
 def transactions_table(run: Run) -> pa.Table:
     txns = run.txns
     day = txns.column("day")
-    return pa.table({
-        "transaction_id": pa.array(run.block.ids(np.arange(day.size))),
-        "customer_id": pa.array(run.block.customer_id[txns.column("owner")]),
-        "product_id": pa.array(txns.column("product_id")),
-        "transaction_date": _dates(day),
-        "transaction_type": _dictionary(txns.column("type"), [t.value for t in TransactionType]),
-        "amount": pa.array(txns.column("amount")),
-        "channel": _dictionary(txns.column("channel"), [c.value for c in Channel]),
-    })  # fmt: skip
+    return pa.table(
+        {
+            "transaction_id": pa.array(run.block.ids(np.arange(day.size))),
+            "customer_id": pa.array(run.block.customer_id[txns.column("owner")]),
+            "product_id": pa.array(txns.column("product_id")),
+            "transaction_date": _dates(day),
+            "transaction_type": _dictionary(txns.column("type"), [t.value for t in TransactionType]),
+            "amount": pa.array(txns.column("amount")),
+            "channel": _dictionary(txns.column("channel"), [c.value for c in Channel]),
+        }
+    )
 
 
 def ledger_table(run: Run) -> pa.Table:
