@@ -150,7 +150,7 @@ def test_a_model_trained_before_horizons_answers_the_headline_and_refuses_a_curv
     loaded: artifacts.LoadedModel, models: Path, settings: Settings, example: dict
 ) -> None:
     before = copy.deepcopy(loaded.model)  # the session's model stays as it is
-    before.lifetime_ = None
+    before.set_params(lifetime=None)
     resaved = resave(dataclasses.replace(loaded, model=before), models)
     with TestClient(create_app(settings.model_copy(update={"model_dir": models}))) as client:
         assert client.get("/health").json()["model_version"] in resaved.name

@@ -56,6 +56,10 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     ledger_features : names of the columns of X that come from the profit ledger. When given, fit needs
         a DataFrame, also learns from copies of the rows without them (so a customer scored without a
         ledger, an API request, gets a fitted answer) and calibrates the interval apart for such rows.
+    lifetime : how the value and the churn probability extend to longer horizons and a monthly curve
+        (clv.model.lifetime.Lifetime, fitted on held-out customers' realized outcomes by training); None: the
+        headline horizon only. A parameter, not something fit learns from X and y, so that
+        `clone(model).fit(X, y, ...)` on the same rows rebuilds the same model, horizons included.
 
     Attributes
     ----------
@@ -68,9 +72,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         calibrated on the held-back customers (Platt scaling: a logistic regression on the classifier's raw
         output), apart for rows with and without a ledger as the interval is: `churn_calibration_`,
         {group: (slope, intercept)}.
-    lifetime_ : how the value and the churn probability extend to longer horizons and a monthly curve
-        (clv.model.lifetime); training sets it once it has measured the longer horizons' margins (None: the
-        headline horizon only, as for a model saved before horizons).
+    lifetime_ : the `lifetime` in force (read-only: `set_params(lifetime=...)` on a fitted model refits no tree,
+        so training sets it once it has measured the longer horizons on the fitted model's answers).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         interval_level: float = INTERVAL_LEVEL,
         calibration_share: float = 0.25,
         ledger_features: tuple[str, ...] = (),
+        lifetime: Lifetime | None = None,
         random_state: int | None = 42,
     ) -> None:
         self.target = target
@@ -97,6 +101,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.interval_level = interval_level
         self.calibration_share = calibration_share
         self.ledger_features = ledger_features
+        self.lifetime = lifetime
         self.random_state = random_state
 
     def __sklearn_tags__(self) -> Tags:
@@ -142,7 +147,6 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self.churn_ = None if leaving is None else leaving.result()
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
         self.churn_calibration_ = None
-        self.lifetime_: Lifetime | None = None
         self._compile()
         self.margin_ = self._conformal_margins(X[calibrate], y[calibrate])
         if self.churn_ is not None:
@@ -268,8 +272,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return state
 
     def __setstate__(self, state: dict) -> None:
-        # a model saved before churn or horizons had none
-        state = {"churn_": None, "churn_calibration_": None, "lifetime_": None, **state}
+        # a model saved before churn or horizons had none; one saved before `lifetime` was a parameter kept it fitted
+        state = {"churn_": None, "churn_calibration_": None, "lifetime": state.pop("lifetime_", None), **state}
         super().__setstate__(state)
         if "point_" in state:
             self._compile()
@@ -403,6 +407,11 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if missing:
             raise ValueError(f"X lacks the ledger columns {missing} the model was fitted with")
         return X.assign(**dict.fromkeys(ledger, np.nan))
+
+    @property
+    def lifetime_(self) -> Lifetime | None:
+        check_is_fitted(self)
+        return self.lifetime
 
     @property
     def expected_value_(self) -> float:

@@ -338,7 +338,7 @@ def judge_lifetime(
             "extrapolated_from": longest,
         }
     served = {months: margins[months] for months in lifetime.horizons[1:]}
-    model.lifetime_ = replace(lifetime, margins=served, judged=tuple(m for m in sorted(scores) if m in served))
+    model.set_params(lifetime=replace(lifetime, margins=served, judged=tuple(m for m in sorted(scores) if m in served)))
     return [entries[months] for months in sorted(entries)]
 
 
@@ -498,7 +498,9 @@ def train(
         source, runner, model, cutoff, horizon_months, discount_rate, seed, churn_months=churn_months
     )
     report = evaluation(scores, train_mean)
-    model.lifetime_ = Lifetime((horizon_months, *sorted(set(horizons) - {horizon_months})), churn_months, discount_rate)
+    model.set_params(
+        lifetime=Lifetime((horizon_months, *sorted(set(horizons) - {horizon_months})), churn_months, discount_rate)
+    )
     headline = {
         "customers": report["test_customers"],
         "model": report["metrics"]["model"],
@@ -635,7 +637,9 @@ def train_and_save(
         "discount_rate": discount_rate,
         "seed": seed,
         "interval_level": result.model.interval_level,
-        "params": result.model.get_params(),
+        "params": {
+            k: v for k, v in result.model.get_params().items() if k != "lifetime"
+        },  # the horizons have their own entry
         **report,
     }
     profile = metadata.pop("profile")
