@@ -54,6 +54,11 @@ lint: $(VENV)/.dev
 test: $(VENV)/.dev system lint
 	$(PY) -m pytest -n 2 --dist loadfile
 
+## docs: regenerate docs/cli.md and docs/settings.md from the parsers and Settings (tests/test_docs.py holds them to it)
+.PHONY: docs
+docs: $(VENV)/.runtime
+	$(PY) docs/reference.py
+
 ## bench: print the speed and memory figures of the issues' targets (bench_scale alone takes many minutes)
 bench: $(VENV)/.dev
 	$(PY) bench/bench_data_gen.py
