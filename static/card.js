@@ -1,10 +1,7 @@
-// The model card: held-out metrics against the baselines, and the serving model.
-import { chart } from "./chart.js";
-import { renderDrift } from "./drift.js";
-import { state } from "./form.js";
-import { $, PLAIN, TIME, describe, el, fill, finite, fmtDate, fmtDateTime, money, money0, num, pct, plural } from "./format.js";
-import { SYNTHETIC_WORDS, loadCard } from "./page.js";
-import { decileChart, importanceChart } from "./result.js";
+// The model card: held-out metrics against the baselines, the horizons, the charts of deciles and importance, and
+// the place where the input drift (drift.js) is drawn.
+import { chart, frame, niceStep, svg, titled } from "./chart.js";
+import { $, el, featureLabel, fill, finite, fmtDate, fmtDateTime, MONEY_SHORT, money, money0, num, PLAIN, pct, plural, SYNTHETIC_WORDS, TIME } from "./format.js";
 
 // ---- the model card ----------------------------------------------------------------------------
 const METRIC_ROWS = [
@@ -109,7 +106,67 @@ function horizonsCard(card) {
         el("tbody", {}, rows))));
 }
 
-export function renderCard(card) {
+// ---- the card's charts ----------------------------------------------------------------------------
+function decileChart(deciles) {
+  return (width) => {
+    const height = 270;
+    const m = { l: 62, r: 8, t: 12, b: 44 };
+    const values = deciles.flatMap((d) => [d.mean_predicted, d.mean_actual]).filter(finite);
+    const step = niceStep(Math.max(...values, 0) - Math.min(...values, 0) || 1, 5);
+    const hi = Math.ceil(Math.max(0, ...values) / step) * step || step;
+    let lo = Math.min(0, ...values);
+    if (lo < 0 && -lo > step * 0.25) lo = Math.floor(lo / step) * step;  // a sliver below zero needs no tick of its own
+    const y = (v) => m.t + ((hi - v) / (hi - lo)) * (height - m.t - m.b);
+    const g = frame(width, height, `Mean predicted and mean actual value by decile of prediction, ${deciles.length} deciles`);
+    for (let tick = Math.ceil(lo / step) * step; tick <= hi + step / 2; tick += step) {
+      const v = Math.abs(tick) < step / 1e6 ? 0 : tick;  // never "-$0"
+      g.append(svg("line", { class: Math.abs(v) < step / 1e6 ? "zero" : "grid-line", x1: m.l, x2: width - m.r, y1: y(v), y2: y(v) }));
+      g.append(svg("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", class: "muted" }, MONEY_SHORT.format(v)));
+    }
+    const groupWidth = (width - m.l - m.r) / deciles.length;
+    const barWidth = Math.min(groupWidth * 0.38, 24);
+    deciles.forEach((d, i) => {
+      const xc = m.l + groupWidth * (i + 0.5);
+      const tip = `Decile ${d.decile} (${plural(d.customers, "customer", "customers")}): predicted ${money0(d.mean_predicted)}, actual ${money0(d.mean_actual)}`;
+      for (const [kind, value, offset] of [["predicted", d.mean_predicted, -barWidth - 1], ["actual", d.mean_actual, 1]]) {
+        if (!finite(value)) continue;
+        g.append(svg("rect", { class: `bar ${kind}`, x: xc + offset, y: y(Math.max(value, 0)), width: barWidth, height: Math.max(Math.abs(y(value) - y(0)), 1) }, titled(tip)));
+      }
+      g.append(svg("text", { x: xc, y: height - m.b + 16, "text-anchor": "middle" }, String(d.decile)));
+    });
+    g.append(svg("text", { x: m.l + (width - m.l - m.r) / 2, y: height - 6, "text-anchor": "middle", class: "muted" }, "Decile of predicted value (1 = lowest)"));
+    return g;
+  };
+}
+
+function importanceChart(items) {
+  return (width) => {
+    const rowHeight = 40, top = 2;
+    const height = top + items.length * rowHeight;
+    const max = Math.max(...items.map((d) => d.importance + (d.std || 0)), 1e-9);
+    const room = width - 64;
+    const x = (v) => (Math.max(v, 0) / max) * room;
+    const g = frame(width, height, `Global feature importance: ${items.map((d) => `${featureLabel(d.feature)} ${num(d.importance)}`).join(", ")}`);
+    items.forEach((d, i) => {
+      const yy = top + i * rowHeight;
+      g.append(svg("text", { x: 0, y: yy + 13 }, featureLabel(d.feature)));
+      g.append(svg("rect", { class: "bar importance", x: 0, y: yy + 18, width: Math.max(x(d.importance), 1), height: 14, rx: 2 },
+        titled(`${featureLabel(d.feature)}: R² drops by ${num(d.importance)} (± ${num(d.std || 0)}) when shuffled`)));
+      if (d.std) {
+        const a = x(d.importance - d.std), b = x(d.importance + d.std), mid = yy + 25;
+        g.append(svg("line", { class: "whisker", x1: a, x2: b, y1: mid, y2: mid }));
+        g.append(svg("line", { class: "whisker", x1: b, x2: b, y1: mid - 4, y2: mid + 4 }));
+      }
+      g.append(svg("text", { x: Math.max(x(d.importance), x(d.importance + (d.std || 0))) + 6, y: yy + 30, class: "muted" }, num(d.importance)));
+    });
+    return g;
+  };
+}
+
+/** Draw the card of `card` (GET /model) whole, its drift section empty (#drift-body: page.js has drift.js draw
+ *  it). `change`: the version change this card brings, { from, to, at }, or null; `onRefresh()`: the drift's
+ *  refresh button was pressed. Focus inside the card stays where it was. */
+export function renderCard(card, { change = null, onRefresh }) {
   const rows = card.rows || {};
   const params = card.params || {};
   const facts = [
@@ -125,7 +182,6 @@ export function renderCard(card) {
   const importance = (card.importance || []).filter((d) => d && finite(d.importance)).slice(0, 10);
   const decileBox = el("div", { class: "chart", id: "decile-chart" });
   const importanceBox = el("div", { class: "chart", id: "importance-chart" });
-  const change = state.versionChange && state.versionChange.to === card.version ? state.versionChange : null;
   const focused = document.activeElement && $("#card-body").contains(document.activeElement) ? document.activeElement.id : null;
   fill($("#card-body"),
     card.synthetic_data ? el("p", { class: "badge", id: "card-synthetic" }, `${SYNTHETIC_WORDS}: its metrics describe the generator's bank.`) : null,
@@ -157,12 +213,10 @@ export function renderCard(card) {
       el("h3", { id: "drift-title" }, "Input drift: recent requests against the training data"),
       el("p", { class: "muted small" }, "PSI, the population stability index, measures how far the spread of a value among the customers scored lately has moved from its spread in the training rows: below 0.1 is stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one."),
       el("div", { class: "drift-tools" },
-        el("button", { type: "button", id: "drift-refresh", onclick: () => { state.announceRefresh = true; loadCard(); } }, "Refresh the drift"),
+        el("button", { type: "button", id: "drift-refresh", onclick: onRefresh }, "Refresh the drift"),
         el("span", { class: "muted small", id: "drift-updated" })),
       el("div", { id: "drift-body" })));
-  state.shown = card.version;
   if (deciles.length) chart(decileBox, decileChart(deciles));
   if (importance.length) chart(importanceBox, importanceChart(importance));
-  renderDrift(card.drift);
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
 }

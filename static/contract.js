@@ -1,6 +1,6 @@
 // What the page needs of POST /predict/clv, read from the service's /openapi.json, and how the form presents it.
-import { form } from "./form.js";
-import { $, PLAIN, finite } from "./format.js";
+// Pure: it reads a document and returns what it found; what was read is kept in state.js.
+import { finite, PLAIN } from "./format.js";
 
 // ---- the contract: read from the service's own OpenAPI document, GET /openapi.json --------------
 // Only the request-body limit is not in the document (a setting of the service, CLV_MAX_BODY_BYTES):
@@ -105,12 +105,4 @@ export function formFields(presentation, fields) {
   });
   const extra = Object.values(fields).filter((f) => !presentation.some((p) => p.key === f.key)).map((f) => ({ ...f, label: f.title, hint: f.description }));
   return [...shown, ...extra];
-}
-
-export let CONTRACT = null;  // readContract(GET /openapi.json), once read
-export let FORM = null;  // { customer, product, transaction }: the fields as the form shows them
-/** Keep what was read of the contract and the form's fields; the other modules read both. */
-export function setContract(contract, fields) {
-  CONTRACT = contract;
-  FORM = fields;
 }

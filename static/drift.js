@@ -1,7 +1,6 @@
 // Input drift: GET /model's population stability of each feature, as a chart and table.
 import { chart, clamp, frame, svg, titled } from "./chart.js";
-import { state } from "./form.js";
-import { $, PLAIN, TIME, announce, el, featureLabel, fill, finite, plural } from "./format.js";
+import { $, announce, el, featureLabel, fill, finite, PLAIN, plural, TIME } from "./format.js";
 
 // ---- input drift (GET /model's drift) ------------------------------------------------------------
 const MIN_DRIFT_ROWS = 50;  // the service measures drift once it has scored this many customers (clv/service/telemetry.py)
@@ -12,14 +11,15 @@ function psiBand(value, t) {
   return value > t.significant ? "significant" : value >= t.moderate ? "moderate" : "stable";
 }
 
-export function renderDrift(drift) {
+/** Draw GET /model's drift into the card's #drift-body; `aloud`: also announce what it shows (its refresh button
+ *  was pressed). */
+export function renderDrift(drift, { aloud = false } = {}) {
   const box = $("#drift-body");
   if (!box) return;
   $("#drift-updated").textContent = `Read at ${TIME.format(new Date())} UTC.`;
   if (!drift || typeof drift !== "object") {
     box.replaceChildren(el("p", { class: "muted", id: "drift-none" }, `Not enough recent requests yet: the service compares them with the training data once it has scored ${MIN_DRIFT_ROWS} customers.`));
-    if (state.announceRefresh) announce("Not enough recent requests yet to measure input drift.");
-    state.announceRefresh = false;
+    if (aloud) announce("Not enough recent requests yet to measure input drift.");
     return;
   }
   const t = { moderate: 0.1, significant: 0.25, ...(drift.thresholds || {}) };
@@ -52,8 +52,7 @@ export function renderDrift(drift) {
         el("span", {}, el("span", { class: "swatch", style: "background: var(--bad)" }), `significant, above ${t.significant}`)),
       chartBox) : null));
   if (top.length) chart(chartBox, driftChart(top, t));
-  if (state.announceRefresh) announce(`Input drift over the ${plural(drift.rows, "customer", "customers")} scored most recently: ${movedText}.`);
-  state.announceRefresh = false;
+  if (aloud) announce(`Input drift over the ${plural(drift.rows, "customer", "customers")} scored most recently: ${movedText}.`);
 }
 
 /** Horizontal bars of PSI over the stable, moderate and significant zones. The scale ends at 1 at most: a PSI

@@ -45,6 +45,7 @@ export function fmtDateTime(iso) {
   const d = new Date(iso);
   return Number.isNaN(d.getTime()) ? String(iso || "—") : DATETIME.format(d) + " UTC";
 }
+export const SYNTHETIC_WORDS = "Trained on a synthetic bank (generated data), not on real customers";
 export const plural = (n, one, many) => `${PLAIN.format(n)} ${n === 1 ? one : many}`;
 export function announce(text) {
   const live = $("#announce");

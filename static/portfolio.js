@@ -1,8 +1,9 @@
 // The Portfolio view: the latest scoring run's GET /portfolio, drawn by the page itself (no library, no network
 // beyond the service): the horizons' totals, the concentration curve, value and value at risk by segment, and
 // the at-risk list, sortable, a row opening that customer's drivers.
+import { getPortfolio } from "./api.js";
 import { chart, frame, svg, titled } from "./chart.js";
-import { $, MONEY_SHORT, PLAIN, el, featureLabel, fill, fmtDate, fmtDateTime, money, pct, plural } from "./format.js";
+import { $, el, featureLabel, fill, fmtDate, fmtDateTime, MONEY_SHORT, money, PLAIN, pct, plural } from "./format.js";
 
 const KINDS = {
   region: "Region", acquisition_channel: "Acquisition channel", age_band: "Age", income_band: "Income",
@@ -12,20 +13,17 @@ const view = { data: null, kind: "region", sort: { key: "value_at_risk", descend
 
 export async function loadPortfolio() {
   fill($("#portfolio-body"), el("p", { class: "muted" }, "Loading the portfolio…"));
-  let response, data = null;
-  try {
-    response = await fetch("/portfolio", { headers: { Accept: "application/json" } });
-    data = await response.json().catch(() => null);
-  } catch {
+  const reply = await getPortfolio();
+  if (reply.status === 0) {
     fill($("#portfolio-body"), el("p", { class: "notice", id: "portfolio-missing" }, "The service could not be reached. Try again."));
     return;
   }
-  if (!response.ok) {
-    const why = data && typeof data.detail === "string" ? data.detail : `the service answered ${response.status}`;
+  if (!reply.ok || !reply.data) {
+    const why = typeof reply.data?.detail === "string" ? reply.data.detail : `the service answered ${reply.status}`;
     fill($("#portfolio-body"), el("p", { class: "notice", id: "portfolio-missing" }, `No portfolio to show: ${why}.`));
     return;
   }
-  view.data = data;
+  view.data = reply.data;
   render();
 }
 

@@ -1,9 +1,8 @@
-// The answer: the interval chart, the drivers and the rest of a prediction.
+// The answer: the interval chart, the drivers and the rest of a prediction; and marking it stale or made by a
+// model that no longer serves.
 import { chart, clamp, frame, niceStep, svg, titled } from "./chart.js";
-import { range } from "./contract.js";
-import { state } from "./form.js";
-import { $, MONEY_SHORT, el, featureLabel, featureValue, fill, finite, fmtDate, fmtDateTime, money, money0, num, pct, plural, signedMoney } from "./format.js";
-import { SYNTHETIC_WORDS, markOlderResult } from "./page.js";
+import { $, el, featureLabel, featureValue, fill, fmtDate, fmtDateTime, MONEY_SHORT, money, pct, plural, SYNTHETIC_WORDS, signedMoney } from "./format.js";
+import { state } from "./state.js";
 
 // ---- charts ---------------------------------------------------------------------------------
 
@@ -65,62 +64,6 @@ function driversChart(r) {
   };
 }
 
-export function decileChart(deciles) {
-  return (width) => {
-    const height = 270;
-    const m = { l: 62, r: 8, t: 12, b: 44 };
-    const values = deciles.flatMap((d) => [d.mean_predicted, d.mean_actual]).filter(finite);
-    const step = niceStep(Math.max(...values, 0) - Math.min(...values, 0) || 1, 5);
-    const hi = Math.ceil(Math.max(0, ...values) / step) * step || step;
-    let lo = Math.min(0, ...values);
-    if (lo < 0 && -lo > step * 0.25) lo = Math.floor(lo / step) * step;  // a sliver below zero needs no tick of its own
-    const y = (v) => m.t + ((hi - v) / (hi - lo)) * (height - m.t - m.b);
-    const g = frame(width, height, `Mean predicted and mean actual value by decile of prediction, ${deciles.length} deciles`);
-    for (let tick = Math.ceil(lo / step) * step; tick <= hi + step / 2; tick += step) {
-      const v = Math.abs(tick) < step / 1e6 ? 0 : tick;  // never "-$0"
-      g.append(svg("line", { class: Math.abs(v) < step / 1e6 ? "zero" : "grid-line", x1: m.l, x2: width - m.r, y1: y(v), y2: y(v) }));
-      g.append(svg("text", { x: m.l - 6, y: y(v) + 4, "text-anchor": "end", class: "muted" }, MONEY_SHORT.format(v)));
-    }
-    const groupWidth = (width - m.l - m.r) / deciles.length;
-    const barWidth = Math.min(groupWidth * 0.38, 24);
-    deciles.forEach((d, i) => {
-      const xc = m.l + groupWidth * (i + 0.5);
-      const tip = `Decile ${d.decile} (${plural(d.customers, "customer", "customers")}): predicted ${money0(d.mean_predicted)}, actual ${money0(d.mean_actual)}`;
-      for (const [kind, value, offset] of [["predicted", d.mean_predicted, -barWidth - 1], ["actual", d.mean_actual, 1]]) {
-        if (!finite(value)) continue;
-        g.append(svg("rect", { class: `bar ${kind}`, x: xc + offset, y: y(Math.max(value, 0)), width: barWidth, height: Math.max(Math.abs(y(value) - y(0)), 1) }, titled(tip)));
-      }
-      g.append(svg("text", { x: xc, y: height - m.b + 16, "text-anchor": "middle" }, String(d.decile)));
-    });
-    g.append(svg("text", { x: m.l + (width - m.l - m.r) / 2, y: height - 6, "text-anchor": "middle", class: "muted" }, "Decile of predicted value (1 = lowest)"));
-    return g;
-  };
-}
-
-export function importanceChart(items) {
-  return (width) => {
-    const rowHeight = 40, top = 2;
-    const height = top + items.length * rowHeight;
-    const max = Math.max(...items.map((d) => d.importance + (d.std || 0)), 1e-9);
-    const room = width - 64;
-    const x = (v) => (Math.max(v, 0) / max) * room;
-    const g = frame(width, height, `Global feature importance: ${items.map((d) => `${featureLabel(d.feature)} ${num(d.importance)}`).join(", ")}`);
-    items.forEach((d, i) => {
-      const yy = top + i * rowHeight;
-      g.append(svg("text", { x: 0, y: yy + 13 }, featureLabel(d.feature)));
-      g.append(svg("rect", { class: "bar importance", x: 0, y: yy + 18, width: Math.max(x(d.importance), 1), height: 14, rx: 2 },
-        titled(`${featureLabel(d.feature)}: R² drops by ${num(d.importance)} (± ${num(d.std || 0)}) when shuffled`)));
-      if (d.std) {
-        const a = x(d.importance - d.std), b = x(d.importance + d.std), mid = yy + 25;
-        g.append(svg("line", { class: "whisker", x1: a, x2: b, y1: mid, y2: mid }));
-        g.append(svg("line", { class: "whisker", x1: b, x2: b, y1: mid - 4, y2: mid + 4 }));
-      }
-      g.append(svg("text", { x: Math.max(x(d.importance), x(d.importance + (d.std || 0))) + 6, y: yy + 30, class: "muted" }, num(d.importance)));
-    });
-    return g;
-  };
-}
-
 // The curve: the discounted value so far (left axis, money) and P(still a customer) (right axis, 0-100%), month by
 // month, with a mark at each horizon the answer carries.
 function curveChart(r) {
@@ -173,7 +116,7 @@ function churnLine(r) {
 function horizonsSection(r, curveBox) {
   const horizons = r.horizons || [];
   if (horizons.length < 2 && !r.curve) return [];
-  const judged = new Map(((state.card && state.card.horizons) || []).map((h) => [h.months, h.judged]));
+  const judged = new Map((state.card?.horizons || []).map((h) => [h.months, h.judged]));
   const rows = horizons.map((h) => el("tr", {},
     el("td", {}, plural(h.months, "month", "months")),
     el("td", { class: "num" }, money(h.clv)),
@@ -200,7 +143,7 @@ export function renderResult(r, body) {
   const driversBox = el("div", { class: "chart", id: "drivers-chart" });
   const curveBox = el("div", { class: "chart", id: "curve-chart" });
   const score = r.confidence_score;
-  const definition = state.card && state.card.confidence_definition;
+  const definition = state.card?.confidence_definition;
   const drivers = r.drivers && r.drivers.length
     ? [el("p", { class: "muted small" }, `The model starts from the average customer, ${money(r.drivers_base)}, and these features move this customer to ${money(r.predicted_clv)}.`),
       el("div", { class: "legend" },
@@ -236,4 +179,29 @@ export function renderResult(r, body) {
   if (r.drivers && r.drivers.length) chart(driversBox, driversChart(r));
   if (r.curve) chart(curveBox, curveChart(r));
   markOlderResult();
+}
+
+/** Show something in place of a prediction (why there is none); no prediction is shown after it. */
+export function clearResult(...kids) {
+  state.result = null;
+  $("#result-panel").classList.remove("stale", "older");
+  fill($("#result"), ...kids);
+}
+
+/** The customer in the form changed: a prediction shown says it is of the customer as it was. */
+export function markStale() {
+  if (state.result) $("#result-panel").classList.add("stale");
+}
+
+/** A prediction shown that the model serving now did not make says so. */
+export function markOlderResult() {
+  const note = $("#result-older");
+  if (!note || !state.result) return;
+  const made = state.result.model_version;
+  const now = state.serving?.version;
+  const older = Boolean(now && made && made !== now);
+  $("#result-panel").classList.toggle("older", older);
+  note.hidden = !older;
+  note.textContent = older ? `Made by model ${made}, which no longer serves: model ${now} does now. Press Predict CLV to score this customer with it.` : "";
+  $("#clv-model-older").textContent = older ? " · an older model" : "";
 }
