@@ -45,9 +45,18 @@ system:
 	  else echo "missing:$$missing; run 'sudo apt-get install$$missing'" >&2; exit 1; fi; \
 	fi
 
-lint: $(VENV)/.dev
+# the page's linter, Biome, at the version package-lock.json pins: installed again whenever the lock is newer than
+# the install (npm ci writes node_modules/.package-lock.json)
+node_modules/.package-lock.json: package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm is missing: run 'sudo apt-get install npm', then make again" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
+## lint: ruff on the Python, Biome on the page's modules (static/*.js; biome.json: lint only, the formatter is off)
+lint: $(VENV)/.dev node_modules/.package-lock.json
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	npx --no-install biome check --error-on-warnings static
 
 ## test: set up, lint, and run the whole test suite (browser, Redis and Dask cluster tests included), a test file
 ## per core (pytest-xdist)
@@ -69,4 +78,4 @@ bench: $(VENV)/.dev
 	$(PY) bench/bench_scale.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules
