@@ -94,7 +94,7 @@ function horizonsCard(card) {
         el("td", { class: "model" }, cell(h.model, "normalized_gini")), el("td", {}, cell(h.baseline_annuity, "normalized_gini")),
         el("td", { class: "model" }, cell(h.model, "decile_mape", pct)), el("td", {}, cell(h.baseline_annuity, "decile_mape", pct)),
         el("td", {}, cell(h.model, "interval_coverage", pct))]
-      : el("td", { colspan: 7, class: "muted" }, `extrapolated: past the data; its interval carries the ${h.extrapolated_from ? plural(h.extrapolated_from, "month", "months") + " margin" : "headline's band"}, scaled`),
+      : el("td", { colspan: 7, class: "muted" }, `extrapolated: past the data; its interval carries the ${h.extrapolated_from ? `${plural(h.extrapolated_from, "month", "months")} margin` : "headline's band"}, scaled`),
     el("td", {}, cell(h.against_oracle, "normalized_gini"))));
   const head = ["Horizon", "Judged at", "Customers", "Gini", "Annuity Gini", "Decile MAPE", "Annuity MAPE", "Coverage", "Gini against the oracle"];
   return el("section", { id: "horizons-card", "aria-labelledby": "horizons-title" },

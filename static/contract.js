@@ -13,9 +13,9 @@ const DATE_FORMAT = /^date(-time)?$/;
  *  maxItems and the example request. `$ref`s are followed; in an anyOf/oneOf, null means "may be left out"
  *  and a choice of date and date-time strings is a date. Throws, naming the place, on what it cannot read. */
 export function readContract(doc) {
-  const schemas = (doc && doc.components && doc.components.schemas) || {};
+  const schemas = doc?.components?.schemas || {};
   const plain = (node, where) => {
-    for (let hops = 0; node && node.$ref; hops++) {
+    for (let hops = 0; node?.$ref; hops++) {
       const m = /^#\/components\/schemas\/(.+)$/.exec(node.$ref);
       if (!m || !schemas[m[1]] || hops > 20) throw new Error(`${where}: cannot resolve ${node.$ref}`);
       const { $ref, ...beside } = node;
@@ -48,8 +48,8 @@ export function readContract(doc) {
     }
     return { schema, fields, lists };
   };
-  const post = doc && doc.paths && doc.paths["/predict/clv"] && doc.paths["/predict/clv"].post;
-  const body = (post && post.requestBody && post.requestBody.content && post.requestBody.content["application/json"] || {}).schema
+  const post = doc?.paths?.["/predict/clv"]?.post;
+  const body = post?.requestBody?.content?.["application/json"]?.schema
     || { $ref: "#/components/schemas/CustomerIn" };
   const customer = read(body, "customer");
   const list = (name) => {
@@ -61,7 +61,7 @@ export function readContract(doc) {
     customer: customer.fields,
     product: read(list("products").items, "product").fields,
     transaction: read(list("transactions").items, "transaction").fields,
-    limits: { products: list("products").maxItems, transactions: list("transactions").maxItems, ledger: (customer.lists.ledger || {}).maxItems ?? Infinity },
+    limits: { products: list("products").maxItems, transactions: list("transactions").maxItems, ledger: customer.lists.ledger?.maxItems ?? Infinity },
     example: (Array.isArray(examples) ? examples[0] : customer.schema.example) || null,
   };
 }

@@ -1,6 +1,6 @@
 // One field of the form: built from the contract's spec, its value read and set, checked as the service would
 // check it, and the service's words about it made readable. No state: the form (form.js) holds the fields.
-import { $, el, fmtDate, PLAIN } from "./format.js";
+import { el, fmtDate, PLAIN } from "./format.js";
 
 /** A field of the form from the contract's spec: label, input or select, hint and a place for its error. */
 export function makeField(spec, prefix) {
@@ -58,7 +58,7 @@ export function readValue(input) {
 export function check(input) {
   const text = input.value.trim();
   const kind = input.dataset.kind;
-  if (input.validity && input.validity.badInput) return kind === "date" ? "Enter a complete date." : "Enter a number.";
+  if (input.validity?.badInput) return kind === "date" ? "Enter a complete date." : "Enter a number.";
   if (text === "") return input.required ? (kind === "enum" ? "Choose one." : "Required.") : "";
   if (kind === "number" || kind === "int") {
     const x = Number(text);
@@ -84,7 +84,7 @@ export function inWords(msg) {
   text = text.replace(/^Value error, /, "").replace(/^Input should be /, "Must be ").replace(/^Field required$/, "Required");
   text = text.replace(/\bas_of\b/g, "the as-of date");
   text = text.charAt(0).toUpperCase() + text.slice(1);
-  return /[.!?]$/.test(text) ? text : text + ".";
+  return /[.!?]$/.test(text) ? text : `${text}.`;
 }
 
 /** "products[0].balance" in words: "Product 1 · Balance". */
@@ -92,13 +92,13 @@ export function inWords(msg) {
 export function pathLabel(path, fields) {
   const ALL_SPECS = Object.fromEntries([
     ...fields.customer.map((s) => [s.key, s]),
-    ...fields.product.map((s) => ["products." + s.key, s]),
-    ...fields.transaction.map((s) => ["transactions." + s.key, s]),
+    ...fields.product.map((s) => [`products.${s.key}`, s]),
+    ...fields.transaction.map((s) => [`transactions.${s.key}`, s]),
   ]);
   const m = /^(products|transactions|ledger)(?:\[(\d+)\])?(?:\.(.+))?$/.exec(path);
-  if (!m) return (ALL_SPECS[path] && ALL_SPECS[path].label) || path.replace(/_/g, " ");
+  if (!m) return ALL_SPECS[path]?.label || path.replace(/_/g, " ");
   const word = { products: "Product", transactions: "Transaction", ledger: "Ledger month" }[m[1]];
   if (m[2] === undefined) return `${word}s`;
   const spec = ALL_SPECS[`${m[1]}.${m[3]}`];
-  return `${word} ${Number(m[2]) + 1}` + (m[3] ? ` · ${spec ? spec.label : m[3].replace(/_/g, " ")}` : "");
+  return `${word} ${Number(m[2]) + 1}${m[3] ? ` · ${spec ? spec.label : m[3].replace(/_/g, " ")}` : ""}`;
 }

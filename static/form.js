@@ -67,7 +67,7 @@ function renumber() {
     const count = $(`#${word.toLowerCase()}s-count`);
     count.textContent = `· ${PLAIN.format(rows.length)}${finite(limit) ? ` of at most ${PLAIN.format(limit)}` : ""}`;
     $(button).disabled = rows.length >= limit;
-    let empty = $(".empty", list.parentElement);
+    const empty = $(".empty", list.parentElement);
     if (!rows.length && !empty) list.before(el("p", { class: "empty" }, word === "Product" ? "No products: nothing is open with the bank." : "No transactions yet."));
     if (rows.length && empty) empty.remove();
   }
@@ -141,8 +141,8 @@ function loadCustomer(data) {
     list.forEach((item, i) => { if (!item || typeof item !== "object") throw new Error(`${name}[${i}] must be an object`); });
   }
   checkEnums(data, FORM.customer, "");
-  products.forEach((p, i) => checkEnums(p, FORM.product, `products[${i}].`));
-  transactions.forEach((t, i) => checkEnums(t, FORM.transaction, `transactions[${i}].`));
+  products.forEach((p, i) => { checkEnums(p, FORM.product, `products[${i}].`); });
+  transactions.forEach((t, i) => { checkEnums(t, FORM.transaction, `transactions[${i}].`); });
   clearErrors();
   for (const spec of FORM.customer) setValue(customerInput(spec.key), data[spec.key]);
   productsEl.replaceChildren();
@@ -222,7 +222,7 @@ function showError(target, message, source) {
 
 function clearField(input) {
   const field = input.closest(".field");
-  if (!field || !field.classList.contains("invalid")) return;
+  if (!field?.classList.contains("invalid")) return;
   field.classList.remove("invalid");
   input.removeAttribute("aria-invalid");
   const error = $(".error", field);
@@ -269,7 +269,7 @@ export function requestToSend() {
   const problems = validate();
   if (problems.length) {
     showSummary(`Please check ${plural(problems.length, "field", "fields")} before predicting:`, problems);
-    (problems.find((p) => p.input) || {}).input?.focus();
+    problems.find((p) => p.input)?.input?.focus();
     if (!problems.some((p) => p.input)) $("#form-summary").focus();
     announce(`${plural(problems.length, "field needs", "fields need")} attention.`);
     return null;

@@ -32,7 +32,7 @@ export const finite = (x) => typeof x === "number" && Number.isFinite(x);
 export const money = (x) => (finite(x) ? MONEY.format(x) : "—");
 export const money0 = (x) => (finite(x) ? MONEY0.format(x) : "—");
 export const signedMoney = (x) => (x >= 0 ? "+" : "\u2212") + MONEY.format(Math.abs(x));
-export const pct = (x, digits = 1) => (finite(x) ? (x * 100).toFixed(digits) + "%" : "—");
+export const pct = (x, digits = 1) => (finite(x) ? `${(x * 100).toFixed(digits)}%` : "—");
 export const num = (x, digits = 3) => (finite(x) ? x.toFixed(digits) : "—");
 const DATE = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
 const DATETIME = new Intl.DateTimeFormat("en-GB", { day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
@@ -43,7 +43,7 @@ export function fmtDate(iso) {
 }
 export function fmtDateTime(iso) {
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? String(iso || "—") : DATETIME.format(d) + " UTC";
+  return Number.isNaN(d.getTime()) ? String(iso || "—") : `${DATETIME.format(d)} UTC`;
 }
 export const SYNTHETIC_WORDS = "Trained on a synthetic bank (generated data), not on real customers";
 export const plural = (n, one, many) => `${PLAIN.format(n)} ${n === 1 ? one : many}`;
@@ -58,7 +58,7 @@ export function sentence(text) {
   const t = String(text || "").trim();
   if (!t) return "";
   const capital = t.charAt(0).toUpperCase() + t.slice(1);
-  return /[.!?]$/.test(capital) ? capital : capital + ".";
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
 }
 
 /** A message from any error body, always as words: never "[object Object]". */
@@ -100,16 +100,22 @@ const FEATURE_LABELS = {
   loans_balance_change_12m: "Change in loans, last 12 months",
 };
 const TYPE_PLURALS = { Deposit: "Deposits", Withdrawal: "Withdrawals", Transfer: "Transfers", "Bill Payment": "Bill payments", "Card Purchase": "Card purchases", Fee: "Fees", "Loan Payment": "Loan payments" };
+// names made of a pattern: the first that matches gives the words
+const FEATURE_PATTERNS = [
+  [/^region_(.+)$/, (m) => `Region is ${m[1]}`],
+  [/^acquisition_(.+)$/, (m) => `Came through ${m[1]}`],
+  [/^open_(.+)$/, (m) => `Open ${m[1].toLowerCase()} products`],
+  [/^txn_count_(\d+)d$/, (m) => `Transactions, last ${m[1]} days`],
+  [/^inflow_(\d+)d$/, (m) => `Money in, last ${m[1]} days`],
+  [/^outflow_(\d+)d$/, (m) => `Money out, last ${m[1]} days`],
+  [/^count_90d_(.+)$/, (m) => `${TYPE_PLURALS[m[1]] || m[1]}, last 90 days`],
+];
 export function featureLabel(name) {
   if (FEATURE_LABELS[name]) return FEATURE_LABELS[name];
-  let m;
-  if ((m = /^region_(.+)$/.exec(name))) return `Region is ${m[1]}`;
-  if ((m = /^acquisition_(.+)$/.exec(name))) return `Came through ${m[1]}`;
-  if ((m = /^open_(.+)$/.exec(name))) return `Open ${m[1].toLowerCase()} products`;
-  if ((m = /^txn_count_(\d+)d$/.exec(name))) return `Transactions, last ${m[1]} days`;
-  if ((m = /^inflow_(\d+)d$/.exec(name))) return `Money in, last ${m[1]} days`;
-  if ((m = /^outflow_(\d+)d$/.exec(name))) return `Money out, last ${m[1]} days`;
-  if ((m = /^count_90d_(.+)$/.exec(name))) return `${TYPE_PLURALS[m[1]] || m[1]}, last 90 days`;
+  for (const [pattern, words] of FEATURE_PATTERNS) {
+    const m = pattern.exec(name);
+    if (m) return words(m);
+  }
   const words = String(name).replace(/_/g, " ");
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
@@ -117,7 +123,7 @@ export function featureValue(name, value) {
   if (value === null || value === undefined || !finite(value)) return "unknown";
   if (/^(region|acquisition)_/.test(name)) return value >= 0.5 ? "yes" : "no";
   if (/(share|utilisation)/.test(name)) return pct(value, 0);
-  if (/_trend_/.test(name)) return "\u00d7" + Math.exp(value).toFixed(2);
+  if (/_trend_/.test(name)) return `\u00d7${Math.exp(value).toFixed(2)}`;
   if (/^(open_|products_ever|opened_|closed_|txn_count_|count_90d_)|months_12m$/.test(name)) return PLAIN.format(value);
   if (/^(income|credit_limit)$|balance|inflow|outflow|^margin_|_12m$|_change_/.test(name)) return money0(value);
   if (/_days$/.test(name)) return plural(Math.round(value), "day", "days");

@@ -129,7 +129,7 @@ function concentrationChart(deciles) {
     g.append(svg("text", { x: (left + right) / 2, y: height - 1, "text-anchor": "middle", class: "muted" }, "customers, highest value first"));
     g.append(svg("line", { class: "zero dashed", x1: x(0), y1: y(0), x2: x(1), y2: y(1) }, titled("equal shares")));
     g.append(svg("polyline", { class: "cumulative", fill: "none", points: points.map(([a, b]) => `${x(a)},${y(b)}`).join(" ") }, titled("share of the value")));
-    points.slice(1).forEach(([a, b], i) => g.append(svg("circle", { class: "mark", cx: x(a), cy: y(b), r: 3 }, titled(`top ${(i + 1) * 10}%: ${pct(b)} of the value`))));
+    points.slice(1).forEach(([a, b], i) => { g.append(svg("circle", { class: "mark", cx: x(a), cy: y(b), r: 3 }, titled(`top ${(i + 1) * 10}%: ${pct(b)} of the value`))); });
     return g;
   };
 }

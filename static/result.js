@@ -144,7 +144,7 @@ export function renderResult(r, body) {
   const curveBox = el("div", { class: "chart", id: "curve-chart" });
   const score = r.confidence_score;
   const definition = state.card?.confidence_definition;
-  const drivers = r.drivers && r.drivers.length
+  const drivers = r.drivers?.length
     ? [el("p", { class: "muted small" }, `The model starts from the average customer, ${money(r.drivers_base)}, and these features move this customer to ${money(r.predicted_clv)}.`),
       el("div", { class: "legend" },
         el("span", {}, el("span", { class: "swatch", style: "background: var(--up)" }), "raises the value"),
@@ -152,7 +152,7 @@ export function renderResult(r, body) {
         el("span", {}, el("span", { class: "swatch", style: "background: var(--other)" }), "all other features")),
       driversBox]
     : [el("p", { class: "muted" }, "No drivers: the customer has no open product at the as-of date, so nothing further is expected.")];
-  const synthetic = state.synthetic.has(r.model_version) ? state.synthetic.get(r.model_version) : Boolean(state.serving && state.serving.synthetic);
+  const synthetic = state.synthetic.has(r.model_version) ? state.synthetic.get(r.model_version) : Boolean(state.serving?.synthetic);
   fill($("#result"),
     el("p", { class: "stale-note notice" }, "The form has changed since this prediction. Press Predict CLV to update it."),
     el("p", { class: "older-note notice", id: "result-older", hidden: true }),
@@ -176,7 +176,7 @@ export function renderResult(r, body) {
       el("p", { class: "meta", id: "clv-model" }, `Model ${r.model_version}`, el("span", { id: "clv-model-older" }), ` · scored ${fmtDateTime(r.prediction_timestamp)}`),
       el("details", {}, el("summary", {}, "Response as JSON"), el("pre", {}, JSON.stringify(r, null, 2)))));
   chart(intervalBox, intervalChart(r));
-  if (r.drivers && r.drivers.length) chart(driversBox, driversChart(r));
+  if (r.drivers?.length) chart(driversBox, driversChart(r));
   if (r.curve) chart(curveBox, curveChart(r));
   markOlderResult();
 }
