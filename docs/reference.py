@@ -200,7 +200,7 @@ def data_gen_parser() -> argparse.ArgumentParser:
 
 
 def module_docstring(path: Path) -> str:
-    """A program's docstring, read without importing it (importing api.py builds the app)."""
+    """A program's docstring, read without running it."""
     return ast.get_docstring(ast.parse(path.read_text())) or ""
 
 
@@ -239,7 +239,7 @@ def cli_text() -> str:
 
 
 def api_section(settings: Settings) -> list[str]:
-    """api.py takes no options: how it runs is its docstring and the settings it passes to uvicorn."""
+    """api.py takes no options: how it runs, and the settings it passes to uvicorn."""
     rows = []
     for name in ("host", "port", "workers", "max_connections"):
         what = describe(name, Settings.model_fields[name])
@@ -247,7 +247,10 @@ def api_section(settings: Settings) -> list[str]:
     return [
         "## `python api.py`",
         "",
-        module_docstring(ROOT / "api.py"),
+        "`python api.py` (or `make run`) serves the service: the JSON API, the page at `/` and the API's",
+        "documentation at `/docs`. At start it serves the latest model of `CLV_MODEL_DIR`; when there is none, it",
+        "trains a first one in the background (`CLV_TRAIN_ON_START`) while `/health` answers 503 with the reason.",
+        "Its endpoints and answers are in [operations](operations.md).",
         "",
         "It takes no options: the settings configure it, from `CLV_*` environment variables",
         "([settings](settings.md)). `make run` starts it on `data/` and `models/` after generating the default",
@@ -257,8 +260,7 @@ def api_section(settings: Settings) -> list[str]:
         "|---|---|---|",
         *rows,
         "",
-        "The app itself is `api:app` for any ASGI server; `python api.py` is uvicorn with these settings, and",
-        "with `CLV_WORKERS` > 1 it runs that many worker processes sharing one metrics folder.",
+        "With `CLV_WORKERS` > 1 it runs that many uvicorn worker processes, which share one metrics folder.",
     ]
 
 
