@@ -13,6 +13,7 @@ from clv.batch import backtest, report, runs
 from clv.batch.portfolio import Portfolio
 from clv.batch.scoring import monitor
 from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
+from clv.cli_tables import churn_table, horizons_table, metrics_table, report_text
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
@@ -26,82 +27,10 @@ from clv.model.monitoring import band, plot_drift
 from clv.model.training import evaluate_saved, train_and_save
 from clv.service.settings import Settings, SettingsError, load_settings
 
-__all__ = ["BankingCLVModel", "main", "train_and_save"]
+# the tables, for bench/bench_model.py, which prints them as `model.py train` does
+__all__ = ["BankingCLVModel", "churn_table", "horizons_table", "main", "metrics_table", "train_and_save"]
 
 logger = logging.getLogger("model")
-METRIC_COLUMNS = ("normalized_gini", "spearman", "decile_mape", "total_error", "mae", "rmse", "r2", "interval_coverage")
-
-
-def metrics_table(metrics: dict) -> str:
-    header = f"{'':18s}" + "".join(f"{c:>18s}" for c in METRIC_COLUMNS)
-    lines = [header]
-    for name, values in metrics.items():
-        if not values:
-            lines.append(f"{name:18s}" + f"{'(no oracle_clv.csv for this cutoff)':>36s}")
-            continue
-        cells = "".join(f"{values[c]:>18.3f}" if values.get(c) is not None else f"{'':>18s}" for c in METRIC_COLUMNS)
-        lines.append(f"{name:18s}{cells}")
-    return "\n".join(lines)
-
-
-def print_report(meta: dict, as_json: bool) -> None:
-    """The metrics table and the deciles of a report (`evaluate`'s, or a model's metadata as JSON)."""
-    if as_json:
-        shown = ("metrics", "deciles", "churn", "horizons")
-        print(json.dumps({k: meta[k] for k in shown if k in meta} | {"cutoff": meta.get("cutoff")}))
-        return
-    print(metrics_table(meta["metrics"]))
-    print("\ndecile  customers  mean_predicted  mean_actual")
-    for row in meta["deciles"]:
-        print(f"{row['decile']:>6d} {row['customers']:>10d} {row['mean_predicted']:>15.2f} {row['mean_actual']:>12.2f}")
-    if meta.get("churn"):
-        print(churn_table(meta["churn"]))
-    if meta.get("horizons"):
-        print(horizons_table(meta["horizons"]))
-
-
-def horizons_table(horizons: list[dict]) -> str:
-    """Each horizon's value against the naive annuity, where it was judged, or the word that it is extrapolated."""
-    lines = ["\nmonths  judged at    customers  gini  annuity_gini  decile_mape  annuity_mape  coverage"]
-    for h in horizons:
-        if not h["judged"]:
-            lines.append(
-                f"{h['months']:>6d}  extrapolated (past the data; interval margin from "
-                f"{h['extrapolated_from'] or 'the headline'} months)"
-            )
-            continue
-        model, annuity = h["model"], h["baseline_annuity"]
-        cells = [
-            model["normalized_gini"],
-            annuity["normalized_gini"],
-            model["decile_mape"],
-            annuity["decile_mape"],
-            model["interval_coverage"],
-        ]
-        widths = (6, 14, 13, 14, 10)
-        text = "".join(f"{c:>{w}.3f}" if c is not None else f"{'-':>{w}}" for c, w in zip(cells, widths, strict=True))
-        lines.append(f"{h['months']:>6d}  {h['cutoff']}  {h['customers']:>9d}{text}")
-    return "\n".join(lines)
-
-
-def churn_table(churn: dict) -> str:
-    """The churn probability's metrics, and the reliability table of the model with the ledger."""
-    lines = ["\nchurn                 customers  base_rate   brier  brier_skill     auc     ece"]
-    for name, m in churn.items():
-        if m is None:
-            continue
-        skill, auc = (f"{m[k]:.4f}" if m[k] is not None else "-" for k in ("brier_skill", "auc"))
-        lines.append(
-            f"{name:<21} {m['customers']:>9d} {m['base_rate']:>10.4f} {m['brier']:>7.4f} {skill:>12} "
-            f"{auc:>7} {m['ece']:>7.4f}"
-        )
-    lines.append("\nreliability  customers  mean_predicted  churn_rate")
-    for row in churn["model"]["reliability"]:
-        lines.append(
-            f"{row['low']:.1f}-{row['high']:.1f}  {row['customers']:>12d} {row['mean_predicted']:>15.4f} "
-            f"{row['churn_rate']:>11.4f}"
-        )
-    return "\n".join(lines)
 
 
 def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[Runner]:
@@ -123,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             args.horizons,
         )
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
-    print_report(meta.model_dump(mode="json"), as_json=False)
+    print(report_text(meta.model_dump(mode="json"), as_json=False))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -132,7 +61,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff, run)
     if not args.json:
         print(f"model {loaded.version} on {args.data_dir} as of {result['cutoff']} ({result['evaluated_on']})")
-    print_report(result, args.json)
+    print(report_text(result, args.json))
 
 
 def cmd_score(args: argparse.Namespace) -> None:
