@@ -12,19 +12,29 @@ from pathlib import Path
 from clv.batch import backtest, report, runs
 from clv.batch.portfolio import Portfolio
 from clv.batch.scoring import monitor
-from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, positive, runner_for
+from clv.cli import (
+    OneLineParser,
+    OptionError,
+    add_cluster_options,
+    add_training_options,
+    cutoff_list,
+    parse_date,
+    positive,
+    runner_for,
+    training_config,
+)
 from clv.cli_tables import churn_table, horizons_table, metrics_table, report_text
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.prepare import prepare
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.model import artifacts
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
+from clv.model.evaluation import evaluate_saved
 from clv.model.monitoring import band, plot_drift
-from clv.model.training import evaluate_saved, train_and_save
+from clv.model.training import train_and_save
 from clv.service.settings import Settings, SettingsError, load_settings
 
 # the tables, for bench/bench_model.py, which prints them as `model.py train` does
@@ -39,18 +49,9 @@ def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[R
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    config = training_config(args)
     with cluster_for(args) as run:
-        path, meta = train_and_save(
-            args.data_dir,
-            args.model_dir,
-            args.cutoff,
-            args.horizon_months,
-            args.discount_rate,
-            args.seed,
-            run,
-            args.churn_months,
-            args.horizons,
-        )
+        path, meta = train_and_save(args.data_dir, args.model_dir, config, run)
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
     print(report_text(meta.model_dump(mode="json"), as_json=False))
 
@@ -141,18 +142,9 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 
 def cmd_backtest(args: argparse.Namespace) -> None:
+    config = training_config(args)
     with cluster_for(args) as run:
-        result = backtest.backtest(
-            args.data_dir,
-            args.cutoffs,
-            args.every,
-            args.horizon_months,
-            args.discount_rate,
-            args.seed,
-            run,
-            args.churn_months,
-            args.horizons,
-        )
+        result = backtest.backtest(args.data_dir, args.cutoffs, args.every, config, run)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(result, args.out / "backtest.json")
     backtest.plot(result, args.out / "backtest.png")
@@ -215,29 +207,6 @@ def add_train(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.set_defaults(run=cmd_train)
 
 
-def add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--horizon-months", type=int, default=HORIZON_MONTHS, help=f"months of future value (default {HORIZON_MONTHS})"
-    )
-    p.add_argument(
-        "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
-    )
-    p.add_argument(
-        "--churn-months",
-        type=int,
-        help=f"the churn probability is of leaving within these months (default: --horizon-months, {CHURN_MONTHS})",
-    )
-    p.add_argument(
-        "--horizons",
-        type=horizon_list,
-        default=HORIZONS,
-        help=f"M1,M2,...: the months of value predictions carry beside --horizon-months, each judged where the data "
-        f"reaches and extrapolated past it (default {','.join(map(str, HORIZONS))})",
-    )
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    add_cluster_options(p)
-
-
 def add_backtest(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("backtest", help="train at several cutoffs and judge each on the months after it")
     add_folders(p, settings)
@@ -257,20 +226,6 @@ def add_backtest(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON instead of the table")
     add_training_options(p)
     p.set_defaults(run=cmd_backtest)
-
-
-def horizon_list(text: str) -> tuple[int, ...]:
-    try:
-        months = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of months such as 12,36,60") from None
-    if not months or min(months) < 1 or max(months) > MAX_HORIZON:
-        raise argparse.ArgumentTypeError(f"{text!r}: each horizon must be 1 to {MAX_HORIZON} months")
-    return months
-
-
-def cutoff_list(text: str) -> list:
-    return [parse_date(part.strip()) for part in text.split(",") if part.strip()]
 
 
 def add_evaluate(sub: argparse._SubParsersAction, settings: Settings) -> None:
@@ -411,12 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "quiet", False):  # no progress, and no news: only warnings and the one-line error
         logging.getLogger().setLevel(logging.WARNING)
     try:
-        if getattr(args, "horizon_months", 12) < 1:
-            raise OptionError(f"--horizon-months {args.horizon_months}: must be 1 or more")
-        if getattr(args, "churn_months", None) is not None and args.churn_months < 1:
-            raise OptionError(f"--churn-months {args.churn_months}: must be 1 or more")
-        if not 0 <= getattr(args, "discount_rate", 0.1) < 1:
-            raise OptionError(f"--discount-rate {args.discount_rate}: must be in [0, 1)")
         args.run(args)
     except (OptionError, DataContractError, ModelArtifactError, ClusterError) as exc:
         print(f"model.py {args.command}: error: {exc}", file=sys.stderr)

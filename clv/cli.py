@@ -1,5 +1,5 @@
-"""What the command-line entry points share: one-line errors with exit code 2, date options, and where
-part-by-part work runs."""
+"""What the command-line entry points share: one-line errors with exit code 2, date options, where part-by-part
+work runs, and the training options of `train` and `backtest` with the one TrainingConfig made of them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from contextlib import AbstractContextManager
 from typing import NoReturn
 
 from clv.common.cluster import Runner, runner
+from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
+from clv.model.config import TrainingConfig, TrainingConfigError
 from clv.service.settings import Settings
 
 
@@ -53,3 +55,58 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be 1 or more")
     return value
+
+
+def horizon_list(text: str) -> tuple[int, ...]:
+    """--horizons: months, each 1 to MAX_HORIZON."""
+    try:
+        months = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of months such as 12,36,60") from None
+    if not months or min(months) < 1 or max(months) > MAX_HORIZON:
+        raise argparse.ArgumentTypeError(f"{text!r}: each horizon must be 1 to {MAX_HORIZON} months")
+    return months
+
+
+def cutoff_list(text: str) -> list[dt.date]:
+    """--cutoffs: dates, comma-separated."""
+    return [parse_date(part.strip()) for part in text.split(",") if part.strip()]
+
+
+def add_training_options(p: argparse.ArgumentParser) -> None:
+    """The options `train` and `backtest` share (training_config makes them one TrainingConfig), and the cluster's."""
+    p.add_argument(
+        "--horizon-months", type=int, default=HORIZON_MONTHS, help=f"months of future value (default {HORIZON_MONTHS})"
+    )
+    p.add_argument(
+        "--discount-rate", type=float, default=DISCOUNT_RATE, help=f"annual discount rate (default {DISCOUNT_RATE})"
+    )
+    p.add_argument(
+        "--churn-months",
+        type=int,
+        help=f"the churn probability is of leaving within these months (default: --horizon-months, {CHURN_MONTHS})",
+    )
+    p.add_argument(
+        "--horizons",
+        type=horizon_list,
+        default=HORIZONS,
+        help=f"M1,M2,...: the months of value predictions carry beside --horizon-months, each judged where the data "
+        f"reaches and extrapolated past it (default {','.join(map(str, HORIZONS))})",
+    )
+    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    add_cluster_options(p)
+
+
+def training_config(args: argparse.Namespace) -> TrainingConfig:
+    """The one TrainingConfig of `train` or `backtest`, from their options; one out of range named as its flag."""
+    try:
+        return TrainingConfig(
+            cutoff=getattr(args, "cutoff", None),
+            horizon_months=args.horizon_months,
+            churn_months=args.churn_months,
+            discount_rate=args.discount_rate,
+            horizons=args.horizons,
+            seed=args.seed,
+        )
+    except TrainingConfigError as exc:
+        raise OptionError(f"--{exc.option.replace('_', '-')} {exc.value}: {exc.rule}") from None

@@ -18,7 +18,8 @@ from clv.model import artifacts
 from clv.model.estimator import BankingCLVModel
 from clv.model.labels import churned
 from clv.model.metrics import churn_report
-from clv.model.training import churn_labels, train_and_save
+from clv.model.protocol import churn_labels
+from clv.model.training import train_and_save
 
 T = dt.date(2023, 12, 31)
 

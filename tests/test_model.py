@@ -21,8 +21,9 @@ from clv.data.bank import load_bank
 from clv.model import artifacts, metrics
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
+from clv.model.evaluation import evaluate_saved, last12_baseline
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
-from clv.model.training import Rows, evaluate_saved, held_out, last12_baseline, rows_at
+from clv.model.protocol import Rows, held_out, rows_at
 from clv.model.trees import ROW_WALK_LIMIT
 from tests.conftest import resave
 from tests.servers import run_script

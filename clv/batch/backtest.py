@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,11 @@ from clv.common.cluster import LocalRunner, Runner
 from clv.common.io import atomic_path
 from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS
+from clv.model.card import HorizonMetrics
+from clv.model.config import TrainingConfig
 from clv.model.monitoring import Profile, drift
-from clv.model.training import check_cutoff, data_start, default_cutoff, train
+from clv.model.protocol import check_cutoff, data_start, default_cutoff
+from clv.model.training import TrainResult, train
 
 logger = logging.getLogger(__name__)
 
@@ -48,73 +51,62 @@ def backtest(
     data_dir: Path,
     cutoffs: list[dt.date] | None = None,
     every: int = 6,
-    horizon_months: int = HORIZON_MONTHS,
-    discount_rate: float = DISCOUNT_RATE,
-    seed: int = 42,
+    config: TrainingConfig | None = None,
     runner: Runner | None = None,
-    churn_months: int | None = None,
-    horizons: tuple[int, ...] = HORIZONS,
 ) -> dict:
-    """Train at every cutoff and judge each on its held-out customers: one row per cutoff (at the horizon
-    trained for, with the population's PSI against the previous cutoff's training rows), and in it one row per
-    longer horizon the data reaches."""
+    """Train with `config` at every cutoff and judge each on its held-out customers: one row per cutoff (at the
+    horizon trained for, with the population's PSI against the previous cutoff's training rows), and in it one row
+    per longer horizon the data reaches. The cutoffs are `cutoffs`, by default every `every` months back from the
+    latest whose labels are complete; `config.cutoff` is refused."""
+    config = config or TrainingConfig()
+    if config.cutoff is not None:
+        raise ValueError(f"a backtest trains at its own cutoffs; pass {config.cutoff} in `cutoffs`, not in the config")
     source, runner = open_bank(data_dir), runner or LocalRunner()
-    churn_months = churn_months or horizon_months
-    cutoffs = sorted(cutoffs) if cutoffs else cutoffs_for(source, max(horizon_months, churn_months), every)
+    cutoffs = sorted(cutoffs) if cutoffs else cutoffs_for(source, config.label_months, every)
     for cutoff in cutoffs:
-        check_cutoff(source, cutoff, max(horizon_months, churn_months), option="--cutoffs")
+        check_cutoff(source, cutoff, config.label_months, option="--cutoffs")
     if not cutoffs:
         raise DataContractError(
-            f"{data_dir}: no cutoff with {HISTORY_MONTHS} months of history before it and {horizon_months} after it"
+            f"{data_dir}: no cutoff with {HISTORY_MONTHS} months of history before it and "
+            f"{config.horizon_months} after it"
         )
     rows, previous = [], None
     for cutoff in cutoffs:
         logger.info("backtest: training at %s", cutoff)
-        result = train(
-            data_dir,
-            cutoff,
-            horizon_months,
-            discount_rate,
-            seed,
-            runner=runner,
-            churn_months=churn_months,
-            horizons=horizons,
-        )
-        rows.append(
-            judged(result.report, cutoff, horizon_months, churn_months)
-            | population_shift(source, runner, result.model, cutoff, previous, seed)
-        )
-        previous = result.report["profile"]
-    return {"horizon_months": horizon_months, "churn_months": churn_months, "cutoffs": rows}
+        result = train(data_dir, replace(config, cutoff=cutoff), runner)
+        rows.append(judged(result) | population_shift(source, runner, result.model, cutoff, previous, config.seed))
+        previous = result.profile
+    return {"horizon_months": config.horizon_months, "churn_months": config.churn_label_months, "cutoffs": rows}
 
 
-def judged(report: dict, cutoff: dt.date, horizon_months: int, churn_months: int) -> dict:
+def judged(result: TrainResult) -> dict:
     """A cutoff's row: its held-out metrics, the last-12 baseline's Gini beside them, and the churn metrics."""
-    model, last12 = report["metrics"]["model"], report["metrics"]["baseline_last12"]
-    churn = (report.get("churn") or {}).get("model") or {}
+    evaluation = result.evaluation
+    model, last12 = evaluation.metrics.model, evaluation.metrics.baseline_last12
+    churn = evaluation.churn.model if evaluation.churn else None
     return {
-        "cutoff": cutoff.isoformat(),
-        "horizon_months": horizon_months,
-        "test_customers": report["test_customers"],
-        **{name: model.get(name) for name in METRICS},
-        "baseline_last12_gini": last12["normalized_gini"],
-        "churn_months": churn_months,
-        **{f"churn_{name}": churn.get(name) for name in CHURN_METRICS},
-        "horizons": [horizon_row(entry) for entry in report.get("horizons", [])[1:] if entry["judged"]],
+        "cutoff": result.cutoff.isoformat(),
+        "horizon_months": result.config.horizon_months,
+        "test_customers": evaluation.test_customers,
+        **{name: getattr(model, name) for name in METRICS},
+        "baseline_last12_gini": last12.normalized_gini,
+        "churn_months": result.config.churn_label_months,
+        **{f"churn_{name}": getattr(churn, name, None) for name in CHURN_METRICS},
+        "horizons": [horizon_row(entry) for entry in result.horizons[1:] if entry.judged],
     }
 
 
-def horizon_row(entry: dict) -> dict:
+def horizon_row(entry: HorizonMetrics) -> dict:
     """A longer horizon judged for a cutoff: where (the cutoff, or an earlier one the data reaches that far), its
     metrics, and the naive annuity's Gini and decile MAPE beside them."""
-    model, annuity = entry["model"], entry["baseline_annuity"]
+    model, annuity = entry.model, entry.baseline_annuity
     return {
-        "months": entry["months"],
-        "judged_at": entry["cutoff"].isoformat() if isinstance(entry["cutoff"], dt.date) else entry["cutoff"],
-        "test_customers": entry["customers"],
-        **{name: model.get(name) for name in METRICS},
-        "annuity_gini": annuity["normalized_gini"],
-        "annuity_decile_mape": annuity["decile_mape"],
+        "months": entry.months,
+        "judged_at": entry.cutoff.isoformat(),
+        "test_customers": entry.customers,
+        **{name: getattr(model, name) for name in METRICS},
+        "annuity_gini": annuity.normalized_gini,
+        "annuity_decile_mape": annuity.decile_mape,
     }
 
 

@@ -1,0 +1,182 @@
+"""The honest protocol's split (docs/protocol.md): cutoffs whose labels are complete, features as of a cutoff with
+labels from the months after, and customers split 80/20 by a hash of their id, whatever part holds them.
+
+Work on the bank goes part by part through a runner (clv.common.cluster, over the parts of clv.data.layout): the rows
+to learn from come from the first parts up to the training cap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from clv.common import dates
+from clv.common.cluster import Runner
+from clv.data.bank import Bank
+from clv.data.contract import DataContractError
+from clv.data.layout import Source
+from clv.data.schema import CHURN_MONTHS
+from clv.model.config import TrainingConfig
+from clv.model.features import build_features
+from clv.model.labels import churned, eligible, future_value
+
+logger = logging.getLogger(__name__)
+
+HELD_OUT_SHARE = 0.2
+
+
+@dataclass
+class Rows:
+    """Feature rows with their labels (value and churn), customers and as-of days."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    churned: np.ndarray  # 1 left, 0 stayed, NaN cannot leave (clv.model.labels.churned)
+    customer_id: np.ndarray
+    cutoff: np.ndarray  # day of each row's as-of date
+
+    def take(self, keep: np.ndarray) -> Rows:
+        return Rows(
+            self.X.iloc[keep].reset_index(drop=True),
+            self.y[keep],
+            self.churned[keep],
+            self.customer_id[keep],
+            self.cutoff[keep],
+        )
+
+    @classmethod
+    def concat(cls, parts: list[Rows]) -> Rows:
+        columns = ("y", "churned", "customer_id", "cutoff")
+        return cls(
+            pd.concat([p.X for p in parts], ignore_index=True),
+            *(np.concatenate([getattr(p, name) for p in parts]) for name in columns),
+        )
+
+
+def default_cutoff(last_day: int, horizon_months: int) -> dt.date:
+    """The data's last month end minus the horizon: the latest cutoff whose label is complete."""
+    return dates.add_months(dates.last_month_end(dates.from_day(last_day)), -horizon_months)
+
+
+def check_cutoff(source: Source, cutoff: dt.date | None, horizon_months: int, option: str = "--cutoff") -> dt.date:
+    """The cutoff, by default the latest whose labels are complete; one whose labels run past the data is refused.
+    `horizon_months` is the longer of the value's and the churn label's."""
+    latest = default_cutoff(source.last_day, horizon_months)
+    cutoff = cutoff or latest
+    if dates.to_day(dates.shift_months(cutoff, horizon_months)) > source.last_day:
+        raise DataContractError(
+            f"{option} {cutoff}: the {horizon_months} months after it run past the data's last date "
+            f"{dates.from_day(source.last_day)}; use {latest} or earlier"
+        )
+    return cutoff
+
+
+def data_start(source: Source) -> dt.date:
+    """The data's first month end: where its first transaction falls (customers may have joined long before), from
+    the first part with transactions, a sample of the customers as parts are."""
+    days = next((days for part in source.parts if (days := source.load(part)[0].transactions["day"]).size), None)
+    if days is None:
+        return dates.last_month_end(dates.from_day(source.last_day))
+    return dates.last_month_end(dates.from_day(int(days.min())))
+
+
+def rows_at(
+    bank: Bank, cutoffs: list[dt.date], horizon_months: int, discount_rate: float, churn_months: int = CHURN_MONTHS
+) -> Rows:
+    """Every eligible customer's feature row and labels at each cutoff."""
+    parts = []
+    for cutoff in cutoffs:
+        day = dates.to_day(cutoff)
+        keep = eligible(bank, day)
+        X = build_features(bank, day).iloc[keep].reset_index(drop=True)
+        y = future_value(bank, day, horizon_months, discount_rate)[keep]
+        left = churned(bank, day, churn_months)[keep]
+        parts.append(Rows(X, y, left, bank.customer_id[keep], np.full(int(keep.sum()), day)))
+    return Rows.concat(parts)
+
+
+def _fraction(customer_id: np.ndarray, seed: int) -> np.ndarray:
+    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash)."""
+    offset = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    mixed = (np.asarray(customer_id, np.uint64) + offset) * np.uint64(0xBF58476D1CE4E5B9)  # wraps mod 2**64
+    return (mixed >> np.uint64(40)).astype(np.float64) / 2**24
+
+
+def held_out(customer_id: np.ndarray, seed: int, share: float = HELD_OUT_SHARE) -> np.ndarray:
+    """Rows of the customers held out for evaluation. A customer's fate depends only on its id and the
+    seed, so any subset of rows, at any cutoff, in any part, agrees with training's."""
+    return _fraction(customer_id, seed) < share
+
+
+def calibrating(customer_id: np.ndarray, seed: int) -> np.ndarray:
+    """Of the held-out customers, the half that measures the longer horizons' margins; the other half judges them."""
+    return _fraction(customer_id, seed) < HELD_OUT_SHARE / 2
+
+
+def first_parts(source: Source, customers: float) -> list[str]:
+    """The first parts that hold `customers` between them (all of them in a smaller bank)."""
+    parts, held = [], 0
+    for part in source.parts:
+        parts.append(part)
+        held += source.customers_in([part])
+        if held >= customers:
+            break
+    return parts
+
+
+def learning_rows(
+    source: Source,
+    part: str,
+    cutoffs: list[dt.date],
+    horizon_months: int,
+    discount_rate: float,
+    seed: int,
+    churn_months: int = CHURN_MONTHS,
+) -> Rows:
+    """A part's rows of the customers training learns from (those not held out), at every cutoff."""
+    rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate, churn_months)
+    return rows.take(~held_out(rows.customer_id, seed))
+
+
+def gather_learning_rows(source: Source, runner: Runner, cutoffs: list[dt.date], config: TrainingConfig) -> Rows:
+    """Training rows at `cutoffs` from whole parts, in order, up to `config.max_train_customers` customers (a random
+    sample: parts are), then a seeded sample of that many customers when the parts hold more."""
+    cap = config.max_train_customers
+    parts = first_parts(source, cap * 1.05 / (1 - HELD_OUT_SHARE))  # a part trains on (1 - HELD_OUT_SHARE) of its own
+    rows = Rows.concat(
+        runner.map(
+            learning_rows,
+            source,
+            parts,
+            label="learning rows",
+            cutoffs=cutoffs,
+            horizon_months=config.horizon_months,
+            discount_rate=config.discount_rate,
+            seed=config.seed,
+            churn_months=config.churn_label_months,
+        )
+    )
+    learners = np.unique(rows.customer_id)
+    if learners.size > cap:
+        keep = np.random.default_rng(config.seed).choice(learners, cap, replace=False)
+        rows = rows.take(np.isin(rows.customer_id, keep))
+        logger.info("learning from %d of %d training customers", cap, learners.size)
+    return rows
+
+
+def churn_labels(churned: np.ndarray) -> np.ndarray | None:
+    """The churn labels to learn from, or None (no churn probability, and a warning) when nobody left or nobody
+    stayed: a bank whose customers all kept a product has nothing to learn a probability of leaving from."""
+    known = churned[~np.isnan(churned)]
+    if np.unique(known).size == 2:
+        return churned
+    logger.warning(
+        "no churn probability: all %d churn labels are alike (%s)",
+        known.size,
+        "nobody left" if not known.size or known[0] == 0 else "everybody left",
+    )
+    return None
