@@ -65,9 +65,12 @@ METRICS = ("normalized_gini", "spearman", "decile_mape", "total_error", "interva
 
 
 def card_section(meta: ModelMetadata) -> str:
-    m = meta.metrics.model_dump()
-    names = [n for n in ("model", "model_without_ledger", "baseline_last12", "baseline_mean", "oracle") if m.get(n)]
-    rows = [[metric, *(m[n].get(metric) for n in names)] for metric in METRICS]
+    sets = {
+        n: getattr(meta.metrics, n)
+        for n in ("model", "model_without_ledger", "baseline_last12", "baseline_mean", "oracle")
+    }
+    names = [n for n, metrics in sets.items() if metrics is not None]
+    rows = [[metric, *(getattr(sets[n], metric) for n in names)] for metric in METRICS]
     parts = [
         "<h2>The model</h2>",
         f"<p>Version {html.escape(meta.version)}, trained {meta.trained_at:%Y-%m-%d %H:%M} UTC on "
@@ -123,18 +126,18 @@ def card_section(meta: ModelMetadata) -> str:
             ),
         ]
     if meta.churn is not None:
-        churn = meta.churn.model_dump()
-        names = [n for n in ("model", "model_without_ledger", "oracle") if churn.get(n)]
+        churn = {n: getattr(meta.churn, n) for n in ("model", "model_without_ledger", "oracle")}
+        names = [n for n, metrics in churn.items() if metrics is not None]
         keys = ("customers", "base_rate", "brier", "brier_skill", "auc", "ece")
         parts += [
             f"<h3>Churn probability: leaving within {meta.churn_months} months</h3>",
-            _table(["metric", *names], [[k, *(churn[n][k] for n in names)] for k in keys], 4),
+            _table(["metric", *names], [[k, *(getattr(churn[n], k) for n in names)] for k in keys], 4),
             "<h3>Reliability of the churn probability (the model, with the ledger)</h3>",
             _table(
                 ["predicted", "customers", "mean predicted", "share that left"],
                 [
-                    [f"{b['low']:.1f}-{b['high']:.1f}", b["customers"], b["mean_predicted"], b["churn_rate"]]
-                    for b in churn["model"]["reliability"]
+                    [f"{b.low:.1f}-{b.high:.1f}", b.customers, b.mean_predicted, b.churn_rate]
+                    for b in meta.churn.model.reliability
                 ],
                 4,
             ),
