@@ -42,7 +42,7 @@ function render() {
     el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Totals by horizon, scrollable" },
       el("table", { id: "portfolio-horizons" },
         el("thead", {}, el("tr", {}, ["Horizon", "Total", `${Math.round(p.interval_level * 100)}% interval of the total`].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, p.horizons.map((h) => el("tr", {}, el("td", {}, plural(h.months, "month", "months")), el("td", { class: "num" }, money(h.total)), el("td", { class: "num" }, `${money(h.low)} to ${money(h.high)}`)))))),
+        el("tbody", {}, p.horizons.map((h) => el("tr", {}, el("td", {}, plural(h.months, "month", "months")), el("td", { class: "num" }, money(h.total)), el("td", { class: "num range" }, `${money(h.low)} to ${money(h.high)}`)))))),
     el("p", { class: "muted small", title: p.interval_method }, "The interval is the sum's own, not the customers' intervals added: their independent errors shrink as the bank grows; the model's error on a whole bank, measured on held-out customers, does not."),
     el("p", { id: "portfolio-var" }, el("strong", {}, money(p.value_at_risk)), ` of the ${plural(headline.months, "month", "months")} value sits with customers likely to leave (value at risk: max(CLV, 0) × churn probability, summed). High risk is not the same as persuadable: who an offer would keep is another model.`),
     el("h3", {}, "Concentration"),
@@ -59,26 +59,36 @@ function render() {
       el("span", {}, el("span", { class: "swatch", style: "background: var(--down)" }), "value at risk")),
     segmentBox,
     el("details", {}, el("summary", {}, "Segments as a table"),
-      el("div", { class: "table-wrap" }, el("table", { id: "segment-table" },
-        el("thead", {}, el("tr", {}, ["Segment", "Customers", "Value", "Value at risk", "Churn rate", "Mean CLV"].map((h) => el("th", { scope: "col" }, h)))),
+      el("div", { class: "table-wrap" }, el("table", { id: "segment-table", class: "stack" },
+        el("thead", {}, el("tr", {}, SEGMENT_COLUMNS.map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", { id: "segment-table-body" }, segmentRows(p.segments[view.kind]))))),
     el("h3", {}, `Most value at risk: the top ${p.at_risk.length}`),
     el("p", { class: "muted small" }, "Sort by a column's heading; a row opens the customer's drivers."),
     el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Customers most at risk, scrollable" },
-      el("table", { id: "at-risk-table" }, el("thead", {}, atRiskHead()), el("tbody", {}, atRiskRows()))));
+      el("table", { id: "at-risk-table", class: "stack sortable" }, el("thead", {}, atRiskHead()), el("tbody", {}, atRiskRows()))));
   chart(concentrationBox, concentrationChart(p.deciles));
   chart(segmentBox, segmentChart(p.segments[view.kind]));
 }
 
+const SEGMENT_COLUMNS = ["Segment", "Customers", "Value", "Value at risk", "Churn rate", "Mean CLV"];
 function segmentRows(rows) {
-  return rows.map((r) => el("tr", {}, el("td", {}, r.segment), el("td", {}, PLAIN.format(r.customers)), el("td", { class: "num" }, money(r.value)),
-    el("td", { class: "num" }, money(r.value_at_risk)), el("td", {}, r.churn_rate === null ? "—" : pct(r.churn_rate)), el("td", { class: "num" }, money(r.mean_clv))));
+  const [, customers, value, atRisk, churn, mean] = SEGMENT_COLUMNS;
+  return rows.map((r) => el("tr", {}, el("td", {}, r.segment), el("td", { "data-label": customers }, PLAIN.format(r.customers)),
+    el("td", { class: "num", "data-label": value }, money(r.value)), el("td", { class: "num", "data-label": atRisk }, money(r.value_at_risk)),
+    el("td", { "data-label": churn }, r.churn_rate === null ? "—" : pct(r.churn_rate)), el("td", { class: "num", "data-label": mean }, money(r.mean_clv))));
 }
 
-const COLUMNS = [["customer_id", "Customer"], ["clv", "CLV"], ["churn_probability", "Churn probability"], ["value_at_risk", "Value at risk"], ["driver", "Main driver"]];
+// the at-risk list's columns: what sorts them, their heading, their cells' class and text
+const COLUMNS = [
+  ["customer_id", "Customer", null, (r) => String(r.customer_id)],
+  ["clv", "CLV", "num", (r) => money(r.clv)],
+  ["churn_probability", "Churn probability", null, (r) => pct(r.churn_probability)],
+  ["value_at_risk", "Value at risk", "num", (r) => money(r.value_at_risk)],
+  ["driver", "Main driver", "words", (r) => (r.driver ? featureLabel(r.driver) : "—")],
+];
 
 function atRiskHead() {
-  return el("tr", {}, COLUMNS.map(([key, name]) => {
+  return el("tr", {}, COLUMNS.map(([key, name, kind]) => {
     const sorted = view.sort.key === key;
     const button = el("button", { type: "button", class: "sort", "data-sort": key }, name, sorted ? (view.sort.descending ? " ▼" : " ▲") : "");
     button.addEventListener("click", () => {
@@ -86,7 +96,7 @@ function atRiskHead() {
       fill($("#at-risk-table thead"), atRiskHead());
       fill($("#at-risk-table tbody"), atRiskRows());
     });
-    return el("th", { scope: "col", "aria-sort": sorted ? (view.sort.descending ? "descending" : "ascending") : "none" }, button);
+    return el("th", { scope: "col", class: kind, "aria-sort": sorted ? (view.sort.descending ? "descending" : "ascending") : "none" }, button);
   }));
 }
 
@@ -98,8 +108,7 @@ function atRiskRows() {
   });
   return rows.flatMap((r) => {
     const row = el("tr", { class: "opens", tabindex: "0", "data-customer": r.customer_id, "aria-expanded": String(view.open === r.customer_id) },
-      el("td", {}, String(r.customer_id)), el("td", { class: "num" }, money(r.clv)), el("td", {}, pct(r.churn_probability)),
-      el("td", { class: "num" }, money(r.value_at_risk)), el("td", {}, r.driver ? featureLabel(r.driver) : "—"));
+      COLUMNS.map(([, name, kind, text]) => el("td", { class: kind, "data-label": name }, text(r))));
     const toggle = () => { view.open = view.open === r.customer_id ? null : r.customer_id; fill($("#at-risk-table tbody"), atRiskRows()); };
     row.addEventListener("click", toggle);
     row.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); toggle(); } });

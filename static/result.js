@@ -118,15 +118,14 @@ function horizonsSection(r, curveBox) {
   if (horizons.length < 2 && !r.curve) return [];
   const judged = new Map((state.card?.horizons || []).map((h) => [h.months, h.judged]));
   const rows = horizons.map((h) => el("tr", {},
-    el("td", {}, plural(h.months, "month", "months")),
-    el("td", { class: "num" }, money(h.clv)),
-    el("td", { class: "num" }, `${money(h.low)} to ${money(h.high)}`),
-    el("td", {}, judged.has(h.months) ? (judged.get(h.months) ? "judged on realized outcomes" : "extrapolated past the data") : "")));
+    el("td", { class: "nowrap" }, plural(h.months, "month", "months")),
+    el("td", { class: "num range" }, money(h.clv), el("span", { class: "interval" }, el("span", { class: "sr-only" }, "interval "), `${money(h.low)} to ${money(h.high)}`)),
+    el("td", { class: "words" }, judged.has(h.months) ? (judged.get(h.months) ? "judged on realized outcomes" : "extrapolated past the data") : "")));
   return [
     el("h3", {}, "Over the years"),
     el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Value by horizon, scrollable" },
       el("table", { id: "horizons-table" },
-        el("thead", {}, el("tr", {}, el("th", {}, "Horizon"), el("th", { class: "num" }, "Value"), el("th", { class: "num" }, "Interval"), el("th", {}, "How far to trust it"))),
+        el("thead", {}, el("tr", {}, el("th", {}, "Horizon"), el("th", { class: "num" }, `Value and its ${Math.round((r.clv_interval.level || 0.8) * 100)}% interval`), el("th", { class: "words" }, "How far to trust it"))),
         el("tbody", {}, rows))),
     r.curve ? el("p", { class: "muted small" }, "Month by month: the discounted value so far (solid) and the chance the customer is still with the bank (dashed, right axis).") : null,
     r.curve ? curveBox : null,

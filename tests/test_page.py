@@ -778,6 +778,49 @@ def test_the_portfolio_view_fits_375px(browser, server, shots: Path) -> None:
         page.screenshot(path=shots / "portfolio-375.png", full_page=True)
 
 
+# Each table shown in `panel` (its details opened): its width, the room its scrolling wrapper (or the card) gives it,
+# how far its wrapper scrolls, and its edges against the card's inner edges.
+TABLES_AGAINST_CARDS = """(panel) => {
+  for (const details of document.querySelectorAll(`${panel} details`)) details.open = true;
+  return [...document.querySelectorAll(`${panel} table`)].filter((t) => t.getClientRects().length).map((t) => {
+    const card = t.closest(".panel"), room = t.closest(".table-wrap") || card;
+    const box = card.getBoundingClientRect(), edge = card.clientLeft, own = t.getBoundingClientRect();
+    return { id: t.id || t.closest("details, section").querySelector("summary, h3, h2").textContent,
+      width: own.width, scrollWidth: t.scrollWidth, room: room.clientWidth,
+      overflow: room.scrollWidth - room.clientWidth,
+      left: own.left - (box.left + edge), right: box.left + edge + card.clientWidth - own.right };
+  });
+}"""
+
+
+def _tables_fit_their_cards(page: object, panel: str) -> list[str]:
+    """The ids of the tables shown in `panel`, each checked to fit its card whole: no column cut off or to
+    scroll to."""
+    tables = page.evaluate(TABLES_AGAINST_CARDS, panel)
+    for t in tables:
+        assert max(t["width"], t["scrollWidth"]) <= t["room"] + 0.5 and t["overflow"] <= 0, t
+        assert t["left"] >= -0.5 and t["right"] >= -0.5, t
+    return [t["id"] for t in tables]
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_no_table_is_wider_than_its_card(browser, server, width: int, shots: Path) -> None:
+    """The prediction's horizons and the portfolio's tables fit their cards at a laptop's width and a phone's."""
+    with _opened(browser, server, width=width) as (page, _):
+        page.goto("/")
+        page.wait_for_selector("#metrics-table")
+        page.click("[data-profile=mortgage]")
+        assert _predict(page)["status"] == 200
+        page.wait_for_selector("#curve-chart svg")
+        assert "horizons-table" in _tables_fit_their_cards(page, "#result-panel")
+        page.screenshot(path=shots / f"result-tables-{width}.png", full_page=True)
+        _portfolio_view(page)
+        page.wait_for_selector("#segment-chart svg")
+        shown = _tables_fit_their_cards(page, "#portfolio-panel")
+        assert {"portfolio-horizons", "portfolio-deciles", "segment-table", "at-risk-table"} <= set(shown), shown
+        page.screenshot(path=shots / f"portfolio-tables-{width}.png", full_page=True)
+
+
 def test_without_a_scoring_run_the_portfolio_view_says_how_to_make_one(watched) -> None:
     page, watch = watched
     watch.allow(404)
