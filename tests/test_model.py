@@ -15,15 +15,19 @@ import joblib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 from clv.common import dates
+from clv.common.cluster import LocalRunner
 from clv.data.bank import load_bank
+from clv.data.layout import open_bank
 from clv.model import artifacts, metrics
 from clv.model.artifacts import ModelArtifactError
+from clv.model.config import TrainingConfig
 from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import evaluate_saved, last12_baseline
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
-from clv.model.protocol import Rows, held_out, rows_at
+from clv.model.protocol import Rows, churn_labels, gather_learning_rows, held_out, rows_at
 from clv.model.trees import ROW_WALK_LIMIT
 from tests.conftest import resave
 from tests.servers import run_script
@@ -89,6 +93,36 @@ def test_a_frame_of_other_columns_is_refused(loaded: artifacts.LoadedModel, rows
     swapped = rows.X[[*FEATURE_NAMES[1:], FEATURE_NAMES[0]]]
     with pytest.raises(ValueError, match="feature names"):
         loaded.model.predict(swapped)
+
+
+def test_a_trained_model_is_rebuilt_by_clone_and_fit_on_its_training_rows(
+    bank_dir: Path, loaded: artifacts.LoadedModel, rows: Rows
+) -> None:
+    """All training learns besides the fit (the longer horizons, `lifetime`) is a parameter of the model: a clone
+    fitted on the rows training learned from answers as the saved model does, every horizon included."""
+    meta = loaded.metadata
+    config = TrainingConfig(
+        horizon_months=meta.horizon_months,
+        churn_months=meta.churn_months,
+        discount_rate=meta.discount_rate,
+        seed=meta.seed,
+    )
+    assert config.learning_cutoffs(meta.cutoff) == meta.rows.cutoffs
+    learned = gather_learning_rows(open_bank(bank_dir), LocalRunner(), meta.rows.cutoffs, config)
+    assert learned.y.size == meta.rows.train
+    saved = loaded.model
+    rebuilt = clone(saved).fit(learned.X, learned.y, groups=learned.customer_id, churned=churn_labels(learned.churned))
+    assert rebuilt.lifetime_ == saved.lifetime_ and saved.lifetime_.horizons == (12, 36, 60)
+    for X in (rows.X, saved.without_ledger(rows.X)):
+        np.testing.assert_array_equal(rebuilt.predict(X), saved.predict(X))
+        for mine, theirs in zip(rebuilt.predict_interval(X), saved.predict_interval(X), strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_array_equal(rebuilt.predict_churn(X), saved.predict_churn(X))
+        mine, theirs = (model.predict_all(X, contributions=False)["horizons"] for model in (rebuilt, saved))
+        assert mine.keys() == theirs.keys() == {12, 36, 60}
+        for months, values in mine.items():
+            for a, b in zip(values, theirs[months], strict=True):
+                np.testing.assert_array_equal(a, b)
 
 
 # ---- artifacts -----------------------------------------------------------------------------------
