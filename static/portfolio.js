@@ -1,15 +1,17 @@
 // The Portfolio view: the latest scoring run's GET /portfolio, drawn by the page itself (no library, no network
 // beyond the service): the horizons' totals, the concentration curve, value and value at risk by segment, and
-// the at-risk list, sortable, a row opening that customer's drivers.
+// the at-risk list, sortable as a whole, shown 20 rows at a time, a row opening that customer's drivers.
 import { getPortfolio } from "./api.js";
 import { chart, frame, svg, titled } from "./chart.js";
-import { $, el, featureLabel, fill, fmtDate, fmtDateTime, MONEY_SHORT, money, PLAIN, pct, plural } from "./format.js";
+import { $, announce, el, featureLabel, fill, fmtDate, fmtDateTime, MONEY_SHORT, money, PLAIN, pct, plural } from "./format.js";
 
 const KINDS = {
   region: "Region", acquisition_channel: "Acquisition channel", age_band: "Age", income_band: "Income",
   tenure_band: "Joined in", product_mix: "Products held",
 };
-const view = { data: null, kind: "region", sort: { key: "value_at_risk", descending: true }, open: null };
+const PAGE = 20; // the at-risk list shows this many rows, and this many more at each press of its button
+// shown: how many rows of the at-risk list show; open: the customer whose drivers show
+const view = { data: null, kind: "region", sort: { key: "value_at_risk", descending: true }, shown: PAGE, open: null };
 
 export async function loadPortfolio() {
   fill($("#portfolio-body"), el("p", { class: "muted" }, "Loading the portfolio…"));
@@ -24,6 +26,7 @@ export async function loadPortfolio() {
     return;
   }
   view.data = reply.data;
+  view.shown = PAGE;
   render();
 }
 
@@ -63,9 +66,11 @@ function render() {
         el("thead", {}, el("tr", {}, SEGMENT_COLUMNS.map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", { id: "segment-table-body" }, segmentRows(p.segments[view.kind]))))),
     el("h3", {}, `Most value at risk: the top ${p.at_risk.length}`),
-    el("p", { class: "muted small" }, "Sort by a column's heading; a row opens the customer's drivers."),
+    el("p", { class: "muted small" }, "Sort by a column's heading (the whole list, not only the rows shown); a row opens the customer's drivers."),
     el("div", { class: "table-wrap", tabindex: "0", role: "region", "aria-label": "Customers most at risk, scrollable" },
-      el("table", { id: "at-risk-table", class: "stack sortable" }, el("thead", {}, atRiskHead()), el("tbody", {}, atRiskRows()))));
+      el("table", { id: "at-risk-table", class: "stack sortable" }, el("thead", {}), el("tbody", {}))),
+    el("div", { class: "group-foot", id: "at-risk-foot" }));
+  drawAtRisk();
   chart(concentrationBox, concentrationChart(p.deciles));
   chart(segmentBox, segmentChart(p.segments[view.kind]));
 }
@@ -93,11 +98,33 @@ function atRiskHead() {
     const button = el("button", { type: "button", class: "sort", "data-sort": key }, name, sorted ? (view.sort.descending ? " ▼" : " ▲") : "");
     button.addEventListener("click", () => {
       view.sort = { key, descending: sorted ? !view.sort.descending : key !== "customer_id" && key !== "driver" };
-      fill($("#at-risk-table thead"), atRiskHead());
-      fill($("#at-risk-table tbody"), atRiskRows());
+      drawAtRisk();
+      $(`#at-risk-table [data-sort=${key}]`).focus();
     });
     return el("th", { scope: "col", class: kind, "aria-sort": sorted ? (view.sort.descending ? "descending" : "ascending") : "none" }, button);
   }));
+}
+
+/** The at-risk list: the whole list sorted, its first `view.shown` rows drawn, and the buttons that show more. */
+function drawAtRisk() {
+  fill($("#at-risk-table thead"), atRiskHead());
+  fill($("#at-risk-table tbody"), atRiskRows());
+  const total = view.data.at_risk.length;
+  const shown = Math.min(view.shown, total);
+  const left = total - shown;
+  fill($("#at-risk-foot"),
+    el("span", { class: "muted small", id: "at-risk-count" }, `Showing ${PLAIN.format(shown)} of ${PLAIN.format(total)}.`),
+    left ? el("button", { type: "button", id: "at-risk-more", onclick: () => showMore(PAGE) }, `Show ${PLAIN.format(Math.min(PAGE, left))} more`) : null,
+    left > PAGE ? el("button", { type: "button", id: "at-risk-all", onclick: () => showMore(left) }, `Show all ${PLAIN.format(total)}`) : null);
+}
+
+/** Show `count` more rows; focus moves to the first of them, so a keyboard goes on where the list grew. */
+function showMore(count) {
+  const first = Math.min(view.shown, view.data.at_risk.length);
+  view.shown = first + count;
+  drawAtRisk();
+  document.querySelectorAll("#at-risk-table tbody tr.opens")[first]?.focus();
+  announce(`Showing ${PLAIN.format(Math.min(view.shown, view.data.at_risk.length))} of ${PLAIN.format(view.data.at_risk.length)} customers.`);
 }
 
 function atRiskRows() {
@@ -106,10 +133,14 @@ function atRiskRows() {
     const order = typeof a[key] === "string" ? a[key].localeCompare(b[key]) : a[key] - b[key];
     return (descending ? -order : order) || a.customer_id - b.customer_id;
   });
-  return rows.flatMap((r) => {
+  return rows.slice(0, view.shown).flatMap((r) => {
     const row = el("tr", { class: "opens", tabindex: "0", "data-customer": r.customer_id, "aria-expanded": String(view.open === r.customer_id) },
       COLUMNS.map(([, name, kind, text]) => el("td", { class: kind, "data-label": name }, text(r))));
-    const toggle = () => { view.open = view.open === r.customer_id ? null : r.customer_id; fill($("#at-risk-table tbody"), atRiskRows()); };
+    const toggle = () => {
+      view.open = view.open === r.customer_id ? null : r.customer_id;
+      fill($("#at-risk-table tbody"), atRiskRows());
+      $(`#at-risk-table tr[data-customer="${r.customer_id}"]`).focus();
+    };
     row.addEventListener("click", toggle);
     row.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); toggle(); } });
     if (view.open !== r.customer_id) return [row];

@@ -751,7 +751,7 @@ def test_the_portfolio_view_shows_what_get_portfolio_says(watched, server) -> No
         "value_at_risk"
     )
     table = page.locator("#at-risk-table tbody tr")
-    assert table.count() == len(data["at_risk"])
+    assert table.count() == min(20, len(data["at_risk"]))
     top = data["at_risk"][0]
     assert table.first.get_attribute("data-customer") == str(top["customer_id"])
     assert f"{top['value_at_risk']:,.2f}" in table.first.inner_text()
@@ -776,6 +776,38 @@ def test_the_portfolio_view_fits_375px(browser, server, shots: Path) -> None:
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the page is {overflow}px wider than a 375px screen"
         page.screenshot(path=shots / "portfolio-375.png", full_page=True)
+
+
+def _customers_shown(page: object) -> list[str]:
+    """The customer ids of the at-risk list's rows, in the order shown."""
+    return page.locator("#at-risk-table tbody tr.opens").evaluate_all("rows => rows.map((r) => r.dataset.customer)")
+
+
+def test_the_at_risk_list_shows_20_rows_at_a_time_and_sorts_them_all(watched, server) -> None:
+    page, _ = watched
+    _portfolio_view(page)
+    at_risk = httpx.get(f"{server}/portfolio").json()["at_risk"]
+    assert len(at_risk) >= 80, "the test wants a list of more than twice the 40 rows it shows"
+    ids = [str(r["customer_id"]) for r in sorted(at_risk, key=lambda r: (-r["value_at_risk"], r["customer_id"]))]
+    ascending = sorted(at_risk, key=lambda r: (r["value_at_risk"], r["customer_id"]))
+    lowest_first = [str(r["customer_id"]) for r in ascending]
+    assert _customers_shown(page) == ids[:20]
+    assert page.inner_text("#at-risk-count") == f"Showing 20 of {len(at_risk)}."
+
+    page.click("#at-risk-more")
+    assert _customers_shown(page) == ids[:40]
+    assert page.evaluate("document.activeElement.dataset.customer") == ids[20], "focus goes to the first new row"
+
+    # a sort orders the whole list, then shows as many rows as before: the 40 lowest of all, none of those shown
+    page.click("#at-risk-table [data-sort=value_at_risk]")  # sorted highest first: a click turns it around
+    assert page.get_attribute("#at-risk-table th:has([data-sort=value_at_risk])", "aria-sort") == "ascending"
+    assert _customers_shown(page) == lowest_first[:40]
+    assert not set(lowest_first[:40]) & set(ids[:40])
+
+    page.click("#at-risk-all")
+    assert _customers_shown(page) == lowest_first
+    assert page.locator("#at-risk-more, #at-risk-all").count() == 0
+    assert page.inner_text("#at-risk-count") == f"Showing {len(at_risk)} of {len(at_risk)}."
 
 
 # Each table shown in `panel` (its details opened): its width, the room its scrolling wrapper (or the card) gives it,
@@ -816,6 +848,7 @@ def test_no_table_is_wider_than_its_card(browser, server, width: int, shots: Pat
         page.screenshot(path=shots / f"result-tables-{width}.png", full_page=True)
         _portfolio_view(page)
         page.wait_for_selector("#segment-chart svg")
+        page.click("#at-risk-all")  # every row, the widest included
         shown = _tables_fit_their_cards(page, "#portfolio-panel")
         assert {"portfolio-horizons", "portfolio-deciles", "segment-table", "at-risk-table"} <= set(shown), shown
         page.screenshot(path=shots / f"portfolio-tables-{width}.png", full_page=True)
