@@ -37,7 +37,7 @@ from pathlib import Path
 
 from common import HOST, ROOT, free_port, train_model, verdict
 
-from clv.data.schema import EXAMPLE  # the README request, from the one schema
+from clv.service.schemas.requests import EXAMPLE  # the README request, from the one schema
 
 TARGET_RATIO_AT_8 = 0.30
 TARGET_P50_AT_1_MS = 3.0

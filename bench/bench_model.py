@@ -18,10 +18,10 @@ from common import peak_gb, verdict
 
 from clv.common import dates
 from clv.data.bank import bank_from_request
-from clv.data.schema import EXAMPLE, CustomerIn
 from clv.model import artifacts
 from clv.model.features import build_features
 from clv.model.training import train_and_save
+from clv.service.schemas.requests import EXAMPLE, CustomerIn
 from clv.synthetic import generator
 from model import churn_table, horizons_table, metrics_table
 

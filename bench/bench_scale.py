@@ -36,7 +36,7 @@ from common import ROOT, verdict
 from processes import ROLES, Run, mb, run
 
 from clv.batch.portfolio import Summary, portfolio, segment_labels, summarize
-from clv.batch.scoring import horizons_of, score_bank
+from clv.batch.scoring import score_bank
 from clv.common import dates
 from clv.data.bank import id_positions
 from clv.data.layout import open_bank
@@ -87,14 +87,14 @@ def portfolio_seconds(bank: Path, models: Path) -> float:
     """The CPU the portfolio adds to scoring the whole bank, in this one process: each part's segments and sums
     (measured on the first PORTFOLIO_PARTS parts and scaled to all), their merge, and the final portfolio."""
     source, loaded = open_bank(bank), artifacts.load(models)
-    horizons = horizons_of(loaded.model)
+    horizons = loaded.predictor.horizons
     as_of = dates.from_day(source.last_day)
     day = dates.to_day(as_of)
     measured, summaries = 0.0, []
     parts = source.parts[:PORTFOLIO_PARTS]
     for part in parts:
         one = source.load(part)[0]
-        frame = score_bank(loaded.model, one, as_of)
+        frame = score_bank(loaded.predictor, one, as_of)
         started = time.process_time()
         labels = segment_labels(one, day, np.flatnonzero(joined(one, day)))
         summaries.append(summarize(frame, labels, horizons, loaded.model.interval_level))

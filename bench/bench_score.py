@@ -40,7 +40,7 @@ def main() -> None:
             train_and_save(work / "train", model_dir)
         print(f"generating {args.customers:,} customers ...", flush=True)
         generator.write_tables(generator.simulate(generator.Config(customers=args.customers, seed=7)), work / "bank")
-        model = artifacts.load(model_dir).model
+        model = artifacts.load(model_dir).predictor
 
         started = time.perf_counter()
         tables = read_bank(work / "bank")

@@ -15,7 +15,7 @@ import time
 
 from common import HOST
 
-from clv.data.schema import EXAMPLE  # the README request, from the one schema
+from clv.service.schemas.requests import EXAMPLE  # the README request, from the one schema
 
 CONNECT_EVERY = 0.01  # seconds between the connections' opening
 

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from clv.data.schema import EXAMPLE
 from clv.model import artifacts
 from clv.model.training import train_and_save
+from clv.service.schemas.requests import EXAMPLE
 from clv.service.settings import Settings
 from clv.synthetic import generator
 

@@ -152,7 +152,7 @@ def test_the_model_card_judges_the_churn_probability_against_the_oracle(loaded: 
 def test_scores_carry_the_churn_probability_and_null_for_who_had_left(
     bank_dir: Path, loaded: artifacts.LoadedModel
 ) -> None:
-    scores = score_bank(loaded.model, load_bank(bank_dir))
+    scores = score_bank(loaded.predictor, load_bank(bank_dir))
     gone = scores["driver_1"] == GONE
     assert gone.sum() > 20
     assert scores.loc[gone, "churn_probability"].isna().all()

@@ -154,7 +154,7 @@ def large(tmp_path_factory: pytest.TempPathFactory, loaded: artifacts.LoadedMode
     """19,200 customers in 24 partitions, and their scores from this process."""
     root = tmp_path_factory.mktemp("large")
     bank = generated(LARGE, 24, root / "bank")
-    write_scores(open_bank(bank), LocalRunner(), loaded.model, None, root / "scores.parquet")
+    write_scores(open_bank(bank), LocalRunner(), loaded.predictor, None, root / "scores.parquet")
     return bank, scores(root / "scores.parquet")
 
 
@@ -185,7 +185,7 @@ def test_score_on_the_cluster_gives_the_in_process_predictions(
     )
     assert done.returncode == 0, done.stderr
     assert f"using the Dask cluster at {cluster.address}" in done.stderr
-    write_scores(open_bank(small), LocalRunner(), loaded.model, None, tmp_path / "here.parquet")
+    write_scores(open_bank(small), LocalRunner(), loaded.predictor, None, tmp_path / "here.parquet")
     assert len(list((tmp_path / "cluster.parquet").iterdir())) == 8
     pd.testing.assert_frame_equal(scores(tmp_path / "cluster.parquet"), scores(tmp_path / "here.parquet"))
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clv.data.schema import EXAMPLE
+from clv.service.schemas.requests import EXAMPLE
 from tests.servers import ApiProcess
 
 BODY = json.dumps(EXAMPLE).encode()

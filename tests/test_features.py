@@ -12,9 +12,9 @@ import pytest
 from clv.common import dates
 from clv.data.bank import Bank, bank_from_frames, bank_from_request, load_bank
 from clv.data.contract import read_bank
-from clv.data.schema import CustomerIn
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES, build_features
 from clv.model.labels import future_value, joined
+from clv.service.schemas.requests import CustomerIn
 
 # a training cutoff (month end) and a day inside a month, where the month's ledger row is not yet complete
 CUTOFFS = (dt.date(2023, 12, 31), dt.date(2023, 6, 14))

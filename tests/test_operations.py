@@ -25,7 +25,7 @@ from clv.model import artifacts
 from clv.model.artifacts import LoadedModel
 from clv.model.features import LEDGER_FEATURES
 from clv.model.monitoring import SIGNIFICANT
-from clv.service import serving, telemetry
+from clv.service import answer, telemetry
 from clv.service.settings import Settings
 from tests.conftest import resave
 from tests.servers import ApiProcess, redis_server, uvicorn_thread, wait_until
@@ -130,7 +130,7 @@ def test_a_request_in_flight_finishes_on_the_model_it_started_with(
     """A batch held inside its scoring call while another version is swapped in answers with the version it
     started on; the requests after the swap are scored by the new one."""
     scoring, release = threading.Event(), threading.Event()
-    real = serving.score
+    real = answer.score
 
     def held(loaded: LoadedModel, customers: list, *args: object) -> list[dict]:
         if len(customers) == 3:  # only the batch under test: single requests are scored on the event loop
@@ -138,7 +138,7 @@ def test_a_request_in_flight_finishes_on_the_model_it_started_with(
             assert release.wait(30), "the test never released the batch"
         return real(loaded, customers, *args)
 
-    monkeypatch.setattr(serving, "score", held)
+    monkeypatch.setattr(answer, "score", held)
     old = artifacts.load(models)
     with (
         uvicorn_thread(create_app(following)) as url,

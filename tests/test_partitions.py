@@ -213,7 +213,7 @@ def test_a_prepared_bank_scores_what_the_flat_folder_scores(
     """The same customers get the same numbers, to the cent, whatever the layout or the output format."""
     outputs = {"flat.csv": bank_dir, "parts.parquet": prepared, "parts.csv": prepared}
     for name, source in outputs.items():
-        done = write_scores(open_bank(source), LocalRunner(), loaded.model, None, tmp_path / name)
+        done = write_scores(open_bank(source), LocalRunner(), loaded.predictor, None, tmp_path / name)
         assert done.rows == done.summary.customers == 1200, name
     assert sorted(p.name for p in (tmp_path / "parts.parquet").iterdir()) == [f"part-0000{p}.parquet" for p in range(3)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(outputs)  # no temporary file or folder left
@@ -244,7 +244,7 @@ def test_a_prepared_bank_gives_the_monthly_curve_of_the_flat_folder(
         write_scores(
             open_bank(source),
             LocalRunner(),
-            loaded.model,
+            loaded.predictor,
             None,
             tmp_path / f"{name}.csv",
             curve=tmp_path / f"{name}-curve.parquet",
@@ -382,7 +382,7 @@ def test_a_part_changed_since_it_was_written_is_named_and_nothing_is_written(
         data = data[: len(data) - 100]
     path.write_bytes(bytes(data))
     with pytest.raises(DataContractError) as caught:
-        write_scores(open_bank(bank), cluster, loaded.model, None, tmp_path / "out" / "scores.parquet")
+        write_scores(open_bank(bank), cluster, loaded.predictor, None, tmp_path / "out" / "scores.parquet")
     why = "its SHA-256 is not the manifest's" if change == "one byte" else "bytes where the manifest wrote"
     assert str(caught.value).startswith(f"{path}: ") and why in str(caught.value)
     assert no_output(tmp_path / "out")
@@ -404,7 +404,7 @@ def test_a_value_that_breaks_the_contract_is_named_by_partition_file_and_row(
     write_flawed(table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amount)), path)
     run = LocalRunner() if where == "in-process" else request.getfixturevalue("cluster")
     with pytest.raises(DataContractError) as caught:
-        write_scores(open_bank(bank), run, loaded.model, None, tmp_path / "out" / "scores.csv")
+        write_scores(open_bank(bank), run, loaded.predictor, None, tmp_path / "out" / "scores.csv")
     assert str(caught.value) == f"{path}: column 'amount' row 42: 'inf' is not a finite number"
     assert no_output(tmp_path / "out")
 
@@ -438,7 +438,7 @@ def test_a_customer_moved_to_another_partition_is_refused(
     customer = int(pd.read_parquet(bank / "customers" / "part-00000.parquet")["customer_id"].iloc[5])
     row = move_customer(bank, customer, tables)[named]
     with pytest.raises(DataContractError) as caught:
-        write_scores(open_bank(bank), LocalRunner(), loaded.model, None, tmp_path / "scores.parquet")
+        write_scores(open_bank(bank), LocalRunner(), loaded.predictor, None, tmp_path / "scores.parquet")
     path = bank / named / "part-00001.parquet"
     assert str(caught.value) == f"{path}: column 'customer_id' row {row:,}: '{customer}' {rule}"
     assert [p.name for p in tmp_path.iterdir()] == ["bank"]  # no scores, no temporary folder
@@ -451,7 +451,7 @@ def test_a_customer_in_two_partitions_is_refused(bank: Path, loaded: artifacts.L
     source = open_bank(bank)
     source.load("part-00000")  # the original is where it belongs
     with pytest.raises(DataContractError) as caught:
-        write_scores(source, LocalRunner(), loaded.model, None, tmp_path / "scores.parquet")
+        write_scores(source, LocalRunner(), loaded.predictor, None, tmp_path / "scores.parquet")
     path = bank / "customers" / "part-00001.parquet"
     assert str(caught.value) == f"{path}: column 'customer_id' row {row:,}: '{customer}' belongs to another partition"
     assert [p.name for p in tmp_path.iterdir()] == ["bank"]

@@ -50,14 +50,14 @@ def test_cli_and_library_give_the_same_numbers(bank_dir: Path, model_dir: Path, 
     output = tmp_path / "p.csv"
     assert score_cli(bank_dir, model_dir, output).returncode == 0
     from_cli = pd.read_csv(output)
-    from_lib = score_bank(artifacts.load(model_dir).model, load_bank(bank_dir))
+    from_lib = score_bank(artifacts.load(model_dir).predictor, load_bank(bank_dir))
     np.testing.assert_allclose(from_cli["predicted_clv"], from_lib["predicted_clv"], atol=0.006)
 
 
 def test_as_of_before_a_join_date_leaves_the_customer_out(bank_dir: Path, loaded: artifacts.LoadedModel) -> None:
     customers = pd.read_csv(bank_dir / "customers.csv", parse_dates=["join_date"])
     as_of = dt.date(2022, 6, 30)
-    scores = score_bank(loaded.model, load_bank(bank_dir), as_of)
+    scores = score_bank(loaded.predictor, load_bank(bank_dir), as_of)
     joined = customers.loc[customers["join_date"] <= pd.Timestamp(as_of), "customer_id"]
     assert sorted(scores["customer_id"]) == sorted(joined)
     assert len(scores) < len(customers)

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from api import create_app
 from clv.model import artifacts
 from clv.model.artifacts import LoadedModel
-from clv.service import serving, web
+from clv.service import answer, web
 from clv.service.settings import Settings
 from tests.conftest import ROOT
 from tests.servers import uvicorn_thread
@@ -97,7 +97,7 @@ def test_an_unexpected_error_is_500_with_the_request_id_and_no_traceback(
     def broken(loaded: LoadedModel, customers: list, *args: object) -> list[dict]:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr("api.predict", broken)
+    monkeypatch.setattr("clv.service.app.predict", broken)
     own = settings.model_copy(update={"log_file": tmp_path / "api.log"})
     with TestClient(create_app(own), raise_server_exceptions=False) as client:
         response = client.post(BATCH, json={"customers": [example]})
@@ -266,14 +266,14 @@ def test_health_answers_while_a_batch_is_being_scored(
     """A batch is scored off the event loop: held inside its scoring call, it does not stop /health from
     answering. Scored on the loop instead, /health would wait for the batch and the test would time out."""
     scoring, release = threading.Event(), threading.Event()
-    real = serving.predict
+    real = answer.predict
 
     def held(loaded: LoadedModel, customers: list, *args: object) -> list[dict]:
         scoring.set()
         assert release.wait(30), "the test never released the batch"
         return real(loaded, customers, *args)
 
-    monkeypatch.setattr("api.predict", held)
+    monkeypatch.setattr("clv.service.app.predict", held)
     with (
         uvicorn_thread(create_app(settings)) as url,
         httpx.Client(base_url=url, timeout=10) as http,

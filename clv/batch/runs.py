@@ -14,7 +14,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from clv.batch.portfolio import PORTFOLIO, Portfolio, portfolio
-from clv.batch.scoring import horizons_of, write_scores
+from clv.batch.scoring import write_scores
 from clv.common import dates
 from clv.common.cluster import Runner
 from clv.common.io import atomic_folder, point_link, write_json
@@ -42,10 +42,10 @@ def score_run(
     """Score the bank and compute its portfolio: into a new run under `scores_dir` (switched to latest), or, with
     `output`, into that file or dataset with portfolio.json beside it. Returns where the scores went."""
     as_of = as_of or dates.from_day(source.last_day)
-    horizons = horizons_of(loaded.model)
+    horizons = loaded.predictor.horizons
 
     def summed(scores: Path, name: str) -> Portfolio:
-        done = write_scores(source, runner, loaded.model, as_of, scores, curve)
+        done = write_scores(source, runner, loaded.predictor, as_of, scores, curve)
         return portfolio(done.summary, loaded.metadata, horizons, name, as_of, str(data_dir), source.fingerprint)
 
     if output is not None:

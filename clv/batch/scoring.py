@@ -18,13 +18,12 @@ from clv.common.cluster import Runner
 from clv.common.io import atomic_folder, atomic_path
 from clv.data.bank import Bank
 from clv.data.layout import Source, part_name
-from clv.data.schema import HORIZON_MONTHS
 from clv.model.artifacts import LoadedModel
-from clv.model.attributions import driver_order
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES, build_features
 from clv.model.labels import eligible, former, joined
 from clv.model.monitoring import DriftReport, drift
+from clv.model.predictor import Curve, NoCurve, Predictor
 
 TOP_DRIVERS = 3
 HEAD = ("customer_id", "predicted_clv", "clv_low", "clv_high", "confidence_score", "churn_probability")
@@ -32,23 +31,19 @@ DRIVERS = tuple(f"driver_{k}{end}" for k in range(1, TOP_DRIVERS + 1) for end in
 GONE = "no open product"
 
 
-def columns(model: BankingCLVModel) -> tuple[str, ...]:
-    """The columns of a scoring by `model`: the headline, then each longer horizon's value and interval
-    (clv_36m, clv_36m_low, clv_36m_high, ...), then the drivers."""
-    return (*HEAD, *(name for months in _longer(model) for name in horizon_columns(months)), *DRIVERS)
+def columns(predictor: Predictor) -> tuple[str, ...]:
+    """The columns of a scoring: the headline, then each longer horizon's value and interval (clv_36m, clv_36m_low,
+    clv_36m_high, ...), then the drivers."""
+    return (*HEAD, *(name for months in predictor.horizons[1:] for name in horizon_columns(months)), *DRIVERS)
 
 
 def horizon_columns(months: int) -> tuple[str, str, str]:
     return f"clv_{months}m", f"clv_{months}m_low", f"clv_{months}m_high"
 
 
-def _longer(model: BankingCLVModel) -> tuple[int, ...]:
-    return () if model.lifetime_ is None else model.lifetime_.horizons[1:]
-
-
-def score_bank(model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
+def score_bank(predictor: Predictor, bank: Bank, as_of: dt.date | None = None) -> pd.DataFrame:
     """Predictions, 80% interval, confidence, churn probability, the value of every horizon and the top drivers."""
-    return scored(model, bank, as_of)[0]
+    return scored(predictor, bank, as_of)[0]
 
 
 @dataclass
@@ -60,92 +55,57 @@ class Scored:
 
 
 def scored(
-    model: BankingCLVModel, bank: Bank, as_of: dt.date | None = None, curve: bool = False, segments: bool = False
+    predictor: Predictor, bank: Bank, as_of: dt.date | None = None, curve: bool = False, segments: bool = False
 ) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame | None]:
     """score_bank's frame; with `curve`, the month-by-month curve as long rows (customer_id, month, survival,
     expected_margin, cumulative_clv); with `segments`, each row's segments (clv.batch.portfolio). Customers who had
-    closed every product by the as-of date bring nothing after (docs/domain.md): 0 with driver 'no open product',
-    and no churn probability (empty: they cannot leave again)."""
+    closed every product by the as-of date get driver 'no open product' (the rest of their answer is the
+    prediction core's: clv.model.predictor)."""
     day = bank.last_day() if as_of is None else dates.to_day(as_of)
     keep = joined(bank, day)
-    out = predict_rows(model, build_features(bank, day)[keep], former(bank, day)[keep])
+    out = predictor.predict(build_features(bank, day)[keep], former(bank, day)[keep], curve=curve, check_input=False)
     customers = bank.customer_id[keep]
     frame = pd.DataFrame(
         {
             "customer_id": customers,
-            "predicted_clv": out["point"].round(2),
-            "clv_low": out["low"].round(2),
-            "clv_high": out["high"].round(2),
-            "confidence_score": out["confidence"].round(4),
-            "churn_probability": out["churn"].round(4),
+            "predicted_clv": out.value.round(2),
+            "clv_low": out.low.round(2),
+            "clv_high": out.high.round(2),
+            "confidence_score": out.confidence.round(4),
+            "churn_probability": out.churn.round(4),
         }
     )
-    for months in _longer(model):
-        for name, values in zip(horizon_columns(months), out["horizons"][months], strict=True):
+    for months in predictor.horizons[1:]:
+        for name, values in zip(horizon_columns(months), out.horizons[months], strict=True):
             frame[name] = values.round(2)
-    contrib = out["contrib"]
-    top = driver_order(contrib, TOP_DRIVERS)
+    top, contributions = out.drivers(TOP_DRIVERS)
     names = np.asarray(FEATURE_NAMES, dtype=object)
     for k in range(TOP_DRIVERS):
-        frame[f"driver_{k + 1}"] = np.where(out["gone"], GONE if k == 0 else "", names[top[:, k]])
-        frame[f"driver_{k + 1}_contribution"] = np.take_along_axis(contrib, top[:, [k]], axis=1)[:, 0].round(2)
+        frame[f"driver_{k + 1}"] = np.where(out.gone, GONE if k == 0 else "", names[top[:, k]])
+        frame[f"driver_{k + 1}_contribution"] = contributions[:, k].round(2)
     order = np.argsort(customers, kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)
     labels = segment_labels(bank, day, np.flatnonzero(keep)[order]) if segments else None
-    return frame, curve_rows(model, out, customers, order) if curve else None, labels
+    return frame, curve_rows(out.curve, customers, order) if curve else None, labels
 
 
-def curve_rows(model: BankingCLVModel, out: dict, customers: np.ndarray, order: np.ndarray) -> pd.DataFrame:
+def curve_rows(curve: Curve, customers: np.ndarray, order: np.ndarray) -> pd.DataFrame:
     """The month-by-month curve of scored rows, one row a customer and month, in `order`."""
-    if model.lifetime_ is None:
-        raise ValueError("the model was trained before horizons and has no curve; train a new one")
-    curve = monthly_curve(model, out)
-    months = curve["month"]
+    months = curve.month
+    rounded = {"survival": 6, "expected_margin": 2, "cumulative_clv": 2}
     return pd.DataFrame(
         {
             "customer_id": np.repeat(customers[order], months.size),
             "month": np.tile(months, order.size).astype(np.int16),
-            **{
-                name: curve[name][order].ravel().round(decimals)
-                for name, decimals in (("survival", 6), ("expected_margin", 2), ("cumulative_clv", 2))
-            },
+            **{name: getattr(curve, name)[order].ravel().round(decimals) for name, decimals in rounded.items()},
         }
     )
-
-
-def monthly_curve(model: BankingCLVModel, out: dict) -> dict[str, np.ndarray]:
-    """The curve of predict_rows' answer: a customer who had already gone has survival and margin 0."""
-    curve = model.lifetime_.curve(out["point"], out["churn"])
-    if out["gone"].any():
-        for name in ("survival", "expected_margin", "cumulative_clv"):
-            curve[name] = np.where(out["gone"][:, None], 0.0, curve[name])
-    return curve
-
-
-def predict_rows(model: BankingCLVModel, X: pd.DataFrame | np.ndarray, gone: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's answer for feature rows; a customer with no open product gets exactly 0, no drivers and no
-    churn probability (NaN).
-    The rows come from build_features, in FEATURE_NAMES' order, which the loaded model was verified to have."""
-    out = model.predict_all(X, check_input=False)
-    if gone.any():
-        for key in ("point", "low", "high"):
-            out[key] = np.where(gone, 0.0, out[key])
-        out["confidence"] = np.where(gone, 1.0, out["confidence"])
-        out["contrib"] = np.where(gone[:, None], 0.0, out["contrib"])
-        out["churn"] = np.where(gone, np.nan, out["churn"])
-        if out["horizons"] is not None:
-            out["horizons"] = {
-                months: tuple(np.where(gone, 0.0, values) for values in triple)
-                for months, triple in out["horizons"].items()
-            }
-    out["gone"] = gone
-    return out
 
 
 def score_part(
     source: Source,
     part: str,
-    model: BankingCLVModel,
+    predictor: Predictor,
     as_of: dt.date,
     folder: Path,
     suffix: str,
@@ -153,7 +113,8 @@ def score_part(
 ) -> Scored:
     """Score one part of a bank into `folder/<part>.<suffix>` (Parquet or CSV without a header), and its curve into
     `curve_folder/<part>.parquet` when given; the rows, and the part's portfolio summary."""
-    frame, curve, labels = scored(model, source.load(part)[0], as_of, curve=curve_folder is not None, segments=True)
+    bank = source.load(part)[0]
+    frame, curve, labels = scored(predictor, bank, as_of, curve=curve_folder is not None, segments=True)
     name = part or part_name(0)
     with atomic_path(folder / f"{name}.{suffix}") as tmp:
         if suffix == "parquet":
@@ -163,12 +124,7 @@ def score_part(
     if curve is not None:
         with atomic_path(curve_folder / f"{name}.parquet") as tmp:
             curve.to_parquet(tmp, index=False)
-    return Scored(len(frame), summarize(frame, labels, horizons_of(model), model.interval_level))
-
-
-def horizons_of(model: BankingCLVModel) -> tuple[int, ...]:
-    """The horizons a model's scores carry, the headline first (a model before horizons: the default headline)."""
-    return model.lifetime_.horizons if model.lifetime_ is not None else (HORIZON_MONTHS,)
+    return Scored(len(frame), summarize(frame, labels, predictor.horizons, predictor.model.interval_level))
 
 
 def _total(parts: list[Scored]) -> Scored:
@@ -181,7 +137,7 @@ def _total(parts: list[Scored]) -> Scored:
 def write_scores(
     source: Source,
     runner: Runner,
-    model: BankingCLVModel,
+    predictor: Predictor,
     as_of: dt.date | None,
     output: Path,
     curve: Path | None = None,
@@ -190,13 +146,12 @@ def write_scores(
     .parquet, else one CSV; and the monthly curve into the Parquet dataset `curve` when given. Each is written
     beside its final name under a temporary one and renamed when complete."""
     as_of = as_of or dates.from_day(source.last_day)
-    if curve is not None and model.lifetime_ is None:
-        raise ValueError("the model was trained before horizons and has no curve; train a new one")
-    header = columns(model)
-    model = runner.share(model)
+    if curve is not None and not predictor.has_curve:
+        raise NoCurve("the model was trained before horizons and has no curve; train a new one")
+    header = columns(predictor)
     with contextlib.ExitStack() as stack:
         curve_folder = None if curve is None else stack.enter_context(atomic_folder(curve))
-        options = {"model": model, "as_of": as_of, "curve_folder": curve_folder}
+        options = {"predictor": runner.share(predictor), "as_of": as_of, "curve_folder": curve_folder}
         if output.suffix == ".parquet":
             folder = stack.enter_context(atomic_folder(output))
             return _total(runner.map(score_part, source, label="scored", folder=folder, suffix="parquet", **options))

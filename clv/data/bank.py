@@ -3,8 +3,10 @@ several requests at once (`concat_banks`). Features and labels read a `Bank`, ne
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -17,7 +19,9 @@ from clv.data.schema import (
     PRODUCT_FAMILY,
     AcquisitionChannel,
     Channel,
-    CustomerIn,
+    LedgerMonthIn,
+    ProductIn,
+    TransactionIn,
     ProductStatus,
     ProductType,
     Region,
@@ -203,7 +207,23 @@ def bank_from_frames(
     return bank
 
 
-def bank_from_request(customer: CustomerIn, as_of: int) -> Bank:
+class Customer(Protocol):
+    """A customer as a caller knows it, what bank_from_request reads (the API's CustomerIn is one)."""
+
+    customer_id: int
+    age: float
+    income: float
+    credit_score: float
+    tenure_months: float
+    region: Region
+    acquisition_channel: AcquisitionChannel
+    join_date: dt.date | None
+    products: list[ProductIn]
+    transactions: list[TransactionIn]
+    ledger: list[LedgerMonthIn]
+
+
+def bank_from_request(customer: Customer, as_of: int) -> Bank:
     """One API request to a one-customer Bank. Its product balances and tenure are those of `as_of`."""
     products, txns, rows = customer.products, customer.transactions, customer.ledger
     bank = Bank(

@@ -1,4 +1,5 @@
-"""One schema for the four tables, the API's request body and the model's categorical inputs."""
+"""The tables' contract: their categories, columns and rows, which the files, the generator, the features and the
+items of the API's request (products, transactions, ledger months) share."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 
 class Region(StrEnum):
@@ -86,26 +87,6 @@ DISCOUNT_RATE = 0.10
 INTERVAL_LEVEL = 0.8
 
 MAX_AMOUNT = 1e9
-MAX_PRODUCTS = 50
-MAX_TRANSACTIONS = 10_000
-MAX_BATCH = 1_000
-MAX_LEDGER_MONTHS = 120
-MAX_ID = 2**53 - 1  # the largest integer a JSON client (JavaScript's number) holds exactly
-
-# The original system's README request: it must keep working unchanged (tests, benchmarks, /docs).
-EXAMPLE = {
-    "customer_id": 1,
-    "age": 35,
-    "income": 75000,
-    "credit_score": 720,
-    "tenure_months": 24,
-    "region": "North",
-    "acquisition_channel": "Online",
-    "products": [{"product_type": "Savings", "start_date": "2023-01-01T00:00:00", "balance": 5000, "status": "Active"}],
-    "transactions": [
-        {"transaction_date": "2024-01-01T10:00:00", "transaction_type": "Deposit", "amount": 1000, "channel": "Online"}
-    ],
-}
 
 
 def codes(enum: type[StrEnum]) -> dict[str, int]:
@@ -168,7 +149,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
 REQUIRED_TABLES = ("transactions",)
 
 
-# ---- pydantic models: the API's body, and the rows the generator writes ----------------------
+# ---- pydantic models of a row: what the generator writes, and the items of the API's body ------------
 
 
 ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([Tt]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?([Zz]|[+-]\d{2}:\d{2})?)?")
@@ -213,11 +194,11 @@ PositiveMoney = Annotated[float, Field(ge=0, le=MAX_AMOUNT, strict=True)]
 MONTH_PATTERN = r"^(000[1-9]|00[1-9]\d|0[1-9]\d{2}|[1-9]\d{3})-(0[1-9]|1[0-2])$"
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, populate_by_name=True)
 
 
-class ProductIn(_Strict):
+class ProductIn(StrictModel):
     """A product as a caller knows it today: its current balance and state."""
 
     product_type: ProductType
@@ -229,14 +210,14 @@ class ProductIn(_Strict):
     interest_rate: Annotated[float, Field(ge=-100, le=100, strict=True)] | None = None
 
 
-class TransactionIn(_Strict):
+class TransactionIn(StrictModel):
     transaction_date: DateLike
     amount: Money
     transaction_type: TransactionType | None = None
     channel: Channel | None = None
 
 
-class LedgerMonthIn(_Strict):
+class LedgerMonthIn(StrictModel):
     """One month of the customer's profit ledger (customer_metrics.csv), when the caller has it."""
 
     month: Annotated[str, Field(pattern=MONTH_PATTERN, examples=["2024-12"])]
@@ -251,38 +232,7 @@ class LedgerMonthIn(_Strict):
     credit_loss: Money | None = None
 
 
-class CustomerIn(_Strict):
-    """One customer to score: the original system's request body, plus optional as_of, join_date and ledger."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [EXAMPLE]})
-
-    customer_id: Annotated[int, Field(ge=0, le=MAX_ID), WHOLE_ONLY]
-    age: Annotated[float, Field(ge=18, le=120, strict=True)]
-    income: Annotated[float, Field(ge=0, le=MAX_AMOUNT, strict=True)]
-    credit_score: Annotated[float, Field(ge=300, le=850, strict=True)]
-    tenure_months: Annotated[float, Field(ge=0, le=1200, strict=True)]
-    region: Region
-    acquisition_channel: AcquisitionChannel
-    # null is accepted, and documented, as no items
-    products: Annotated[list[ProductIn], Field(max_length=MAX_PRODUCTS)] | None = []
-    transactions: Annotated[list[TransactionIn], Field(max_length=MAX_TRANSACTIONS)] | None = []
-    ledger: Annotated[list[LedgerMonthIn], Field(max_length=MAX_LEDGER_MONTHS)] | None = []
-    join_date: DateLike | None = Field(default=None, description="When known, tenure is counted from it.")
-    as_of: DateLike | None = Field(
-        default=None, description="Date to score as of; default: the last date of the model's data."
-    )
-
-    @field_validator("products", "transactions", "ledger")
-    @classmethod
-    def _null_is_empty(cls, value: list | None) -> list:
-        return [] if value is None else value
-
-
-class BatchIn(_Strict):
-    customers: Annotated[list[CustomerIn], Field(min_length=1, max_length=MAX_BATCH)]
-
-
-class CustomerRecord(_Strict):
+class CustomerRecord(StrictModel):
     """A row of customers.csv."""
 
     customer_id: Annotated[int, Field(ge=1)]
@@ -312,7 +262,7 @@ class TransactionRecord(TransactionIn):
     channel: Channel
 
 
-class LedgerRecord(_Strict):
+class LedgerRecord(StrictModel):
     """A row of customer_metrics.csv: one customer's profit in one calendar month."""
 
     customer_id: Annotated[int, Field(ge=1)]

@@ -21,6 +21,7 @@ from clv.model.card import ModelCard, ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES
 from clv.model.monitoring import Profile
+from clv.model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,10 @@ class LoadedModel:
     def default_as_of(self) -> dt.date:
         """The last date of the data the model was trained on: what a request is scored as of by default."""
         return self.metadata.data_last_date
+
+    @functools.cached_property
+    def predictor(self) -> Predictor:
+        return Predictor(self.model, self.metadata.horizon_months)
 
     @functools.cached_property
     def card(self) -> ModelCard:

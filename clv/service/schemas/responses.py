@@ -6,7 +6,6 @@ import datetime as dt
 from typing import Literal
 
 from pydantic import BaseModel, Field
-from starlette.responses import Response
 
 
 class Interval(BaseModel):
@@ -113,12 +112,3 @@ class ValidationProblem(BaseModel):
     """422: every field that is wrong, named, without echoing the input."""
 
     detail: list[FieldError]
-
-
-def typed_json(model: type[BaseModel], content: dict) -> Response:
-    """`content` validated once into its typed `model` and serialized once, by pydantic-core, to JSON: what
-    FastAPI does for a returned dict in three passes (validate, dump to Python, encode). The route still
-    names `model` as its response_model, for /openapi.json."""
-    # exclude_unset: a field the content leaves out (the curve, unless asked for) stays out of the answer
-    body = model.__pydantic_serializer__.to_json(model.model_validate(content), exclude_unset=True)
-    return Response(body, media_type="application/json")
