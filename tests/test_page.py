@@ -14,11 +14,6 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from clv.data.schema import (
-    EXAMPLE,
-    MAX_ID,
-    MAX_LEDGER_MONTHS,
-    MAX_PRODUCTS,
-    MAX_TRANSACTIONS,
     AcquisitionChannel,
     Channel,
     ProductStatus,
@@ -28,6 +23,7 @@ from clv.data.schema import (
 )
 from clv.model import artifacts
 from clv.model.features import FEATURE_NAMES
+from clv.service.schemas.requests import EXAMPLE, MAX_ID, MAX_LEDGER_MONTHS, MAX_PRODUCTS, MAX_TRANSACTIONS
 from tests.conftest import resave
 from tests.servers import ApiProcess, run_script, wait_until
 
