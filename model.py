@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from clv.batch import backtest, report, runs
+from clv.batch.monitoring import monitor
 from clv.batch.portfolio import Portfolio
-from clv.batch.scoring import monitor
 from clv.cli import (
     OneLineParser,
     OptionError,

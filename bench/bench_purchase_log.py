@@ -77,7 +77,7 @@ def main() -> None:
         folder.mkdir()
         log.to_csv(folder / "transactions.csv", index=False)
         started = time.perf_counter()
-        result = train(folder, CUTOFF, MONTHS, churn_months=MONTHS, horizons=(MONTHS,))
+        result = train(folder, cutoff=CUTOFF, horizon_months=MONTHS, churn_months=MONTHS, horizons=(MONTHS,))
         print(
             f"trained in {time.perf_counter() - started:.1f} s at {result.cutoff}, value and churn over {MONTHS} months"
         )

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from typing import NoReturn
 
 from clv.common.cluster import Runner, runner
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
+from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.model.config import TrainingConfig, TrainingConfigError
 from clv.service.settings import Settings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clv.batch.scoring import monitored
+from clv.batch.monitoring import monitored
 from clv.common import dates
 from clv.common.cluster import LocalRunner, Runner
 from clv.common.io import atomic_path

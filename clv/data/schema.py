@@ -76,16 +76,6 @@ LEDGER_BALANCES: tuple[str, ...] = tuple(f"{family}_balance" for family in FAMIL
 LEDGER_PARTS: tuple[str, ...] = ("interest_margin", "fee_income", "cost_to_serve", "credit_loss")
 LEDGER_COLUMNS: tuple[str, ...] = ("net_margin", *LEDGER_BALANCES, *LEDGER_PARTS)
 
-# What CLV means by default: discounted net margin of the next 12 months at 10% a year, with an 80% interval.
-HORIZON_MONTHS = 12
-CHURN_MONTHS = 12  # churn probability: leaving within this many months of the as-of date
-# the horizons a prediction carries beside the headline (docs/domain.md#lifetime): one, three and five years
-HORIZONS: tuple[int, ...] = (12, 36, 60)
-MAX_HORIZON = 120  # ten years: past it a constant monthly hazard says more about itself than about a customer
-JUDGED_HORIZON = 24  # judged on realized outcomes too, where the data reaches, though not served by default
-DISCOUNT_RATE = 0.10
-INTERVAL_LEVEL = 0.8
-
 MAX_AMOUNT = 1e9
 
 

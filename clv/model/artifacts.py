@@ -17,7 +17,7 @@ import sklearn
 from pydantic import ValidationError
 
 from clv.common.io import atomic_folder, point_link, sha256
-from clv.model.card import ModelCard, ModelMetadata
+from clv.model.card import ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES
 from clv.model.monitoring import Profile
@@ -61,10 +61,6 @@ class LoadedModel:
     @functools.cached_property
     def predictor(self) -> Predictor:
         return Predictor(self.model, self.metadata.horizon_months)
-
-    @functools.cached_property
-    def card(self) -> ModelCard:
-        return ModelCard.of(self.metadata, self.model.scale_)
 
 
 def library_versions() -> dict[str, str]:

@@ -1,8 +1,7 @@
-"""The model's metadata and its card, typed: what training measured and saved, what `/model` shows.
-
-`ModelMetadata` is `metadata.json` in a model's folder; `ModelCard` is the part of it that the service
-shows at `/model` and the page draws. A metric that cannot be computed (a total error over a zero sum)
-is None, never NaN, so that every document is valid JSON.
+"""What training measured and saved, typed: `ModelMetadata` is `metadata.json` in a model's folder, and the
+metric types its evaluation is made of (the service's card view, clv.service.schemas.card, shows a part of it). A
+metric that cannot be computed (a total error over a zero sum) is None, never NaN, so that every document is valid
+JSON.
 """
 
 from __future__ import annotations
@@ -13,13 +12,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from clv.data.schema import CHURN_MONTHS
-from clv.model.monitoring import DriftReport
-
-CONFIDENCE_DEFINITION = "1 / (1 + (high - low) / max(|predicted|, scale))"
+from clv.data.defaults import CHURN_MONTHS
 
 
-class _Card(BaseModel):
+class Card(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
@@ -30,7 +26,7 @@ def _nan_is_none(value: object) -> object:
 Metric = Annotated[float | None, BeforeValidator(_nan_is_none)]  # a metric that cannot be computed is None
 
 
-class MetricSet(_Card):
+class MetricSet(Card):
     """The held-out metrics of one set of predictions (docs/metrics.md)."""
 
     normalized_gini: Metric
@@ -44,7 +40,7 @@ class MetricSet(_Card):
     oracle_ratio: Metric = None
 
 
-class Metrics(_Card):
+class Metrics(Card):
     model: MetricSet
     model_without_ledger: MetricSet
     baseline_last12: MetricSet
@@ -52,14 +48,14 @@ class Metrics(_Card):
     oracle: MetricSet | None = Field(None, description="Present when the data carries its oracle for the cutoff.")
 
 
-class Decile(_Card):
+class Decile(Card):
     decile: int
     customers: int
     mean_predicted: float
     mean_actual: float
 
 
-class ReliabilityBin(_Card):
+class ReliabilityBin(Card):
     bin: int
     low: float
     high: float
@@ -68,7 +64,7 @@ class ReliabilityBin(_Card):
     churn_rate: float = Field(description="Share of the bin's customers who left within churn_months.")
 
 
-class ChurnMetricSet(_Card):
+class ChurnMetricSet(Card):
     """How good a churn probability is on held-out customers (docs/metrics.md)."""
 
     customers: int = Field(description="Held-out customers who could leave: those holding a product at the cutoff.")
@@ -80,13 +76,13 @@ class ChurnMetricSet(_Card):
     reliability: list[ReliabilityBin]
 
 
-class ChurnMetrics(_Card):
+class ChurnMetrics(Card):
     model: ChurnMetricSet
     model_without_ledger: ChurnMetricSet
     oracle: ChurnMetricSet | None = Field(None, description="Present when the data carries its oracle for the cutoff.")
 
 
-class HorizonMetrics(_Card):
+class HorizonMetrics(Card):
     """One horizon's value judged on what happened after a cutoff (docs/protocol.md#horizons), or the word that it
     is extrapolated."""
 
@@ -112,19 +108,19 @@ class HorizonMetrics(_Card):
     )
 
 
-class Importance(_Card):
+class Importance(Card):
     feature: str
     importance: float = Field(description="Drop in R² on held-out customers when the feature is shuffled.")
     std: float
 
 
-class RowCounts(_Card):
+class RowCounts(Card):
     train: int
     test: int
     cutoffs: list[dt.date]
 
 
-class Evaluation(_Card):
+class Evaluation(Card):
     """Held-out metrics of a model against the baselines and (when known) the oracle."""
 
     metrics: Metrics
@@ -157,56 +153,3 @@ class ModelMetadata(Evaluation):
     libraries: dict[str, str]
     feature_names: list[str]
     synthetic_data: bool = Field(description="Trained on a bank made by this project's generator, not a real one.")
-
-
-class Drift(_Card):
-    """The input drift of the service's recent requests against the model's training rows (PSI)."""
-
-    rows: int = Field(description="Recent request rows measured.")
-    features: dict[str, float] = Field(description="PSI by feature; the ledger's only over rows that carry one.")
-    prediction: float | None
-    drifted: list[str] = Field(description="Features at 0.1 or more (moderate), most drifted first.")
-    thresholds: dict[str, float] = Field(description="Below moderate: stable; above significant: significant.")
-
-    @classmethod
-    def of(cls, report: DriftReport) -> Drift:
-        data = report.to_json()
-        return cls(
-            rows=report.rows,
-            features=data["features"],
-            prediction=data["prediction"],
-            drifted=data["drifted"],
-            thresholds=data["thresholds"],
-        )
-
-
-class ModelCard(_Card):
-    """What `/model` shows: data, cutoff, held-out metrics against the baselines, deciles, importance."""
-
-    version: str
-    trained_at: dt.datetime
-    data_dir: str
-    synthetic_data: bool
-    data_last_date: dt.date
-    cutoff: dt.date
-    horizon_months: int
-    churn_months: int
-    discount_rate: float
-    interval_level: float
-    metrics: Metrics
-    churn: ChurnMetrics | None
-    horizons: list[HorizonMetrics] = Field(description="Each horizon, judged or extrapolated; the headline first.")
-    deciles: list[Decile]
-    importance: list[Importance] = Field(description="The 15 most important features, most important first.")
-    rows: RowCounts
-    libraries: dict[str, str]
-    params: dict[str, Any]
-    seconds: float
-    confidence_definition: str = CONFIDENCE_DEFINITION
-    confidence_scale: float = Field(description="The median absolute training label: the `scale` of the definition.")
-    drift: Drift | None = Field(None, description="Recent requests against the training rows; none before 50 rows.")
-
-    @classmethod
-    def of(cls, metadata: ModelMetadata, confidence_scale: float) -> ModelCard:
-        shown = metadata.model_dump(include=set(cls.model_fields) - {"importance"})
-        return cls(**shown, importance=metadata.importance[:15], confidence_scale=confidence_scale)

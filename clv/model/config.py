@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clv.common import dates
-from clv.data.schema import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
+from clv.data.defaults import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.model.lifetime import Lifetime
 
 MAX_TRAIN_CUSTOMERS = 15_000  # past this the held-out metrics stop improving; the fit time does not

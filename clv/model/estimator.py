@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from clv.data.schema import INTERVAL_LEVEL
+from clv.data.defaults import INTERVAL_LEVEL
 from clv.model import conformal
 from clv.model.attributions import rescale, top_drivers
 from clv.model.lifetime import Lifetime

@@ -14,8 +14,8 @@ from sklearn.inspection import permutation_importance
 
 from clv.common import dates
 from clv.common.cluster import LocalRunner, Runner
+from clv.data.defaults import CHURN_MONTHS
 from clv.data.layout import Source, open_bank
-from clv.data.schema import CHURN_MONTHS
 from clv.model import metrics
 from clv.model.card import ChurnMetrics, Evaluation, Importance, ModelMetadata
 from clv.model.estimator import BankingCLVModel

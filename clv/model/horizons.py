@@ -13,8 +13,8 @@ import pandas as pd
 
 from clv.common import dates
 from clv.common.cluster import Runner
+from clv.data.defaults import CHURN_MONTHS, JUDGED_HORIZON
 from clv.data.layout import Source
-from clv.data.schema import CHURN_MONTHS, JUDGED_HORIZON
 from clv.model import conformal, metrics
 from clv.model.card import Evaluation, HorizonMetrics, MetricSet
 from clv.model.estimator import BankingCLVModel

@@ -6,7 +6,7 @@ import numpy as np
 
 from clv.common import dates
 from clv.data.bank import Bank, per_customer
-from clv.data.schema import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
+from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS
 
 
 def future_value(

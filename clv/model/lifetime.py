@@ -8,7 +8,7 @@ the probability of leaving within the churn label's months. The curve is what th
 - the margin of a customer who stays drifts from the customer's own level back towards a settled one, as margins
   do (a credit loss passes, a promotional rate ends): mu_m = settled + (own - settled) * reversion ** m. The
   customer's own level is the one for which the discounted curve sums to the headline value exactly; `settled` and
-  `reversion` are fitted on what really happened after an earlier cutoff (clv.model.training), and a model that
+  `reversion` are fitted on what really happened after an earlier cutoff (clv.model.horizons), and a model that
   could not fit them keeps the margin level (reversion 1);
 - the value of horizon H: the discounted curve summed to H, in closed form.
 

@@ -18,8 +18,8 @@ from clv.common import dates
 from clv.common.cluster import Runner
 from clv.data.bank import Bank
 from clv.data.contract import DataContractError
+from clv.data.defaults import CHURN_MONTHS
 from clv.data.layout import Source
-from clv.data.schema import CHURN_MONTHS
 from clv.model.config import TrainingConfig
 from clv.model.features import build_features
 from clv.model.labels import churned, eligible, future_value

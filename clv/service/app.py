@@ -25,11 +25,11 @@ from starlette.exceptions import HTTPException
 from clv.batch.portfolio import Portfolio
 from clv.model import artifacts
 from clv.model.artifacts import LoadedModel, ModelArtifactError
-from clv.model.card import Drift, ModelCard
 from clv.model.predictor import NoCurve
 from clv.service import telemetry
 from clv.service.answer import InputError, predict, predict_single
 from clv.service.lifecycle import NoPortfolio, NotReady, Service, follow_latest, without_a_model
+from clv.service.schemas.card import Drift, ModelCard
 from clv.service.schemas.requests import MAX_BATCH, BatchIn, CustomerIn
 from clv.service.schemas.responses import (
     Alive,
@@ -178,7 +178,8 @@ async def model_card(loaded: ModelDep, service: ServiceDep) -> ModelCard:
     """The model card: data, cutoff, held-out metrics against baselines, deciles, importance, and the input
     drift of the recent requests against the training rows."""
     report = service.drift(loaded)
-    return loaded.card.model_copy(update={"drift": None if report is None else Drift.of(report)})
+    drift = None if report is None else Drift.of(report)
+    return ModelCard.of(loaded.metadata, loaded.model.scale_, drift)
 
 
 @operations.get(

@@ -14,8 +14,8 @@ import pyarrow.compute as pc
 from clv.common import dates
 from clv.common.cluster import Runner
 from clv.common.io import atomic_folder
+from clv.data.defaults import HORIZON_MONTHS
 from clv.data.layout import Manifest, Part, part_name, write_manifest, write_part
-from clv.data.schema import HORIZON_MONTHS
 from clv.synthetic.run import Block, Config, Run
 from clv.synthetic.tables import customers_table, ledger_table, products_table, transactions_table, write_tables
 

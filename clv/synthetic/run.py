@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from clv.common import dates
-from clv.data.schema import HORIZON_MONTHS, LEDGER_PARTS, TransactionType
+from clv.data.defaults import HORIZON_MONTHS
+from clv.data.schema import LEDGER_PARTS, TransactionType
 from clv.synthetic.simulation import (
     CARD,
     CHK,

@@ -15,15 +15,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from clv.common import dates
-from clv.data.schema import (
-    CHURN_MONTHS,
-    DISCOUNT_RATE,
-    HORIZON_MONTHS,
-    HORIZONS,
-    JUDGED_HORIZON,
-    AcquisitionChannel,
-    Region,
-)
+from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, JUDGED_HORIZON
+from clv.data.schema import AcquisitionChannel, Region
 
 SAV, CHK, CARD, MORT, INV, LOAN = range(6)  # product slots, in the order of clv.data.schema.ProductType
 FTP_RATE = 0.03  # what the treasury pays for deposits and charges for funding loans

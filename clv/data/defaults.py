@@ -1,0 +1,12 @@
+"""What CLV means here unless told otherwise: the horizon, the churn label's months, the longer horizons, the
+discount rate and the interval's level. The generator's oracle and the model share them."""
+
+# What CLV means by default: discounted net margin of the next 12 months at 10% a year, with an 80% interval.
+HORIZON_MONTHS = 12
+CHURN_MONTHS = 12  # churn probability: leaving within this many months of the as-of date
+# the horizons a prediction carries beside the headline (docs/domain.md#lifetime): one, three and five years
+HORIZONS: tuple[int, ...] = (12, 36, 60)
+MAX_HORIZON = 120  # ten years: past it a constant monthly hazard says more about itself than about a customer
+JUDGED_HORIZON = 24  # judged on realized outcomes too, where the data reaches, though not served by default
+DISCOUNT_RATE = 0.10
+INTERVAL_LEVEL = 0.8
