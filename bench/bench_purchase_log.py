@@ -30,7 +30,8 @@ from common import verdict
 from clv.common.cluster import LocalRunner
 from clv.data.layout import open_bank
 from clv.model import metrics
-from clv.model.training import judge, train
+from clv.model.evaluation import judge
+from clv.model.training import train
 
 CUTOFF = dt.date(1997, 9, 30)
 MONTHS = 9  # the cutoff to the log's last day, 1998-06-30

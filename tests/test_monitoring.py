@@ -28,7 +28,8 @@ from clv.model.monitoring import (
     psi,
     reference_profile,
 )
-from clv.model.training import rows_at, train_and_save
+from clv.model.protocol import rows_at
+from clv.model.training import train_and_save
 from clv.service.telemetry import RecentRows
 from clv.synthetic import generator
 from tests.servers import run_script

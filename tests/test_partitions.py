@@ -26,7 +26,9 @@ from clv.data.contract import KEYS, DataContractError, read_bank, read_tables
 from clv.data.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, partition_of
 from clv.data.prepare import prepare
 from clv.model import artifacts
-from clv.model.training import evaluate_saved, held_out, rows_at, train_and_save
+from clv.model.evaluation import evaluate_saved
+from clv.model.protocol import held_out, rows_at
+from clv.model.training import train_and_save
 from clv.synthetic import generator
 from tests.servers import run_script
 

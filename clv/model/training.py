@@ -22,14 +22,11 @@ from clv.model import artifacts
 from clv.model.card import Evaluation, HorizonMetrics, Importance, ModelMetadata, RowCounts
 from clv.model.config import MIN_LEARNERS, TrainingConfig
 from clv.model.estimator import BankingCLVModel
-from clv.model.evaluation import evaluate, evaluate_saved, global_importance, judge
+from clv.model.evaluation import evaluate, global_importance, judge
 from clv.model.features import LEDGER_FEATURES
 from clv.model.horizons import against_oracle, fit_horizons
 from clv.model.monitoring import Profile, reference_profile
-from clv.model.protocol import check_cutoff, churn_labels, gather_learning_rows, held_out, rows_at
-
-# names callers import from here since before the split (tests/test_partitions.py, bench/bench_purchase_log.py)
-__all__ = ["TrainResult", "evaluate_saved", "held_out", "judge", "rows_at", "train", "train_and_save"]
+from clv.model.protocol import check_cutoff, churn_labels, gather_learning_rows
 
 logger = logging.getLogger(__name__)
 
