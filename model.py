@@ -18,6 +18,8 @@ from clv.cli import (
     add_cluster_options,
     add_training_options,
     cutoff_list,
+    data_location,
+    location,
     parse_date,
     positive,
     runner_for,
@@ -27,12 +29,14 @@ from clv.cli_tables import churn_table, horizons_table, metrics_table, report_te
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
+from clv.data.location import LocationError, WarehouseURL
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.prepare import prepare
 from clv.model import artifacts
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import evaluate_saved
+from clv.model.predictor import NoCurve
 from clv.model.monitoring import band, plot_drift
 from clv.model.training import train_and_save
 from clv.service.settings import Settings, SettingsError, load_settings
@@ -71,9 +75,17 @@ def cmd_score(args: argparse.Namespace) -> None:
     with cluster_for(args) as run:
         try:
             path, result = runs.score_run(
-                source, run, loaded, args.as_of, args.data_dir, args.scores_dir, args.output, args.curve
+                source,
+                run,
+                loaded,
+                args.as_of,
+                args.data_dir,
+                args.scores_dir,
+                args.output,
+                args.curve,
+                args.portfolio_table,
             )
-        except ValueError as exc:  # a model before horizons has no curve
+        except NoCurve as exc:  # a model before horizons has no curve
             raise OptionError(f"--curve: {exc}") from None
     logger.info(
         "scored %d customers with model %s into %s; portfolio.json beside", result.customers, loaded.version, path
@@ -160,6 +172,13 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
+    for option, value in (("src", args.src), ("--out", args.out)):
+        if isinstance(value, WarehouseURL):  # a database is read part by part as it is: nothing to prepare
+            raise OptionError(
+                f"{option} {value}: prepare reads and writes folders; a postgresql:// bank is read "
+                "in ranges of customers by every command's --data-dir"
+            )
+    args.src = data_location(args.src, "src")
     if is_partitioned(args.src):
         raise OptionError(f"{args.src}: is partitioned already")
     partitions = args.partitions or max(1, -(-source_customers(args.src) // PARTITION_CUSTOMERS))
@@ -192,7 +211,10 @@ def cmd_promote(args: argparse.Namespace) -> None:
 def add_folders(p: argparse.ArgumentParser, settings: Settings, data: bool = True) -> None:
     if data:
         p.add_argument(
-            "--data-dir", type=Path, default=settings.data_dir, help=f"data folder (default {settings.data_dir})"
+            "--data-dir",
+            type=location,
+            default=settings.data_dir,
+            help=f"the bank: a folder, or postgresql://USER@HOST[:PORT]/DB?schema=NAME (default {settings.data_dir})",
         )
     p.add_argument(
         "--model-dir", type=Path, default=settings.model_dir, help=f"models folder (default {settings.model_dir})"
@@ -250,9 +272,14 @@ def add_score(sub: argparse._SubParsersAction, settings: Settings) -> None:
     add_bank_as_of(p, settings, "use")
     p.add_argument(
         "--output",
-        type=Path,
-        help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition; portfolio.json goes beside it "
+        type=location,
+        help="X.csv: one CSV; X.parquet: a Parquet dataset, a file a partition; portfolio.json goes beside it; or "
+        "postgresql://USER@HOST/DB?table=SCHEMA.NAME: a table whose rows are swapped in one transaction "
         "(default: a new run in --scores-dir)",
+    )
+    p.add_argument(
+        "--portfolio-table",
+        help="SCHEMA.NAME: with a postgresql:// --output, the run's portfolio as a row of this table there",
     )
     add_scores_dir(p, settings)
     p.add_argument(
@@ -315,9 +342,9 @@ def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
 
 def add_prepare(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("prepare", help="a flat folder of any size as a partitioned bank (Dask's shuffle, out of core)")
-    p.add_argument("src", type=Path, help="the flat folder (the contract's CSV or Parquet files)")
+    p.add_argument("src", type=location, help="the flat folder (the contract's CSV or Parquet files)")
     p.add_argument(
-        "--out", type=Path, required=True, help="the partitioned bank's folder (written whole, then renamed)"
+        "--out", type=location, required=True, help="the partitioned bank's folder (written whole, then renamed)"
     )
     p.add_argument(
         "--partitions", type=positive, help=f"partitions (default: one per {PARTITION_CUSTOMERS:,} customers)"
@@ -363,11 +390,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = parser(settings).parse_args(argv)
     args.settings = settings
+    try:
+        if getattr(args, "data_dir", None) is not None:
+            args.data_dir = data_location(args.data_dir)
+    except OptionError as exc:
+        print(f"model.py {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     if getattr(args, "quiet", False):  # no progress, and no news: only warnings and the one-line error
         logging.getLogger().setLevel(logging.WARNING)
     try:
         args.run(args)
-    except (OptionError, DataContractError, ModelArtifactError, ClusterError) as exc:
+    except (OptionError, DataContractError, LocationError, ModelArtifactError, ClusterError) as exc:
         print(f"model.py {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 from clv.common.cluster import Runner, runner
 from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
+from clv.data.location import Location, LocationError, WarehouseURL, parse_location
 from clv.model.config import TrainingConfig, TrainingConfigError
 from clv.service.settings import Settings
 
@@ -30,6 +31,28 @@ def parse_date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a date (YYYY-MM-DD)") from None
+
+
+def location(text: str) -> Location:
+    """--data-dir, --output, --out: a folder or a postgresql:// URL; another scheme is refused, not made a folder."""
+    try:
+        return parse_location(text)
+    except LocationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def data_location(value: Location | str, option: str = "--data-dir") -> Location:
+    """The bank's location, its default (a setting) included: a folder that exists, or a URL; else refused naming
+    the option."""
+    try:
+        found = parse_location(value)
+    except LocationError as exc:
+        raise OptionError(f"{option}: {exc}") from None
+    if isinstance(found, WarehouseURL):
+        return found
+    if not found.is_dir():
+        raise OptionError(f"{option} {found}: no such folder")
+    return found
 
 
 def add_cluster_options(parser: argparse.ArgumentParser) -> None:

@@ -6,13 +6,16 @@ compare: the value moved by segment, the customers who moved two deciles or more
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
+from clv.batch import sinks
 from clv.batch.portfolio import PORTFOLIO, Portfolio, portfolio
 from clv.batch.scoring import write_scores
 from clv.common import dates
@@ -20,6 +23,7 @@ from clv.common.cluster import Runner
 from clv.common.io import atomic_folder, point_link, write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import Source
+from clv.data.location import WarehouseURL
 from clv.model.artifacts import LoadedModel
 
 RUN_PREFIX = "run_"
@@ -36,11 +40,13 @@ def score_run(
     as_of: dt.date | None,
     data_dir: Path,
     scores_dir: Path,
-    output: Path | None = None,
+    output: Path | WarehouseURL | None = None,
     curve: Path | None = None,
-) -> tuple[Path, Portfolio]:
+    portfolio_table: str | None = None,
+) -> tuple[Path | WarehouseURL, Portfolio]:
     """Score the bank and compute its portfolio: into a new run under `scores_dir` (switched to latest), or, with
-    `output`, into that file or dataset with portfolio.json beside it. Returns where the scores went."""
+    `output`, into that file or dataset with portfolio.json beside it, or into that database table (and the
+    portfolio into `portfolio_table` there). Returns where the scores went."""
     as_of = as_of or dates.from_day(source.last_day)
     horizons = loaded.predictor.horizons
 
@@ -48,6 +54,19 @@ def score_run(
         done = write_scores(source, runner, loaded.predictor, as_of, scores, curve)
         return portfolio(done.summary, loaded.metadata, horizons, name, as_of, str(data_dir), source.fingerprint)
 
+    if isinstance(output, WarehouseURL):
+        output = sinks.score_table(output)
+        portfolio_to = None if portfolio_table is None else sinks.portfolio_url(output, portfolio_table)
+        # the same model, date and data make the same run: scoring twice leaves the same rows
+        same = f"{loaded.version}|{as_of}|{source.fingerprint}".encode()
+        stamp = sinks.RunStamp(as_of, loaded.version, f"{RUN_PREFIX}{hashlib.sha256(same).hexdigest()[:16]}")
+        scores_dir.mkdir(parents=True, exist_ok=True)  # the parts go where every worker can write, as a run's do
+        with tempfile.TemporaryDirectory(prefix=".warehouse-", dir=scores_dir) as folder:
+            result = summed(Path(folder) / SCORES, stamp.run_id)
+            sinks.write_scores_table(output, Path(folder) / SCORES, stamp, result.model_dump(mode="json"), portfolio_to)
+        return output, result
+    if portfolio_table is not None:
+        raise DataContractError("--portfolio-table: goes with --output postgresql://...?table=SCHEMA.NAME")
     if output is not None:
         result = summed(output, output.name)
         write_json(result.model_dump(mode="json"), output.parent / PORTFOLIO)

@@ -48,6 +48,18 @@ class DuplicateKeyError(DataContractError):
         return type(self), (str(self), self.table, self.key)
 
 
+class RowError(DataContractError):
+    """One row breaks a rule: `label` (the file or table), `column`, `position` (0-based in what was read), the
+    `value` shown and the `rule`; a database names the row by its key instead of its number (clv.data.warehouse)."""
+
+    def __init__(self, message: str, label: str, column: str, position: int, value: object, rule: str) -> None:
+        super().__init__(message)
+        self.label, self.column, self.position, self.value, self.rule = label, column, position, value, rule
+
+    def __reduce__(self) -> tuple:
+        return type(self), (str(self), self.label, self.column, self.position, self.value, self.rule)
+
+
 def find_table(data_dir: Path, name: str) -> Path | None:
     for suffix in (".csv", ".parquet"):
         path = data_dir / f"{name}{suffix}"
@@ -72,15 +84,17 @@ def fail(path: Path, column: str, mask: np.ndarray, raw: pd.Series, rule: str) -
         position = int(np.flatnonzero(mask)[0])
         value = raw.iloc[position]
         shown = value.date() if isinstance(value, pd.Timestamp) else value
-        raise DataContractError(f"{path}: column '{column}' row {raw.index[position] + 1:,}: '{shown}' {rule}")
+        message = f"{path}: column '{column}' row {raw.index[position] + 1:,}: '{shown}' {rule}"
+        raise RowError(message, str(path), column, int(raw.index[position]), shown, rule)
 
 
 def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
     """Convert one column to its contract type, or raise naming the first row that breaks it."""
     present = values.notna().to_numpy()
     if not column.nullable and column.required and not present.all():
-        row = values.index[int(np.flatnonzero(~present)[0])]
-        raise DataContractError(f"{path}: column '{column.name}' row {row + 1:,}: is empty but required")
+        row = int(values.index[int(np.flatnonzero(~present)[0])])
+        message = f"{path}: column '{column.name}' row {row + 1:,}: is empty but required"
+        raise RowError(message, str(path), column.name, row, None, "is empty but required")
     check = {"int": _numbers, "float": _numbers, "date": _dates, "month": _months, "category": _categories}
     return check[column.kind](path, column, values, present) if column.kind in check else values
 
@@ -135,8 +149,13 @@ def _categories(path: Path, column: Column, values: pd.Series, present: np.ndarr
         seen = set(pd.Series(values.dropna().unique()).astype(str))
         unknown = sorted(seen - allowed)
         if unknown:
-            logger.warning("%s: column '%s' has values outside %s, scored as unknown: %s",
-                           path, column.name, sorted(allowed), unknown[:5])
+            logger.warning(
+                "%s: column '%s' has values outside %s, scored as unknown: %s",
+                path,
+                column.name,
+                sorted(allowed),
+                unknown[:5],
+            )
     return values
 
 
@@ -232,6 +251,16 @@ def read_tables(
     bank's last date when these are one partition of it (default: their own); `belongs(ids)` says which
     customer ids the partition may hold."""
     tables = {name: read_table(path, name, threads=belongs is None) for name, path in paths.items()}
+    return check_read(tables, paths, last_day, belongs)
+
+
+def check_read(
+    tables: dict[str, pd.DataFrame],
+    paths: dict[str, Path | str],
+    last_day: int | None = None,
+    belongs: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Tables each checked alone (check_frame), now checked together: the partition's customers, the links."""
     if belongs is not None:  # the other tables' customers must be in customers, checked below
         for name in ["customers"] if "customers" in tables else list(tables):
             ids = tables[name]["customer_id"]

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import logging
 import re
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,10 +29,12 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from clv.common import dates
+from clv.common.io import atomic_path, fingerprint, sha256, write_json
 from clv.data.bank import Bank, bank_from_tables, load_bank
 from clv.data.contract import DataContractError, find_table, read_tables
-from clv.common.io import atomic_path, fingerprint, sha256, write_json
+from clv.data.location import Location, WarehouseURL, parse_location
 from clv.data.schema import TABLES
+from clv.data.warehouse import WarehouseBank
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +92,10 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
-def is_partitioned(data_dir: Path) -> bool:
-    return (Path(data_dir) / MANIFEST).is_file()
+def is_partitioned(data_dir: Location | str) -> bool:
+    """Whether the bank is read part by part (on a cluster): a folder with a manifest, or a database."""
+    location = parse_location(data_dir)
+    return isinstance(location, WarehouseURL) or (location / MANIFEST).is_file()
 
 
 def source_customers(data_dir: Path) -> int:
@@ -242,12 +247,21 @@ class PartitionedBank:
                 )
 
 
-Source = FlatBank | PartitionedBank
+Source = FlatBank | PartitionedBank | WarehouseBank
+_WAREHOUSES: weakref.WeakValueDictionary[WarehouseURL, WarehouseBank] = weakref.WeakValueDictionary()
 
 
-def open_bank(data_dir: Path) -> Source:
-    """The bank in a folder: partitioned when it has a manifest, else the contract's flat files."""
-    return PartitionedBank.open(data_dir) if is_partitioned(data_dir) else FlatBank(Path(data_dir))
+def open_bank(data_dir: Location | str) -> Source:
+    """The bank at a location: a PostgreSQL URL's schema (read in ranges of customers from one snapshot), a
+    partitioned folder (it has a manifest), or a folder of the contract's flat files."""
+    location = parse_location(data_dir)
+    if isinstance(location, WarehouseURL):
+        # one snapshot a command: while its bank is open (backtest's), training at each cutoff reads the same one
+        bank = _WAREHOUSES.get(location)
+        if bank is None:
+            bank = _WAREHOUSES[location] = WarehouseBank.open(location)
+        return bank
+    return PartitionedBank.open(location) if is_partitioned(location) else FlatBank(location)
 
 
 # ---- writing a partitioned bank ------------------------------------------------------------------------
