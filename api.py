@@ -4,6 +4,9 @@
 Run `python api.py` (or `make run`). At start it loads models/clv_model_latest; when there is none it
 generates the default data if data/ is empty and trains a first model in the background, while
 /health answers 503 with the reason. The app is clv/service/app.py.
+
+`python api.py keys add NAME --scopes clv:predict,clv:portfolio` makes an API key (printed once), `keys list` shows
+them and `keys revoke NAME` revokes one (clv/service/keys.py).
 """
 
 from __future__ import annotations
@@ -17,6 +20,11 @@ from clv.service.app import create_app
 from clv.service.settings import SettingsError
 
 __all__ = ["app", "create_app", "main"]
+
+if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made
+    from clv.service import keys
+
+    sys.exit(keys.main(sys.argv[2:]))
 
 try:
     app = create_app()

@@ -8,7 +8,6 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import joblib
 import pytest
 from fastapi.testclient import TestClient
 
@@ -22,6 +21,17 @@ from clv.synthetic import generator
 ROOT = Path(__file__).resolve().parents[1]
 
 SMALL_BANK = generator.Config(customers=1200, start=dt.date(2021, 1, 1), end=dt.date(2024, 12, 31), seed=5, oracle=True)
+
+
+# TestClient sends Host: testserver, and uvicorn_thread's clients 127.0.0.1: allowed here by name, the default
+# (the loopback names only) kept; no keys file, so that a developer's api_keys.json never turns keys on in a test
+TEST_HOSTS = "testserver,127.0.0.1,localhost"
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    monkeypatch.setenv("CLV_ALLOWED_HOSTS", TEST_HOSTS)
+    monkeypatch.setenv("CLV_API_KEYS_FILE", str(tmp_path_factory.getbasetemp() / "no_api_keys.json"))
 
 
 @pytest.fixture
@@ -62,7 +72,14 @@ def loaded(model_dir: Path) -> artifacts.LoadedModel:
 def settings(bank_dir: Path, model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """The service's settings for the small model: its own log file, a rate limit no test reaches."""
     log_file = tmp_path_factory.mktemp("log") / "api.log"
-    return Settings(data_dir=bank_dir, model_dir=model_dir, log_file=log_file, rate_limit="100000/minute")
+    return Settings(
+        data_dir=bank_dir,
+        model_dir=model_dir,
+        log_file=log_file,
+        rate_limit="100000/minute",
+        allowed_hosts=TEST_HOSTS,
+        api_keys_file=log_file.with_name("no_api_keys.json"),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +100,5 @@ def models(model_dir: Path, tmp_path: Path) -> Path:
 
 def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
     """Save the loaded model again as a new version."""
-    importance = joblib.load(loaded.path / "feature_importance.joblib")
+    importance = artifacts.read_importance(loaded.path)
     return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, model_dir)

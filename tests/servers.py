@@ -54,6 +54,7 @@ class ApiProcess:
             "CLV_PORT": str(self.port),
             "CLV_HOST": "127.0.0.1",
             "CLV_LOG_FILE": str(log_dir / "api.log"),
+            "CLV_API_KEYS_FILE": str(log_dir / "api_keys.json"),  # none unless a test adds keys there
             "CLV_RATE_LIMIT": "10000/minute",
             **env,
         }

@@ -41,6 +41,15 @@ from clv.service.schemas.responses import (
     Unavailable,
     ValidationProblem,
 )
+from clv.service.security import (
+    READ,
+    Credentials,
+    Gate,
+    allowed_hosts,
+    check_exposure,
+    declare_security,
+    headers_for,
+)
 from clv.service.settings import Settings, load_settings
 from clv.service.web import (
     AccessLog,
@@ -48,7 +57,6 @@ from clv.service.web import (
     BodyTimeout,
     PageFiles,
     RateLimit,
-    RateLimited,
     access,
     attach_access_log,
     validation_details,
@@ -82,8 +90,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Serve the latest model (or say why there is none) and follow `latest` while the app runs."""
     service: Service = app.state.service
     log_file = attach_access_log(service.settings.log_file)
+    if service.settings.auth == "off":
+        logger.warning(
+            "CLV_AUTH=off: every route is open to whoever reaches %s:%d, without a key or token",
+            service.settings.host,
+            service.settings.port,
+        )
     try:
-        service.serve(await asyncio.to_thread(artifacts.load, service.settings.model_dir))
+        settings = service.settings  # a version not signed by CLV_MODEL_VERIFY_KEY's pair, when set, is refused
+        service.serve(await asyncio.to_thread(artifacts.load, settings.model_dir, None, settings.model_verify_key))
     except ModelArtifactError as exc:
         without_a_model(service, exc)
     service.wake = asyncio.Event()  # in the app's own loop
@@ -108,11 +123,7 @@ REFUSALS = {
 }
 
 
-async def limit_rate(request: Request) -> None:
-    await request.app.state.rate_limit.check(request)
-
-
-predictions = APIRouter(tags=["predict"], dependencies=[Depends(limit_rate)], responses=REFUSALS)
+predictions = APIRouter(tags=["predict"], responses=REFUSALS)
 
 
 @predictions.post("/predict/clv", response_model=PredictionOut)
@@ -135,12 +146,18 @@ operations = APIRouter(tags=["operations"])
 
 
 @operations.get(
-    "/health", response_model=Health, responses={503: {"model": Unavailable, "description": "No model serves; why."}}
+    "/health",
+    response_model=Health,
+    response_model_exclude_none=True,
+    responses={503: {"model": Unavailable, "description": "No model serves; why."}},
 )
-async def health(service: ServiceDep) -> Health | JSONResponse:
-    """200 with the model serving; 503 with the reason while there is none."""
+async def health(service: ServiceDep, request: Request) -> Health | JSONResponse:
+    """200 with the model serving; 503 with the reason while there is none. Open to all; the model's version, its
+    training time, the uptime and whether the data was generated only to a caller with clv:read."""
     if service.loaded is None:
-        return unavailable(service)
+        return unavailable(service, request)
+    if READ not in request.state.caller.scopes:
+        return Health(status="ok")
     meta = service.loaded.metadata
     uptime = round(time.monotonic() - service.started, 1)
     return Health(
@@ -152,8 +169,8 @@ async def health(service: ServiceDep) -> Health | JSONResponse:
     )
 
 
-def unavailable(service: Service) -> JSONResponse:
-    body = Unavailable(status="unavailable", reason=service.reason)
+def unavailable(service: Service, request: Request) -> JSONResponse:
+    body = Unavailable(status="unavailable", reason=service.reason, request_id=request.state.request_id)
     return JSONResponse(body.model_dump(), 503, {"Retry-After": "30"})
 
 
@@ -166,10 +183,10 @@ async def livez() -> Alive:
 @operations.get(
     "/readyz", response_model=Ready, responses={503: {"model": Unavailable, "description": "No model serves; why."}}
 )
-async def readyz(service: ServiceDep) -> Ready | JSONResponse:
+async def readyz(service: ServiceDep, request: Request) -> Ready | JSONResponse:
     """A model serves (Kubernetes' readiness probe): send traffic only while this is 200."""
     if service.loaded is None:
-        return unavailable(service)
+        return unavailable(service, request)
     return Ready(status="ready", model_version=service.loaded.version)
 
 
@@ -247,20 +264,17 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotReady)
     async def not_ready(request: Request, exc: NotReady) -> JSONResponse:
-        return problem(503, f"no model is serving: {exc}", {"Retry-After": "30"})
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
-        detail = f"rate limit of {exc.limit} exceeded; retry in {exc.retry_after} s"
-        return problem(429, detail, {"Retry-After": str(exc.retry_after)})
+        request_id = request.state.request_id
+        body = {"detail": f"no model is serving: {exc}", "request_id": request_id}
+        return JSONResponse(body, 503, {"Retry-After": "30"})
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        # the body says nothing of the error (no path, no exception text): the log has it under the request id
         request_id = getattr(request.state, "request_id", "")
-        return problem(
-            500, "internal error; the request id is in the X-Request-ID header", {"X-Request-ID": request_id}
-        )
+        logger.exception("request %s failed: %s %s", request_id, request.method, request.url.path)
+        body = {"detail": "internal error; the service's log has it under the request id", "request_id": request_id}
+        return JSONResponse(body, 500, {"X-Request-ID": request_id})
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -273,24 +287,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = Service(settings)
-    app.state.rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
+    app.state.credentials = credentials = Credentials(settings)  # SettingsError: a keys file or OIDC half set
+    check_exposure(settings, credentials)  # SettingsError: api.py says it in one line, exit 2
     for router in (predictions, operations, page, *([monitoring] if settings.metrics else [])):
         app.include_router(router)
     app.mount("/static", PageFiles(directory=STATIC), name="static")
     # the prediction routes carry the traffic: matched first, before the documentation's own routes
     app.router.routes.sort(key=lambda route: getattr(route, "original_router", None) is not predictions)
     add_error_handlers(app)
+    declare_security(app)
+    # outermost last: the log sees (and heads) every answer, CORS wraps every refusal, the gate runs before a
+    # body is read but after a declared length over the limit is refused
+    rate_limit = RateLimit(settings.rate_limit, settings.rate_limit_storage)
+    app.add_middleware(Gate, credentials=credentials, hosts=allowed_hosts(settings), rate_limit=rate_limit)
+    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.cors_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_list,
             allow_methods=["GET", "POST"],
-            allow_headers=["Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            allow_headers=["Content-Type", "X-Request-ID", "Authorization", "X-API-Key"],
+            expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(BodyTimeout, seconds=settings.body_timeout_seconds)
-    app.add_middleware(AccessLog, metrics=settings.metrics)
+    app.add_middleware(AccessLog, metrics=settings.metrics, headers=headers_for)
     return app
 
 

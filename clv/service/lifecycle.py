@@ -45,15 +45,19 @@ class LatestPortfolio:
             stat = real.stat()
         except (FileNotFoundError, RuntimeError):
             raise NoPortfolio(
-                f"no scoring run in {self.scores_dir}: `python model.py score` makes one (CLV_SCORES_DIR names "
-                "the folder), and this serves the latest"
+                "no scoring run yet: `python model.py score` makes one (in the folder CLV_SCORES_DIR names), "
+                "and this serves the latest"
             ) from None
         key = (str(real), stat.st_mtime_ns, stat.st_size)
         if self.portfolio is None or self.key != key:
             try:
                 self.portfolio, self.key = read_portfolio(real.parent), key
             except DataContractError as exc:
-                raise NoPortfolio(str(exc)) from None
+                logger.error("the latest scoring run's portfolio does not read: %s", exc)
+                raise NoPortfolio(
+                    "the latest scoring run's portfolio does not read (the service's log says why): "
+                    "`python model.py score` makes a new run"
+                ) from None
         return self.portfolio
 
 
@@ -125,8 +129,13 @@ def first_model(settings: Settings) -> LoadedModel:
             config = Config(customers=settings.first_run_customers)
             write_tables(simulate(config), settings.data_dir, config=config)
         logger.info("no model in %s: training a first one on %s", settings.model_dir, settings.data_dir)
-        train_and_save(settings.data_dir, settings.model_dir)
-        return artifacts.load(settings.model_dir)
+        train_and_save(settings.data_dir, settings.model_dir, signing_key=settings.model_signing_key)
+        return load_latest(settings)
+
+
+def load_latest(settings: Settings) -> LoadedModel:
+    """The version `latest` points at, verified (signed by CLV_MODEL_VERIFY_KEY's pair when that is set)."""
+    return artifacts.load(settings.model_dir, verify_key=settings.model_verify_key)
 
 
 def has_data(data_dir: Path) -> bool:
@@ -137,22 +146,24 @@ def without_a_model(service: Service, error: ModelArtifactError) -> None:
     """No model could be loaded at start: say why, and make a first one only where that is safe. A broken
     model is reported, never trained over; a configured data folder with no data is never filled with a
     made-up bank (a mistyped CLV_DATA_DIR would serve a model of customers who do not exist)."""
+    # service.reason is what /health and a 503 tell any caller: no path, no exception text; the log has those
     settings = service.settings
     if artifacts.has_latest(settings.model_dir):  # a broken model: reported, never trained over
-        service.reason = str(error)
+        service.reason = "the latest model does not verify, so it is not served; the service's log says why"
+        logger.error("no model serves: %s", error)
     elif not settings.train_on_start:
-        service.reason = (
-            f"no model in {settings.model_dir}; run `python model.py train --model-dir {settings.model_dir}`"
-        )
+        service.reason = "no model yet; run `python model.py train` (into the folder CLV_MODEL_DIR names)"
+        logger.warning("no model serves: no model in %s", settings.model_dir)
     elif not settings.demo_data and not has_data(settings.data_dir):
         service.reason = (
-            f"no model in {settings.model_dir} and no data in {settings.data_dir}: put the bank's files there "
-            f"(transactions.csv at least) or point CLV_DATA_DIR at them, or train with `python model.py train`"
+            "no model and no data to train one: put the bank's files (transactions.csv at least) in the folder "
+            "CLV_DATA_DIR names, or train with `python model.py train`"
         )
+        logger.warning("no model serves: no model in %s and no data in %s", settings.model_dir, settings.data_dir)
     else:
         service.reason = "training a first model; this takes about a minute"
         service.training = asyncio.create_task(train_first(service))
-    logger.warning("no model serves: %s", service.reason)
+        logger.warning("no model serves: %s", service.reason)
 
 
 async def train_first(service: Service) -> None:
@@ -160,9 +171,9 @@ async def train_first(service: Service) -> None:
         service.serve(await asyncio.to_thread(first_model, service.settings))
     except NotReady as exc:
         service.reason = str(exc)
-    except Exception as exc:  # the service stays up and says why
+    except Exception:  # the service stays up and says why, in its log
         logger.exception("first model failed")
-        service.reason = f"training a first model failed: {exc}"
+        service.reason = "training a first model failed; the service's log says why"
 
 
 async def follow_latest(service: Service) -> None:
@@ -184,14 +195,17 @@ async def take_latest(service: Service) -> None:
     """Serve the version `latest` points at, once it is verified; refuse (log, count) one that is not."""
     if service.training is not None and not service.training.done():
         return  # the first model is being trained here: it is served when saved, not loaded a second time
-    link = service.settings.model_dir / LATEST
+    settings = service.settings
+    link = settings.model_dir / LATEST
     if not link.exists():
         return
     target = link.resolve()
     if (service.loaded is not None and target == service.loaded.path) or target == service.refused:
         return
     try:
-        loaded = await asyncio.to_thread(artifacts.load, target)
+        # resolved again through the model folder: a `latest` that leads outside it is refused, never read
+        folder = artifacts.resolve(settings.model_dir)
+        loaded = await asyncio.to_thread(artifacts.load_folder, folder, settings.model_verify_key)
     except ModelArtifactError as exc:
         service.refused = target
         telemetry.RELOADS.labels("refused").inc()

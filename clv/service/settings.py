@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -19,6 +20,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = DEFAULT_DATA_DIR
     model_dir: Path = Path("models")
+    model_verify_key: Path | None = Field(
+        None, description="Ed25519 public key (PEM): a model version not signed by its pair is never loaded"
+    )
+    model_signing_key: Path | None = Field(
+        None, description="Ed25519 private key (PEM, mode 0600): `train` and `promote` sign the versions they make"
+    )
     scores_dir: Path = Field(Path("scores"), description="scoring runs; GET /portfolio serves the latest's")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -36,6 +43,18 @@ class Settings(BaseSettings):
     drift_window: int = Field(2_000, ge=50, description="recent request feature rows kept for the drift metrics")
     metrics: bool = Field(True, description="/metrics, the request and prediction series and the drift window")
     dask_scheduler: str | None = Field(None, description="tcp://host:8786 of a Dask cluster; none: a local one")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="auto: on with a key in the keys file or OIDC set, else loopback only; on: always; off: never "
+        "(any CLV_HOST, with a warning)",
+    )
+    api_keys_file: Path = Field(Path("api_keys.json"), description="API keys' hashes (`python api.py keys add`)")
+    oidc_issuer: str | None = Field(None, description="OIDC tokens: the issuer (iss) they must name")
+    oidc_audience: str | None = Field(None, description="OIDC tokens: the audience (aud) they must name")
+    oidc_jwks_url: str | None = Field(None, description="OIDC tokens: the issuer's signing keys (JWKS)")
+    allowed_hosts: str = Field(
+        "", description="Host headers served, comma-separated (host or host:port); empty: loopback names on loopback"
+    )
 
     @field_validator("rate_limit")
     @classmethod

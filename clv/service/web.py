@@ -7,14 +7,15 @@ import asyncio
 import logging
 import logging.handlers
 import math
+import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import HTTPException
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -27,16 +28,13 @@ from clv.service.telemetry import observe_request
 
 access = logging.getLogger("api.access")
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
-
-
-class RateLimited(Exception):
-    def __init__(self, limit: str, retry_after: int) -> None:
-        self.limit = limit
-        self.retry_after = retry_after
+# control characters, space and backslash written as \xNN: a decoded %0A in a path cannot start a forged line
+ESCAPES = {c: f"\\x{c:02x}" for c in (*range(33), 92, *range(127, 160))}
 
 
 class RateLimit:
-    """One budget per client address for both prediction routes, as a dependency.
+    """One budget per caller (a key's name, a token's subject, or the client's address with authentication off)
+    across the protected routes, spent by the security gate.
 
     `limits` (the library under slowapi and Flask-Limiter) with its asyncio storages: in this process's
     memory (`memory://`), or in Redis (`redis://host:port`) so that every worker and every replica
@@ -51,12 +49,12 @@ class RateLimit:
             backend = storage_from_string(f"async+{storage}", implementation="redispy")
         self.window = FixedWindowRateLimiter(backend)
 
-    async def check(self, request: Request) -> None:
-        """Spend one request of the client's budget, or raise RateLimited."""
-        client = request.client.host if request.client else "unknown"
-        if not await self.window.hit(self.item, "predict", client):
-            reset, _ = await self.window.get_window_stats(self.item, "predict", client)
-            raise RateLimited(str(self.item), max(1, math.ceil(reset - time.time())))
+    async def spend(self, caller: str) -> int | None:
+        """Spend one request of the caller's budget: None, or the seconds until it has one again."""
+        if await self.window.hit(self.item, "predict", caller):
+            return None
+        reset, _ = await self.window.get_window_stats(self.item, "predict", caller)
+        return max(1, math.ceil(reset - time.time()))
 
 
 def _text(value: object) -> str | int:
@@ -175,12 +173,16 @@ class BodyTimeout:
 
 
 class AccessLog:
-    """One line per request (id, method, path, status, latency; no personal data), an X-Request-ID, and the
-    request in the Prometheus metrics (unless `metrics` is off)."""
+    """One line per request (id, method, path, status, latency, caller; no personal data, never a credential;
+    control characters escaped), an X-Request-ID, and the request in the Prometheus metrics (unless `metrics`
+    is off)."""
 
-    def __init__(self, app: ASGIApp, metrics: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: bool = True, headers: Callable[[str], list[tuple[bytes, bytes]]] | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.headers = headers or (lambda path: [])  # more headers for every answer, by path: the security ones
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -192,12 +194,13 @@ class AccessLog:
         request_id = given.decode() if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler, which answers outside
         status = 500
+        extra = [(b"x-request-id", request_id.encode("latin-1")), *self.headers(scope["path"])]
 
         async def tagged(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         try:
@@ -205,7 +208,10 @@ class AccessLog:
         finally:
             seconds = time.perf_counter() - started
             if access.isEnabledFor(logging.INFO):  # a record made here, without looking up the caller's frame
-                line = "%s %s %s %d %.2fms", (request_id, scope["method"], scope["path"], status, seconds * 1000)
+                caller = scope["state"].get("caller")
+                who = "-" if caller is None else caller.name.translate(ESCAPES)
+                path = scope["path"].translate(ESCAPES)
+                line = "%s %s %s %d %.2fms %s", (request_id, scope["method"], path, status, seconds * 1000, who)
                 access.handle(access.makeRecord(access.name, logging.INFO, __file__, 0, *line, None))
             if self.metrics:
                 observe_request(scope["method"], scope["path"], status, seconds)
@@ -214,6 +220,12 @@ class AccessLog:
 class AccessFile(logging.handlers.RotatingFileHandler):
     """A RotatingFileHandler that decides to roll over from the file's position alone. The stock one stats
     the path twice and formats each line twice to decide, which is a tenth of a prediction's overhead."""
+
+    def _open(self) -> object:
+        """The log, readable by this user only (mode 0600), the rotated files too: it names callers."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)  # a file made before, by another umask
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         if self.stream is None:

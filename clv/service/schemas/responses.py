@@ -72,11 +72,17 @@ class BatchOut(BaseModel):
 
 
 class Health(BaseModel):
+    """The status for anyone; the details only for a caller with clv:read (or with authentication off)."""
+
     status: Literal["ok"]
-    model_version: str = Field(description="The version serving now; it changes when a new latest is taken up.")
-    trained_at: dt.datetime
-    uptime_seconds: float
-    synthetic_data: bool = Field(description="The serving model was trained on a generated bank, not a real one.")
+    model_version: str | None = Field(
+        None, description="The version serving now; it changes when a new latest is taken up."
+    )
+    trained_at: dt.datetime | None = None
+    uptime_seconds: float | None = None
+    synthetic_data: bool | None = Field(
+        None, description="The serving model was trained on a generated bank, not a real one."
+    )
 
 
 class Alive(BaseModel):
@@ -92,13 +98,15 @@ class Unavailable(BaseModel):
     """No model serves: why, and what to do about it."""
 
     status: Literal["unavailable"]
-    reason: str
+    reason: str = Field(description="Why, in words without paths; the service's log has the details.")
+    request_id: str | None = Field(None, description="This answer's X-Request-ID.")
 
 
 class Problem(BaseModel):
-    """A refusal that is not about one field: 413, 429, 503, 500."""
+    """A refusal that is not about one field: 401, 403, 413, 429, 503, 500."""
 
     detail: str
+    request_id: str | None = Field(None, description="On a 500 or 503: the id the service's log has the details under.")
 
 
 class FieldError(BaseModel):
