@@ -29,15 +29,15 @@ from clv.cli_tables import churn_table, horizons_table, metrics_table, report_te
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
-from clv.data.location import LocationError, WarehouseURL
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
+from clv.data.location import LocationError, WarehouseURL
 from clv.data.prepare import prepare
-from clv.model import artifacts
+from clv.model import artifacts, signing
 from clv.model.artifacts import ModelArtifactError
 from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import evaluate_saved
-from clv.model.predictor import NoCurve
 from clv.model.monitoring import band, plot_drift
+from clv.model.predictor import NoCurve
 from clv.model.training import train_and_save
 from clv.service.settings import Settings, SettingsError, load_settings
 
@@ -52,16 +52,22 @@ def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[R
     return runner_for(args, args.settings, cluster=is_partitioned(args.data_dir))
 
 
+def load_model(args: argparse.Namespace, version: str | None) -> artifacts.LoadedModel:
+    """A version of --model-dir, refused unless signed by CLV_MODEL_VERIFY_KEY's pair when that is set."""
+    return artifacts.load(args.model_dir, version, args.settings.model_verify_key)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     config = training_config(args)
+    artifacts.read_signing_key(args.settings.model_signing_key)  # a bad key is refused now, not after training
     with cluster_for(args) as run:
-        path, meta = train_and_save(args.data_dir, args.model_dir, config, run)
+        path, meta = train_and_save(args.data_dir, args.model_dir, config, run, args.settings.model_signing_key)
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
     print(report_text(meta.model_dump(mode="json"), as_json=False))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    loaded = artifacts.load(args.model_dir, args.version)
+    loaded = load_model(args, args.version)
     with cluster_for(args) as run:
         result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff, run)
     if not args.json:
@@ -70,7 +76,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    loaded = artifacts.load(args.model_dir, args.version)
+    loaded = load_model(args, args.version)
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         try:
@@ -110,7 +116,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         if args.run_name is not None:
             raise
         result, why = None, f"No scoring run to measure ({exc})."
-    loaded = artifacts.load(args.model_dir, args.version or (result.model_version if result else None))
+    loaded = load_model(args, args.version or (result.model_version if result else None))
     drift = report.drift_section(None, why) if result is None else run_drift(args, loaded, result)
     with atomic_path(args.out) as tmp:
         tmp.write_text(report.render(loaded.metadata, args.backtest, drift, result))
@@ -130,7 +136,7 @@ def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: P
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
-    loaded = artifacts.load(args.model_dir, args.version)
+    loaded = load_model(args, args.version)
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         report, X = monitor(source, run, loaded, args.as_of)
@@ -204,7 +210,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    path = artifacts.promote(args.model_dir, args.version)
+    settings = args.settings
+    path = artifacts.promote(args.model_dir, args.version, settings.model_signing_key, settings.model_verify_key)
     print(f"{path.name} is now latest")
 
 
@@ -353,6 +360,22 @@ def add_prepare(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p.set_defaults(run=cmd_prepare)
 
 
+def cmd_keygen(args: argparse.Namespace) -> None:
+    try:
+        private, public = signing.keygen(args.out)
+    except signing.KeyFileError as exc:
+        raise OptionError(f"--out: {exc}") from None
+    print(f"written: {private} (secret; CLV_MODEL_SIGNING_KEY of training) and {public} (CLV_MODEL_VERIFY_KEY)")
+
+
+def add_keygen(sub: argparse._SubParsersAction, settings: Settings) -> None:
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair to sign models with (never overwrites one)")
+    p.add_argument(
+        "--out", type=Path, required=True, help=f"folder for {signing.PRIVATE} (mode 0600) and {signing.PUBLIC}"
+    )
+    p.set_defaults(run=cmd_keygen)
+
+
 def add_versions(sub: argparse._SubParsersAction, settings: Settings) -> None:
     p = sub.add_parser("list", help="saved versions with their headline metrics")
     add_folders(p, settings, data=False)
@@ -376,6 +399,7 @@ def parser(settings: Settings) -> argparse.ArgumentParser:
         add_monitor,
         add_prepare,
         add_versions,
+        add_keygen,
     ):
         add(sub, settings)
     return top

@@ -106,7 +106,7 @@ def test_a_tampered_version_is_refused_once_and_the_old_one_keeps_serving(
     old = artifacts.load(models)
     tampered = models / f"{artifacts.PREFIX}29991231T000000000000Z"
     shutil.copytree(old.path, tampered)
-    flip_a_byte(tampered / "model.joblib")
+    flip_a_byte(tampered / artifacts.ARRAYS)
 
     def refusals(client: TestClient) -> float:
         return value(samples(client.get("/metrics").text), "clv_model_reloads_total", result="refused")

@@ -81,7 +81,7 @@ def test_503_while_no_model_serves(tmp_path: Path, bank_dir: Path, example: dict
 def test_a_broken_model_at_start_is_503_and_never_replaced(models: Path, tmp_path: Path, bank_dir: Path) -> None:
     """A model that fails its manifest is reported, not retrained over: whoever broke it must look."""
     version = (models / artifacts.LATEST).resolve()
-    (version / "model.joblib").write_bytes(b"not a model")
+    (version / artifacts.ARRAYS).write_bytes(b"not a model")
     broken = Settings(data_dir=bank_dir, model_dir=models, log_file=tmp_path / "api.log", train_on_start=True)
     with TestClient(create_app(broken)) as client:
         health = client.get("/health")

@@ -1,4 +1,5 @@
-"""Versioned model artifacts: a folder per version, a SHA-256 manifest, and an atomically switched `latest`."""
+"""Versioned model artifacts: a folder per version of arrays and JSON (never a pickle), a SHA-256 manifest that
+names the version, an optional Ed25519 signature of it, and an atomically switched `latest` inside the folder."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import functools
 import json
 import logging
 import platform
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
 import sklearn
 from pydantic import ValidationError
 
-from clv.common.io import atomic_folder, point_link, sha256
+from clv.common.io import atomic_folder, atomic_path, point_link, sha256
+from clv.model import persistence, signing
 from clv.model.card import ModelMetadata
 from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES
@@ -28,12 +30,16 @@ logger = logging.getLogger(__name__)
 PREFIX = "clv_model_"
 LATEST = f"{PREFIX}latest"
 MANIFEST = "manifest.json"
-PICKLED_BY = ("scikit-learn", "numpy")
+SIGNATURE = signing.SIGNATURE
 PROFILE = "reference_profile.json"  # the training rows' distributions, for the drift metrics
+ESTIMATOR = "model.json"  # the hyperparameters and fitted numbers (clv.model.persistence)
+ARRAYS = "model.npz"  # the compiled forest's node arrays, read with allow_pickle=False
+IMPORTANCE = "feature_importance.json"
 # Version of the saved model's layout: a model saved in another layout is refused at load, with the
 # advice to retrain, instead of being read into the wrong places.
-ARTIFACT_FORMAT = 3  # 3: the estimator pickled from clv.model.estimator
-FILES = ("model.joblib", "feature_names.joblib", "feature_importance.joblib", "metadata.json", PROFILE)
+ARTIFACT_FORMAT = 4  # 4: arrays and JSON, a manifest naming its version; 3: the estimator pickled by joblib
+PICKLED = "model.joblib"  # format 3's pickle: its presence alone refuses the version, unread
+FILES = (ESTIMATOR, ARRAYS, "feature_names.json", IMPORTANCE, "metadata.json", PROFILE)
 
 
 class ModelArtifactError(RuntimeError):
@@ -69,12 +75,20 @@ def library_versions() -> dict[str, str]:
         "numpy": np.__version__,
         "pandas": pd.__version__,
         "scikit-learn": sklearn.__version__,
-        "joblib": joblib.__version__,
     }
 
 
-def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile: Profile, model_dir: Path) -> Path:
-    """Write a new version folder completely, then point `latest` at it. Returns the folder."""
+def save(
+    model: BankingCLVModel,
+    metadata: dict,
+    importance: list[dict],
+    profile: Profile,
+    model_dir: Path,
+    signing_key: Path | None = None,
+) -> Path:
+    """Write a new version folder completely (signed with the private key at `signing_key`, if given), then point
+    `latest` at it. Returns the folder."""
+    key = read_signing_key(signing_key)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
@@ -93,18 +107,32 @@ def save(model: BankingCLVModel, metadata: dict, importance: list[dict], profile
                 "feature_names": feature_names,
             }
         )
-        joblib.dump(model, staging / "model.joblib", compress=3)
-        joblib.dump(feature_names, staging / "feature_names.joblib")
-        joblib.dump(importance, staging / "feature_importance.joblib")
+        document, arrays = persistence.to_parts(model)
+        (staging / ESTIMATOR).write_text(document.model_dump_json(indent=2) + "\n")
+        with (staging / ARRAYS).open("wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        (staging / "feature_names.json").write_text(json.dumps(feature_names) + "\n")
+        (staging / IMPORTANCE).write_text(json.dumps(importance, indent=2) + "\n")
         (staging / PROFILE).write_text(json.dumps(profile.to_json()) + "\n")
         (staging / "metadata.json").write_text(typed.model_dump_json(indent=2) + "\n")
-        manifest = {
-            name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES
-        }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        files = {name: {"sha256": sha256(staging / name), "bytes": (staging / name).stat().st_size} for name in FILES}
+        manifest = (
+            json.dumps({"format": ARTIFACT_FORMAT, "version": version, "files": files}, indent=2) + "\n"
+        ).encode()
+        (staging / MANIFEST).write_bytes(manifest)
+        if key is not None:
+            (staging / SIGNATURE).write_bytes(signing.sign(manifest, key))
     point_latest(model_dir, final.name)
-    logger.info("saved model %s to %s", version, final)
+    logger.info("saved model %s to %s%s", version, final, " (signed)" if key is not None else "")
     return final
+
+
+def read_signing_key(path: Path | None) -> signing.Ed25519PrivateKey | None:
+    """The private key at `path` (None for none), checked: what `save` and `promote` sign with."""
+    try:
+        return None if path is None else signing.private_key(path)
+    except signing.KeyFileError as exc:
+        raise ModelArtifactError(str(exc)) from None
 
 
 def point_latest(model_dir: Path, folder: str) -> None:
@@ -112,16 +140,29 @@ def point_latest(model_dir: Path, folder: str) -> None:
     point_link(model_dir / LATEST, folder)
 
 
-def verify(path: Path) -> ModelMetadata:
-    """Check every file against the manifest, the layout's format and the feature names; return the metadata."""
+def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
+    """Check a version folder and return its metadata: with `verify_key` (a public key file) its manifest's signature
+    first, before any other file is read; then every file against the manifest, the version the manifest names, the
+    layout's format and the feature names."""
+    if (path / PICKLED).exists():
+        raise ModelArtifactError(
+            f"{path}: saved in model format 3 (a pickle, never loaded: it could run code); this code reads "
+            f"format {ARTIFACT_FORMAT}: retrain with `python model.py train`"
+        )
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise ModelArtifactError(f"{path}: no {MANIFEST}; the version is incomplete, train again")
+    text = manifest_path.read_bytes()
+    if verify_key is not None:
+        check_signature(path, text, verify_key)
     try:
-        manifest = json.loads(manifest_path.read_text())
-        listed = {name: (int(manifest[name]["bytes"]), str(manifest[name]["sha256"])) for name in manifest}
-    except (ValueError, KeyError, TypeError) as exc:
+        manifest = json.loads(text)
+        version = str(manifest["version"])
+        listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in manifest["files"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelArtifactError(f"{manifest_path}: not a readable manifest ({exc}): truncated or changed") from exc
+    if path.name.startswith(PREFIX) and path.name != f"{PREFIX}{version}":
+        raise ModelArtifactError(f"{path}: its manifest is version {version}'s: a version moved or renamed")
     for name in FILES:
         file = path / name
         if name not in listed:
@@ -134,13 +175,29 @@ def verify(path: Path) -> ModelMetadata:
             )
         if sha256(file) != listed[name][1]:
             raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
-    return read_metadata(path)
+    metadata = read_metadata(path)
+    if metadata.version != version:
+        raise ModelArtifactError(f"{path}: metadata.json is version {metadata.version}'s, its manifest {version}'s")
+    return metadata
+
+
+def check_signature(path: Path, manifest: bytes, verify_key: Path) -> None:
+    """Refuse the version at `path` unless manifest.sig is the signature of `manifest` by the key at `verify_key`."""
+    try:
+        key = signing.public_key(verify_key)
+        signature = (path / SIGNATURE).read_bytes() if (path / SIGNATURE).exists() else None
+        signing.check(manifest, signature, key)
+    except (signing.KeyFileError, signing.SignatureError) as exc:
+        raise ModelArtifactError(f"{path}: refused, {exc}") from None
 
 
 def read_metadata(path: Path) -> ModelMetadata:
     """metadata.json of a version, refused when another version of this code wrote it."""
     text = (path / "metadata.json").read_text()
-    saved = json.loads(text).get("format", 1)
+    try:
+        saved = json.loads(text).get("format", 1)
+    except (ValueError, AttributeError) as exc:
+        raise ModelArtifactError(f"{path / 'metadata.json'}: not JSON ({exc}); retrain") from exc
     if saved != ARTIFACT_FORMAT:
         raise ModelArtifactError(
             f"{path}: saved in model format {saved}, this code reads format {ARTIFACT_FORMAT}; "
@@ -161,15 +218,24 @@ def read_metadata(path: Path) -> ModelMetadata:
     return metadata
 
 
+def read_importance(path: Path) -> list[dict]:
+    """The permutation importance measured at training, as saved beside the model."""
+    return json.loads((path / IMPORTANCE).read_text())
+
+
 def has_latest(model_dir: Path) -> bool:
     return (Path(model_dir) / LATEST).exists()
 
 
 def resolve(model_dir: Path, version: str | None = None) -> Path:
-    """The folder of `version` (a name or timestamp), or of `latest`; `model_dir` may itself be one."""
+    """The real folder of `version` (a name or timestamp), or of `latest`; `model_dir` may itself be one. A version
+    is a `clv_model_*` folder directly inside `model_dir`: a name with a path in it, or a link that leads elsewhere,
+    is refused."""
     model_dir = Path(model_dir)
-    if (model_dir / MANIFEST).exists() or (model_dir / "model.joblib").exists():
-        return model_dir
+    if (model_dir / MANIFEST).exists() or (model_dir / PICKLED).exists():
+        return model_dir.resolve()
+    if version is not None and (not version or "/" in version or "\\" in version or version.startswith(".")):
+        raise ModelArtifactError(f"{version!r} is not a version: `python model.py list` shows them")
     name = LATEST if version is None else (version if version.startswith(PREFIX) else f"{PREFIX}{version}")
     path = model_dir / name
     if not path.exists():
@@ -178,29 +244,40 @@ def resolve(model_dir: Path, version: str | None = None) -> Path:
                 f"no model in {model_dir}; run `python model.py train` or start the API to train one"
             )
         raise ModelArtifactError(f"no version {version} in {model_dir}; `python model.py list` shows them")
-    return path.resolve()
+    real = path.resolve()
+    if real.parent != model_dir.resolve() or not real.name.startswith(PREFIX) or real.name == LATEST:
+        raise ModelArtifactError(f"{path}: leads outside {model_dir}; refused (a version is a {PREFIX}* folder in it)")
+    return real
 
 
-def load(model_dir: Path, version: str | None = None) -> LoadedModel:
-    path = resolve(model_dir, version)
-    metadata = verify(path)
+def load(model_dir: Path, version: str | None = None, verify_key: Path | None = None) -> LoadedModel:
+    """The version `version` (default: `latest`) of `model_dir`, verified (signed by `verify_key`'s pair, if given)."""
+    return load_folder(resolve(model_dir, version), verify_key)
+
+
+def load_folder(path: Path, verify_key: Path | None = None) -> LoadedModel:
+    """A version folder that `resolve` found, verified, then read: JSON, and arrays read with allow_pickle=False."""
+    metadata = verify(path, verify_key)
     saved = metadata.libraries
     for name, current in library_versions().items():
-        if saved.get(name) in (None, current):
-            continue
-        if name in PICKLED_BY:  # the pickle is these libraries' objects: another version may read it wrong
-            versions = f"saved with {name} {saved[name]}, this is {name} {current}"
-            raise ModelArtifactError(f"{path}: {versions}; retrain with `python model.py train`")
-        logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
+        if saved.get(name) not in (None, current):  # plain numbers and JSON: any version reads them the same
+            logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
     try:
-        model = joblib.load(path / "model.joblib")
-    except Exception as exc:
-        raise ModelArtifactError(f"{path / 'model.joblib'}: cannot be loaded: {exc}") from exc
+        document = persistence.SavedEstimator.model_validate_json((path / ESTIMATOR).read_bytes())
+        with np.load(path / ARRAYS, allow_pickle=False) as stored:
+            arrays = {name: stored[name] for name in stored.files}
+        model = persistence.from_parts(document, arrays)
+    except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:  # ValidationError is a ValueError
+        raise ModelArtifactError(f"{path}: the model cannot be read ({_first_line(exc)}); retrain") from exc
     try:
         profile = Profile.from_json((path / PROFILE).read_text())
     except (ValueError, KeyError, TypeError) as exc:  # DriftError is a ValueError
         raise ModelArtifactError(f"{path / PROFILE}: {exc}; retrain with `python model.py train`") from exc
     return LoadedModel(model, metadata, path, profile)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def versions(model_dir: Path) -> list[dict]:
@@ -231,9 +308,16 @@ def versions(model_dir: Path) -> list[dict]:
     return out
 
 
-def promote(model_dir: Path, version: str) -> Path:
-    """Make an existing, intact version the latest (a rollback)."""
+def promote(model_dir: Path, version: str, signing_key: Path | None = None, verify_key: Path | None = None) -> Path:
+    """Make an existing, intact version the latest (a rollback). With `signing_key` it signs the version's manifest
+    (an operator vouching for it: how a version saved before signing is brought in); with `verify_key` a version
+    whose signature does not verify is refused."""
     path = resolve(model_dir, version)
-    verify(path)
+    key = read_signing_key(signing_key)
+    if key is not None:
+        verify(path)
+        with atomic_path(path / SIGNATURE) as tmp:
+            tmp.write_bytes(signing.sign((path / MANIFEST).read_bytes(), key))
+    load_folder(path, verify_key)  # every file read as the service will, so what is made latest serves
     point_latest(Path(model_dir), path.name)
     return path

@@ -264,11 +264,14 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.forest_ = CompiledForest(self.imputer_, ensembles, self.n_features_in_, attribute)
 
     def __getstate__(self) -> dict:
-        # the compiled forest is derived from the fitted boosters: rebuilt on load, never stored
-        # a copy: on Python 3.11+ object.__getstate__ returns the live __dict__, and popping from it
-        # would strip the forest from the model being saved
+        # pickled only between this code's own processes (Dask sends the model to its workers); a saved model is
+        # arrays and JSON (clv.model.persistence). The compiled forest is derived from the fitted boosters: rebuilt
+        # on arrival where they are here, kept where they are not (a loaded model predicts from the forest alone).
+        # A copy: on Python 3.11+ object.__getstate__ returns the live __dict__, and popping from it would strip
+        # the forest from the model being sent
         state = dict(super().__getstate__())
-        state.pop("forest_", None)
+        if "point_" in state:
+            state.pop("forest_", None)
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -143,13 +143,16 @@ def train_and_save(
     model_dir: Path,
     config: TrainingConfig | None = None,
     runner: Runner | None = None,
+    signing_key: Path | None = None,
     **options: Any,
 ) -> tuple[Path, ModelMetadata]:
-    """Train on a folder, save a new version and make it latest; return its folder and metadata. `options` are
-    TrainingConfig's fields, for a config made here: `train_and_save(folder, models, horizon_months=6)`."""
+    """Train on a folder, save a new version (signed with the private key file `signing_key`, if given) and make it
+    latest; return its folder and metadata. `options` are TrainingConfig's fields, for a config made here:
+    `train_and_save(folder, models, horizon_months=6)`."""
     result = train(data_dir, _config(config, options), runner)
     importance = [entry.model_dump() for entry in result.importance]
-    path = artifacts.save(result.model, result.metadata(data_dir), importance, result.profile, model_dir)
+    metadata = result.metadata(data_dir)
+    path = artifacts.save(result.model, metadata, importance, result.profile, model_dir, signing_key)
     return path, artifacts.read_metadata(path)
 
 

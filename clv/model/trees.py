@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
+from sklearn.tree._tree import NODE_DTYPE, Tree
 
 ROW_WALK_LIMIT = 64  # rows up to this walk the trees in numpy; more use each tree's Cython apply
 CHUNK_ROWS = 8192  # rows evaluated at once: bounds memory, and chunks share two threads
@@ -80,6 +81,85 @@ class CompiledForest:
         self.depth = max(t.max_depth for t in self.trees)
         self._attributions(attribute)
 
+    # the node arrays a saved model keeps (clv.model.persistence): the forest is rebuilt from them alone
+    ARRAYS = ("fill", "indicator", "feature", "threshold", "left", "right", "value", "roots", "tree_ensemble", "init")
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """What `from_arrays` rebuilds this forest from, each tree's depth too: plain numbers, nothing that runs."""
+        arrays = {name: getattr(self, name) for name in self.ARRAYS}
+        return arrays | {"tree_depth": np.array([tree.max_depth for tree in self.trees], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray], n_features: int, attribute: int) -> CompiledForest:
+        """The forest `to_arrays` described, checked node by node first (a child after its parent, in its own tree;
+        a feature among the inputs), so a changed file is refused here rather than walked out of bounds."""
+        forest = cls.__new__(cls)
+        missing = [name for name in (*cls.ARRAYS, "tree_depth") if name not in arrays]
+        if missing:
+            raise ValueError(f"the forest lacks the arrays {missing}")
+        forest.fill = np.asarray(arrays["fill"], np.float64)
+        forest.indicator = np.asarray(arrays["indicator"], np.int64)
+        forest.feature = np.asarray(arrays["feature"], np.int64)
+        forest.threshold = np.asarray(arrays["threshold"], np.float64)
+        forest.left = np.asarray(arrays["left"], np.int64)
+        forest.right = np.asarray(arrays["right"], np.int64)
+        forest.value = np.asarray(arrays["value"], np.float64)
+        forest.roots = np.asarray(arrays["roots"], np.int64)
+        forest.tree_ensemble = np.asarray(arrays["tree_ensemble"], np.int64)
+        forest.init = np.asarray(arrays["init"], np.float64)
+        depth = np.asarray(arrays["tree_depth"], np.int64)
+        forest.n_features = n_features
+        forest.n_inputs = n_features + forest.indicator.size
+        forest.input_owner = np.concatenate([np.arange(n_features), forest.indicator])
+        forest.n_ensembles = forest.init.size
+        forest._check(depth, attribute)
+        forest.first_tree = np.searchsorted(forest.tree_ensemble, np.arange(forest.n_ensembles))
+        ends = np.append(forest.roots[1:], forest.value.size)
+        forest.trees = [forest._tree(root, end, int(d)) for root, end, d in zip(forest.roots, ends, depth, strict=True)]
+        forest.depth = int(depth.max())
+        forest._attributions(attribute)
+        return forest
+
+    def _check(self, depth: np.ndarray, attribute: int) -> None:
+        n_nodes = self.value.size
+        ids = np.arange(n_nodes)
+        if self.fill.size != self.n_features or not np.isin(self.indicator, np.arange(self.n_features)).all():
+            raise ValueError(f"the imputer does not fit {self.n_features} features")
+        if any(getattr(self, name).size != n_nodes for name in ("feature", "threshold", "left", "right")):
+            raise ValueError("the node arrays differ in length")
+        if not (self.roots.size == self.tree_ensemble.size == depth.size > 0) or self.roots[0] != 0:
+            raise ValueError("the tree arrays differ in length")
+        if (np.diff(self.roots) < 1).any() or self.roots[-1] >= n_nodes or (depth < 0).any():
+            raise ValueError("the trees' first nodes are not in order")
+        if (np.diff(self.tree_ensemble) < 0).any() or not np.array_equal(
+            np.unique(self.tree_ensemble), np.arange(self.n_ensembles)
+        ):
+            raise ValueError("the trees' ensembles are not in order")
+        if not 0 <= attribute < self.n_ensembles:
+            raise ValueError(f"no ensemble {attribute} to attribute")
+        end = np.append(self.roots[1:], n_nodes)[np.searchsorted(self.roots, ids, side="right") - 1]
+        leaf = self.left == ids
+        children = (self.left > ids) & (self.right > ids) & (self.left < end) & (self.right < end)
+        inputs = (self.feature >= 0) & (self.feature < self.n_inputs)
+        if not (np.where(leaf, self.right == ids, children & inputs)).all():
+            raise ValueError("a node points outside its tree, backwards, or at no input")
+
+    def _tree(self, root: int, end: int, depth: int) -> Tree:
+        """A scikit-learn tree of the nodes root..end, for its Cython `apply` on many rows. Only the splits matter
+        to `apply`; a leaf's value is the forest's, not the tree's own."""
+        ids = np.arange(end - root)
+        left, right = self.left[root:end] - root, self.right[root:end] - root
+        leaf = left == ids
+        nodes = np.zeros(ids.size, NODE_DTYPE)
+        nodes["left_child"] = np.where(leaf, -1, left)
+        nodes["right_child"] = np.where(leaf, -1, right)
+        nodes["feature"] = np.where(leaf, -2, self.feature[root:end])
+        nodes["threshold"] = np.where(leaf, -2.0, self.threshold[root:end])
+        tree = Tree(self.n_inputs, np.ones(1, np.intp), 1)
+        values = self.value[root:end].reshape(-1, 1, 1)
+        tree.__setstate__({"max_depth": depth, "node_count": ids.size, "nodes": nodes, "values": values})
+        return tree
+
     def _attributions(self, ensemble: int) -> None:
         """Per leaf of `ensemble`, the credit of each feature along the path from the root."""
         n_nodes = self.value.size
@@ -89,6 +169,7 @@ class CompiledForest:
         parent_of[self.left[internal]] = np.flatnonzero(internal)
         parent_of[self.right[internal]] = np.flatnonzero(internal)
         # an ensemble's trees, and so its nodes, are contiguous
+        self.attribute = ensemble
         first = self.first_tree[ensemble]
         last = self.first_tree[ensemble + 1] if ensemble + 1 < self.n_ensembles else self.roots.size
         self.attributed = slice(first, last)

@@ -112,7 +112,7 @@ def answers(
     value, low, high = (values.round(2).tolist() for values in (out.value, out.low, out.high))
     confidence = out.confidence.round(4).tolist()
     churn = np.where(np.isnan(out.churn), None, out.churn.round(4)).tolist()
-    no_churn = None if loaded.model.churn_ is not None else NO_CHURN_MODEL
+    no_churn = None if loaded.model.churn_calibration_ is not None else NO_CHURN_MODEL
     drivers = _drivers(X, out)
     horizons = _horizons(out)
     curves = _curves(out) if out.curve is not None else None
