@@ -161,8 +161,6 @@ def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
         listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in manifest["files"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelArtifactError(f"{manifest_path}: not a readable manifest ({exc}): truncated or changed") from exc
-    if path.name.startswith(PREFIX) and path.name != f"{PREFIX}{version}":
-        raise ModelArtifactError(f"{path}: its manifest is version {version}'s: a version moved or renamed")
     for name in FILES:
         file = path / name
         if name not in listed:
@@ -175,6 +173,8 @@ def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
             )
         if sha256(file) != listed[name][1]:
             raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
+    if path.name.startswith(PREFIX) and path.name != f"{PREFIX}{version}":
+        raise ModelArtifactError(f"{path}: its manifest is version {version}'s: a version moved or renamed")
     metadata = read_metadata(path)
     if metadata.version != version:
         raise ModelArtifactError(f"{path}: metadata.json is version {metadata.version}'s, its manifest {version}'s")
