@@ -110,13 +110,14 @@ def host_name(value: bytes) -> str:
 
 
 def scopes_of(claims: dict) -> frozenset[str]:
-    """OAuth scopes from `scope` (space-separated, RFC 8693) or `scp` (a list or a string, as Azure and Okta)."""
-    value = claims.get("scope", claims.get("scp", ""))
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list):
-        return frozenset(s for s in value if isinstance(s, str))
-    return frozenset()
+    """OAuth scopes from `scope` (space-separated, RFC 8693) and `scp` (a list or a string, as Azure and Okta)."""
+    scopes: set[str] = set()
+    for value in (claims.get("scope"), claims.get("scp")):
+        if isinstance(value, str):
+            scopes.update(value.split())
+        elif isinstance(value, list):
+            scopes.update(s for s in value if isinstance(s, str))
+    return frozenset(scopes)
 
 
 class Tokens:
