@@ -8,6 +8,7 @@ export function el(tag, attrs = {}, ...kids) {
     if (value === null || value === undefined || value === false) continue;
     if (key === "class") node.className = value;
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "style") node.style.cssText = value; // through CSSOM: the page's CSP refuses style attributes
     else node.setAttribute(key, value === true ? "" : String(value));
   }
   for (const kid of kids.flat(Infinity)) {

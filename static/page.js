@@ -1,6 +1,6 @@
 // The page's entry and the only module that knows every view: it asks the service (api.js) which model serves,
 // reads its card and the contract, sends predictions, and hands each view what it draws and what to call back.
-import { getContract, getHealth, getModelCard, predictClv, retryAfter, trouble } from "./api.js";
+import { getContract, getHealth, getModelCard, onSignInNeeded, predictClv, retryAfter, signIn, signOut, trouble } from "./api.js";
 import { renderCard } from "./card.js";
 import { readContract } from "./contract.js";
 import { renderDrift } from "./drift.js";
@@ -125,6 +125,12 @@ function showCardReply(reply) {
     return;
   }
   const problem = trouble(reply);
+  if (reply.status === 401 || reply.status === 403) { // no card for this caller: say why, and ask no more
+    const words = reply.status === 403 ? "The model card needs a key with the scope clv:read, and the one this tab signed in with lacks it." : problem.body;
+    $("#card-body").replaceChildren(el("p", { class: "notice", id: "card-refused" }, `${problem.title} ${words}`));
+    shown = null;
+    return;
+  }
   if (shown && reply.status !== 503) { // a refresh that failed: the card shown is still right
     $("#drift-updated").textContent = `Could not refresh: ${problem.title}`;
     if (aloud) announce(`Could not refresh the drift: ${problem.title}`);
@@ -160,6 +166,8 @@ async function checkHealth() {
   const h = reply.data;
   if (reply.ok && h && h.status === "ok" && typeof h.model_version === "string") {
     noteServing({ version: h.model_version, trained_at: h.trained_at, synthetic: h.synthetic_data === true });
+  } else if (reply.ok && h && h.status === "ok" && !state.serving) { // its details need clv:read
+    setStatus("ok", "A model is serving (its version shows to a key with the scope clv:read).");
   } else if (reply.status === 503 && shown) {
     state.serving = null;
     loadCard(); // no model serves any more: the card says so, and is read again once one does
@@ -223,7 +231,26 @@ function showView(name) {
   if (portfolio) { loadPortfolio(); $("#portfolio-title").focus(); }
 }
 
+/** The sign-in form shows at a 401, saying why; a key signed in (or out) reloads the page, which reads all again. */
+function wireSignIn() {
+  onSignInNeeded((why) => {
+    $("#sign-in-why").textContent = why;
+    $("#sign-in").hidden = false;
+    $("#signed-in").hidden = true;
+  });
+  $("#sign-in").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const key = $("#api-key").value.trim();
+    if (!key) return;
+    signIn(key);
+    location.reload();
+  });
+  $("#sign-out").addEventListener("click", () => { signOut(); location.reload(); });
+  $("#signed-in").hidden = !state.credential;
+}
+
 // ---- wiring ---------------------------------------------------------------------------------
+wireSignIn();
 wireForm({ onChange: markStale, onSubmit: predict });
 $("#view-customer").addEventListener("click", () => showView("customer"));
 $("#view-portfolio").addEventListener("click", () => showView("portfolio"));

@@ -1,7 +1,7 @@
 // The Portfolio view: the latest scoring run's GET /portfolio, drawn by the page itself (no library, no network
 // beyond the service): the horizons' totals, the concentration curve, value and value at risk by segment, and
 // the at-risk list, sortable as a whole, shown 20 rows at a time, a row opening that customer's drivers.
-import { getPortfolio } from "./api.js";
+import { getPortfolio, trouble } from "./api.js";
 import { chart, frame, svg, titled } from "./chart.js";
 import { $, announce, el, featureLabel, fill, fmtDate, fmtDateTime, MONEY_SHORT, money, PLAIN, pct, plural } from "./format.js";
 
@@ -18,6 +18,12 @@ export async function loadPortfolio() {
   const reply = await getPortfolio();
   if (reply.status === 0) {
     fill($("#portfolio-body"), el("p", { class: "notice", id: "portfolio-missing" }, "The service could not be reached. Try again."));
+    return;
+  }
+  if (reply.status === 401 || reply.status === 403) {
+    const problem = trouble(reply);
+    const words = reply.status === 403 ? "The portfolio needs a key with the scope clv:portfolio, and the one this tab signed in with lacks it. Sign in with a key that has it, or ask whoever gives out keys for one." : problem.body;
+    fill($("#portfolio-body"), el("p", { class: "notice", id: "portfolio-missing" }, `${problem.title} ${words}`));
     return;
   }
   if (!reply.ok || !reply.data) {

@@ -7,4 +7,5 @@ export const state = {
   serving: null, // the model that serves, from /health or /model, whichever answered last: { version, trained_at, synthetic }
   synthetic: new Map(), // model version -> trained on generated data (synthetic_data of /health and /model)
   result: null, // the prediction shown (POST /predict/clv), or null while none is
+  credential: null, // the API key this tab signed in with (kept in sessionStorage), sent by api.js on every fetch
 };

@@ -858,3 +858,68 @@ def test_without_a_scoring_run_the_portfolio_view_says_how_to_make_one(watched) 
     page.click("#view-portfolio")
     page.wait_for_selector("#portfolio-missing")
     assert detail in page.inner_text("#portfolio-missing")
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_dir: Path, bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """The service with two keys made by `python api.py keys add`: an analyst's (clv:predict and clv:read, not
+    clv:portfolio) and a teller's (clv:predict only)."""
+    folder = tmp_path_factory.mktemp("keyed")
+    made = {}
+    for name, scopes in (("analyst", "clv:predict,clv:read"), ("teller", "clv:predict")):
+        added = run_script(
+            "api.py", "keys", "add", name, "--scopes", scopes, CLV_API_KEYS_FILE=str(folder / "api_keys.json")
+        )
+        assert added.returncode == 0, added.stderr
+        made[name] = added.stdout.splitlines()[-1]
+    server = ApiProcess(folder, CLV_MODEL_DIR=str(model_dir), CLV_DATA_DIR=str(bank_dir))
+    try:
+        yield server.ready(), made
+    finally:
+        server.stop()
+
+
+def _sign_in(page: object, key: str) -> None:
+    page.wait_for_selector("#sign-in:not([hidden])")
+    assert "API key" in page.inner_text("#sign-in-why")
+    page.fill("#api-key", key)
+    with page.expect_navigation():
+        page.click("#sign-in-button")
+
+
+def test_the_page_signs_in_with_a_key_and_says_what_the_key_may_not_do(browser, keyed_server) -> None:
+    base, made = keyed_server
+    with _opened(browser, base) as (page, watch):
+        watch.allow(401, 403)
+        sent: list[str | None] = []
+        page.on("request", lambda request: sent.append(request.headers.get("authorization")))
+        page.goto("/")
+        _sign_in(page, made["analyst"])
+        page.wait_for_selector("#metrics-table")  # the card: clv:read
+        assert page.is_hidden("#sign-in") and page.is_visible("#sign-out")
+        assert _predict(page)["status"] == 200
+        assert f"Bearer {made['analyst']}" in sent
+        assert made["analyst"] not in page.inner_text("body")
+        page.click("#view-portfolio")
+        page.wait_for_selector("#portfolio-missing")
+        words = page.inner_text("#portfolio-missing")
+        assert "clv:portfolio" in words and "lacks" in words, words
+        page.click("#view-customer")
+        with page.expect_navigation():
+            page.click("#sign-out")
+        page.wait_for_selector("#sign-in:not([hidden])")
+        assert page.evaluate("() => sessionStorage.length") == 0
+        _sign_in(page, made["teller"])  # predictions, but no model card and no form's contract
+        page.wait_for_selector("#card-refused")
+        assert "clv:read" in page.inner_text("#card-refused")
+
+
+def test_a_wrong_key_is_refused_and_asked_again(browser, keyed_server) -> None:
+    base, _ = keyed_server
+    with _opened(browser, base) as (page, watch):
+        watch.allow(401)
+        page.goto("/")
+        _sign_in(page, "clv_not-a-key")
+        page.wait_for_selector("#sign-in:not([hidden])")
+        assert "refused the key" in page.inner_text("#sign-in-why")
+        assert page.evaluate("() => sessionStorage.length") == 0
