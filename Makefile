@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 MODEL_DIR ?= models
 
-.PHONY: run test lint data model bench system clean
+.PHONY: run test lint data model bench bench-quick system clean
 
 # the project is installed into the venv (editable), so that every program of the venv imports clv wherever it
 # is started: a `dask worker` in another folder, a notebook, a test's subprocess
@@ -78,6 +78,12 @@ bench: $(VENV)/.dev
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_reload.py
 	$(PY) bench/bench_scale.py
+
+## bench-quick: the short benchmarks (training, scoring 100,000 partitioned, the API) against this checkout and
+## BASE (a git ref, default HEAD) in turns, with their ratios: `make bench-quick BASE=main~3`
+BASE ?= HEAD
+bench-quick: $(VENV)/.dev
+	$(PY) bench/quick.py --base $(BASE)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache node_modules
