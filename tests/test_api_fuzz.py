@@ -1,8 +1,9 @@
 """Schemathesis against the running service's own OpenAPI document, with every check it has: valid requests
 are accepted, invalid ones refused, every status and body is the documented one, never a 5xx.
 
-It runs the real `st run` command against the app under uvicorn; tests/st_hooks.py states the one rule a
-schema cannot (no date after as_of) and drops the negatives the document admits.
+It runs the real `st run` command against the app under uvicorn, with an API key of every scope (so it also
+checks that an operation the document says needs a credential refuses a request without one); tests/st_hooks.py
+states the one rule a schema cannot (no date after as_of) and drops the negatives the document admits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import schemathesis
 
 from api import create_app
+from clv.service import keys
 from clv.service.settings import Settings
 from tests.conftest import ROOT
 from tests.servers import run_script, uvicorn_thread
@@ -26,8 +28,15 @@ SEED = 20261130  # a fixed seed keeps CI repeatable; run `st run` by hand for fr
 
 
 @pytest.fixture(scope="module")
-def url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The service with a scoring run, so that GET /portfolio answers its 200 too."""
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A keys file with one key of every scope, and the key."""
+    path = tmp_path_factory.mktemp("keys") / "api_keys.json"
+    return path, keys.add_key(path, "schemathesis", list(keys.SCOPES))
+
+
+@pytest.fixture(scope="module")
+def url(settings: Settings, key_file: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The service with a scoring run, so that GET /portfolio answers its 200 too, and a key."""
     scores = tmp_path_factory.mktemp("scores")
     done = run_script(
         "model.py",
@@ -41,7 +50,8 @@ def url(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "--quiet",
     )
     assert done.returncode == 0, done.stderr
-    with uvicorn_thread(create_app(settings.model_copy(update={"scores_dir": scores}))) as base:
+    keyed = settings.model_copy(update={"scores_dir": scores, "api_keys_file": key_file[0]})
+    with uvicorn_thread(create_app(keyed)) as base:
         yield base
 
 
@@ -60,13 +70,15 @@ def test_schema_lists_every_operation(settings: Settings) -> None:
     }
 
 
-def test_schemathesis_with_every_check_finds_nothing(url: str, tmp_path: Path) -> None:
+def test_schemathesis_with_every_check_finds_nothing(url: str, key_file: tuple[Path, str], tmp_path: Path) -> None:
     st = Path(sys.executable).with_name("st")
     env = {**os.environ, "SCHEMATHESIS_HOOKS": str(ROOT / "tests" / "st_hooks.py")}
     command = [
         str(st),
         "run",
         f"{url}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {key_file[1]}",
         "--checks",
         "all",
         "--mode",
