@@ -5,6 +5,9 @@ Run `python bench/bench_reload.py`. It trains a model on a small generated bank,
 concurrency 8 for about 20 s from another process (bench/load.py). Meanwhile it promotes
 a second version and measures the seconds until /health shows it, then points `latest` at a copy of that
 version with one byte of its model changed, and checks that the service refuses it and keeps serving.
+Every version is signed with a key made for the run, and the service verifies with CLV_MODEL_VERIFY_KEY, as a
+bank runs it (docs/operations.md#signed-models); it also prints how long loading a version takes (verify the
+signature and every file, read the arrays, rebuild the trees), what a reload costs off the event loop.
 Targets: no non-2xx answer; the new version served within CLV_RELOAD_SECONDS + 1 s; the tampered
 version refused (counted in /metrics) while the good one serves.
 """
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,10 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import joblib
 from common import HOST, ROOT, free_port, train_model, verdict
 
-from clv.model import artifacts
+from clv.model import artifacts, signing
 
 
 def get(url: str) -> dict:
@@ -50,20 +53,31 @@ def wait_for(predicate, timeout: float, step: float = 0.05) -> float | None:
     return None
 
 
-def versions(work: Path) -> tuple[Path, str, str, Path]:
-    """A trained model (A), a second version of it (B), and a tampered copy of B (C)."""
+def versions(work: Path) -> tuple[Path, str, str, Path, Path]:
+    """A trained model (A), a second version of it (B), both signed, a tampered copy of B (C), and the public key."""
     models = train_model(work, 3000)
-    first = artifacts.load(models)
-    importance = joblib.load(first.path / "feature_importance.joblib")
-    second = artifacts.save(first.model, first.metadata.model_dump(), importance, first.profile, models)
+    private, public = signing.keygen(work / "keys")
+    first = artifacts.load_folder(artifacts.promote(models, artifacts.LATEST, signing_key=private), public)
+    importance = artifacts.read_importance(first.path)
+    second = artifacts.save(first.model, first.metadata.model_dump(), importance, first.profile, models, private)
     artifacts.point_latest(models, first.path.name)  # A serves first
     tampered = models / f"{second.name}-tampered"
     shutil.copytree(second, tampered)
-    model_file = tampered / "model.joblib"
+    model_file = tampered / artifacts.ARRAYS
     raw = bytearray(model_file.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     model_file.write_bytes(bytes(raw))
-    return models, first.version, second.name, tampered
+    return models, first.version, second.name, tampered, public
+
+
+def load_seconds(models: Path, folder: str, public: Path, times: int = 5) -> float:
+    """The median seconds of loading a signed version, verified."""
+    seconds = []
+    for _ in range(times):
+        started = time.perf_counter()
+        artifacts.load(models, folder, public)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def main() -> None:
@@ -74,7 +88,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_reload_") as tmp:
         work = Path(tmp)
         print("training a model on 3,000 generated customers ...", flush=True)
-        models, version_a, folder_b, tampered = versions(work)
+        models, version_a, folder_b, tampered, public = versions(work)
+        loading = load_seconds(models, folder_b, public)
         port = free_port()
         url = f"http://{HOST}:{port}"
         env = {
@@ -85,6 +100,7 @@ def main() -> None:
             "CLV_LOG_FILE": str(work / "api.log"),
             "CLV_RATE_LIMIT": "10000000/minute",
             "CLV_RELOAD_SECONDS": str(args.reload_seconds),
+            "CLV_MODEL_VERIFY_KEY": str(public),
         }
         server = subprocess.Popen(
             [sys.executable, "api.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
@@ -95,7 +111,7 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(30)
-    report(figures, args.reload_seconds)
+    report(figures | {"loading": loading}, args.reload_seconds)
 
 
 def _ok(url: str) -> bool:
@@ -156,6 +172,8 @@ def report(figures: dict, reload_seconds: float) -> None:
         f"\nload: {load['ok']:,} answered 200, {load['errors']} not ({load['error_kinds']}), "
         f"{load['rps']:,.0f} req/s at concurrency 8, p99 {load['p99_ms']:.1f} ms"
     )
+    milliseconds = figures["loading"] * 1000
+    print(f"loading a signed version (signature, manifest, arrays, trees): {milliseconds:.0f} ms (median of 5)")
     print(
         f"new version served after {'never' if took is None else f'{took:.2f} s'} "
         f"(CLV_RELOAD_SECONDS {reload_seconds:g})"
