@@ -13,10 +13,12 @@ level; it prints both throughputs and their ratio (target: no drop of more than 
 cent is within the noise of one pair of runs on a shared machine: `--rounds N` runs N pairs per level in turns
 (api then baseline, then baseline then api, ...) and judges the median ratio.
 
-`--compare` puts variants of the current api under the same load in the same turns (both by default):
+`--compare` puts variants of the current api under the same load in the same turns (all by default):
 `metrics`, the api with CLV_METRICS=false, to price the instrumentation (/metrics, the request and prediction
-series, the drift window; target: at most 10% of the throughput), and `workers`, the api with CLV_WORKERS=2,
-to print two workers' throughput against one.
+series, the drift window; target: at most 10% of the throughput), `workers`, the api with CLV_WORKERS=2,
+to print two workers' throughput against one, and `keys`, the api with an API key in its keys file (made by
+`python api.py keys add`), to price authentication (target: at least 90% of the throughput with keys off).
+Every request carries the same `Authorization: Bearer` header, which a server without keys ignores.
 """
 
 from __future__ import annotations
@@ -43,10 +45,13 @@ TARGET_RATIO_AT_8 = 0.30
 TARGET_P50_AT_1_MS = 3.0
 TARGET_VS_BASELINE = 0.95  # the current api's throughput at concurrency 8 over the baseline's, in the same run
 TARGET_METRICS_COST = 0.10  # the api with its metrics on over the same api with them off, at concurrency 8
+TARGET_KEYS = 0.90  # the api with keys on over the same api with keys off, at concurrency 8
 VARIANTS = {  # --compare: a name, and the settings that differ from the current api's
     "metrics": ("metrics off", {"CLV_METRICS": "false"}),
     "workers": ("2 workers", {"CLV_WORKERS": "2"}),
+    "keys": ("keys on", {"CLV_API_KEYS_FILE": "api_keys.json"}),  # in the benchmark's folder, made at start
 }
+KEY: list[str] = []  # the key `python api.py keys add` printed, sent by every request
 REFERENCE_APP = '''"""The reference: a bare FastAPI POST endpoint that parses the JSON body and returns a small JSON."""
 from fastapi import FastAPI
 
@@ -93,6 +98,7 @@ def run_load(
             str(duration),
             "--max-requests",
             str(max_requests),
+            *(["--header", f"Authorization: Bearer {KEY[0]}"] if KEY else []),
         ]
         result = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60)
         if result.returncode != 0:
@@ -136,6 +142,7 @@ def api_env(tmp: Path, model_dir: Path, port: int, log_file: str) -> dict[str, s
         "CLV_TRAIN_ON_START": "false",
         "CLV_RATE_LIMIT": "100000000/minute",
         "CLV_LOG_FILE": str(tmp / log_file),
+        "CLV_API_KEYS_FILE": str(tmp / "no_api_keys.json"),  # keys off, whatever the checkout holds
     }
 
 
@@ -150,6 +157,9 @@ def start_servers(
             port = free_port()
             file = name.replace(" ", "-")
             env = {**api_env(tmp, model_dir, port, f"{file}.log"), **extra}
+            if "CLV_API_KEYS_FILE" in extra:
+                env["CLV_API_KEYS_FILE"] = str(tmp / extra["CLV_API_KEYS_FILE"])
+                KEY.append(make_key(env))
             with (tmp / f"{file}.out").open("wb") as out:
                 process = subprocess.Popen([sys.executable, "api.py"], cwd=ROOT, env=env, stdout=out, stderr=out)
             processes.append(process)
@@ -185,6 +195,15 @@ def start_servers(
         stop_servers(processes)
         raise
     return servers, processes
+
+
+def make_key(env: dict[str, str]) -> str:
+    """A key with clv:predict, made as the README says; the last line `python api.py keys add` prints."""
+    command = [sys.executable, "api.py", "keys", "add", "bench", "--scopes", "clv:predict"]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        sys.exit(f"api.py keys add failed: {done.stderr}")
+    return done.stdout.splitlines()[-1]
 
 
 def wait_until_started(log: Path, workers: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -274,10 +293,11 @@ def predicts(port: int, checkout: Path) -> bool:
 
 def check_answer(port: int) -> dict:
     """One request of the example, to be sure the benchmark measures real predictions."""
+    key = {"Authorization": f"Bearer {KEY[0]}"} if KEY else {}
     request = urllib.request.Request(
         f"http://{HOST}:{port}/predict/clv",
         data=json.dumps(EXAMPLE).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **key},
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         answer = json.loads(response.read())
@@ -334,6 +354,7 @@ COMPARED = [  # (numerator, denominator, label): ratios of throughput printed at
     ("api", "baseline", "api/baseline"),
     ("api", "metrics off", "metrics on/off"),
     ("2 workers", "api", "2 workers/1"),
+    ("keys on", "api", "keys on/off"),
 ]
 
 
@@ -402,6 +423,10 @@ def print_targets(rows: list[tuple[int, Runs]]) -> None:
             cost = 1 - ratio(runs, "api", "metrics off")
             label = f"concurrency 8: metrics cost <= {TARGET_METRICS_COST:.0%} of the throughput"
             targets.append((label, f"{cost:.1%}", cost <= TARGET_METRICS_COST))
+        if "keys on" in runs:
+            share = ratio(runs, "keys on", "api")
+            label = f"concurrency 8: keys on >= {TARGET_KEYS:.0%} of keys off"
+            targets.append((label, f"{share:.1%}", share >= TARGET_KEYS))
     if 1 in by:
         p50 = median(by[1]["api"], "p50_ms")
         targets.append((f"concurrency 1: p50 < {TARGET_P50_AT_1_MS:g} ms", f"{p50:.2f} ms", p50 < TARGET_P50_AT_1_MS))
@@ -437,8 +462,8 @@ def main() -> int:
         nargs="*",
         choices=sorted(VARIANTS),
         default=sorted(VARIANTS),
-        help="variants of the api under the same load: metrics (CLV_METRICS=false), workers (CLV_WORKERS=2); "
-        "default both, none with a bare --compare",
+        help="variants of the api under the same load: metrics (CLV_METRICS=false), workers (CLV_WORKERS=2), "
+        "keys (an API key in its keys file); default all, none with a bare --compare",
     )
     args = parser.parse_args()
     if args.rounds < 1:

@@ -62,10 +62,11 @@ async def _worker(
         writer.close()
 
 
-async def _load(port: int, path: str, concurrency: int, seconds: float, max_requests: int) -> dict:
+async def _load(port: int, path: str, concurrency: int, seconds: float, max_requests: int, headers: list[str]) -> dict:
     body = json.dumps(EXAMPLE).encode()
+    more = "".join(f"{header}\r\n" for header in headers)
     request = (
-        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n{more}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     latencies: list[float] = []
@@ -101,6 +102,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="connections, each one request at a time")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--header", action="append", default=[], help="'Name: value' sent with every request")
     args = parser.parse_args()
     try:
         import uvloop
@@ -108,7 +110,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:  # plain asyncio still works, only slower on the client side
         pass
-    result = asyncio.run(_load(args.port, args.path, args.concurrency, args.seconds, args.max_requests))
+    result = asyncio.run(_load(args.port, args.path, args.concurrency, args.seconds, args.max_requests, args.header))
     print(json.dumps(result))
 
 

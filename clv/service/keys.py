@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import hashlib
 import hmac
 import json
@@ -15,6 +16,8 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,22 +78,33 @@ def write_keys(path: Path, keys: list[ApiKey]) -> None:
         raise
 
 
+@contextmanager
+def changing(path: Path) -> Iterator[None]:
+    """One change of the keys file at a time: two `keys add` run at once both land."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (path.parent / f".{path.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def add_key(path: Path, name: str, scopes: list[str]) -> str:
     """A new random key named `name` with `scopes`, its hash added to the file; the key itself is returned once."""
-    keys = read_keys(path)
-    if any(k.name == name for k in keys):
-        raise KeyFileError(f"{path}: a key named {name!r} exists; revoke it first or choose another name")
-    key = PREFIX + secrets.token_urlsafe(32)  # 256 random bits
-    created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    write_keys(path, [*keys, ApiKey(name, digest(key), tuple(scopes), created)])
+    with changing(path):
+        keys = read_keys(path)
+        if any(k.name == name for k in keys):
+            raise KeyFileError(f"{path}: a key named {name!r} exists; revoke it first or choose another name")
+        key = PREFIX + secrets.token_urlsafe(32)  # 256 random bits
+        created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        write_keys(path, [*keys, ApiKey(name, digest(key), tuple(scopes), created)])
     return key
 
 
 def revoke_key(path: Path, name: str) -> None:
-    keys = read_keys(path)
-    if not any(k.name == name for k in keys):
-        raise KeyFileError(f"{path}: no key named {name!r}; `python api.py keys list` shows them")
-    write_keys(path, [k for k in keys if k.name != name])
+    with changing(path):
+        keys = read_keys(path)
+        if not any(k.name == name for k in keys):
+            raise KeyFileError(f"{path}: no key named {name!r}; `python api.py keys list` shows them")
+        write_keys(path, [k for k in keys if k.name != name])
 
 
 class KeyRing:

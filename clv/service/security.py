@@ -36,6 +36,7 @@ LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
 ALGORITHMS = ("RS256", "ES256")  # asymmetric only: no HS256 made with the public key, no alg none
 REFETCH_SECONDS = 60.0  # an unknown kid fetches the issuer's keys again at most this often
 KEYS_MAX_AGE = 3600.0  # keys older than this are fetched again, so a key the issuer withdrew stops working
+LEEWAY_SECONDS = 30  # clocks of the issuer and the service may differ this much on exp and nbf
 TOKEN_CACHE = 4096  # verified tokens kept (until they expire, a minute at most) so a repeated token costs a lookup
 
 PAGE_POLICY = (
@@ -149,9 +150,10 @@ class Tokens:
             claims = jwt.decode(
                 token,
                 key.key,
-                algorithms=[header["alg"]],
+                algorithms=[key.algorithm_name],  # the key's own: a token cannot choose another
                 audience=self.audience,
                 issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
