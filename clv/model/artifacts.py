@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import io
 import json
 import logging
 import platform
@@ -144,6 +146,12 @@ def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
     """Check a version folder and return its metadata: with `verify_key` (a public key file) its manifest's signature
     first, before any other file is read; then every file against the manifest, the version the manifest names, the
     layout's format and the feature names."""
+    return _verified(path, verify_key)[0]
+
+
+def _verified(path: Path, verify_key: Path | None) -> tuple[ModelMetadata, dict[str, bytes]]:
+    """`verify`, and the bytes of every file as they were checked: the load reads these, never the files again,
+    so a file swapped after its check is not what is loaded."""
     if (path / PICKLED).exists():
         raise ModelArtifactError(
             f"{path}: saved in model format 3 (a pickle, never loaded: it could run code); this code reads "
@@ -161,6 +169,7 @@ def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
         listed = {name: (int(entry["bytes"]), str(entry["sha256"])) for name, entry in manifest["files"].items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelArtifactError(f"{manifest_path}: not a readable manifest ({exc}): truncated or changed") from exc
+    contents = {}
     for name in FILES:
         file = path / name
         if name not in listed:
@@ -171,14 +180,16 @@ def verify(path: Path, verify_key: Path | None = None) -> ModelMetadata:
             raise ModelArtifactError(
                 f"{file}: {file.stat().st_size} bytes where the manifest says {listed[name][0]}: truncated or changed"
             )
-        if sha256(file) != listed[name][1]:
+        data = file.read_bytes()
+        if len(data) != listed[name][0] or hashlib.sha256(data).hexdigest() != listed[name][1]:
             raise ModelArtifactError(f"{file}: SHA-256 differs from the manifest: the file was changed")
+        contents[name] = data
     if path.name.startswith(PREFIX) and path.name != f"{PREFIX}{version}":
         raise ModelArtifactError(f"{path}: its manifest is version {version}'s: a version moved or renamed")
-    metadata = read_metadata(path)
+    metadata = read_metadata(path, contents["metadata.json"].decode("utf-8", "replace"))
     if metadata.version != version:
         raise ModelArtifactError(f"{path}: metadata.json is version {metadata.version}'s, its manifest {version}'s")
-    return metadata
+    return metadata, contents
 
 
 def check_signature(path: Path, manifest: bytes, verify_key: Path) -> None:
@@ -191,9 +202,10 @@ def check_signature(path: Path, manifest: bytes, verify_key: Path) -> None:
         raise ModelArtifactError(f"{path}: refused, {exc}") from None
 
 
-def read_metadata(path: Path) -> ModelMetadata:
-    """metadata.json of a version, refused when another version of this code wrote it."""
-    text = (path / "metadata.json").read_text()
+def read_metadata(path: Path, text: str | None = None) -> ModelMetadata:
+    """metadata.json of a version (its `text`, when read already), refused when another version of this code wrote
+    it."""
+    text = (path / "metadata.json").read_text() if text is None else text
     try:
         saved = json.loads(text).get("format", 1)
     except (ValueError, AttributeError) as exc:
@@ -257,20 +269,20 @@ def load(model_dir: Path, version: str | None = None, verify_key: Path | None = 
 
 def load_folder(path: Path, verify_key: Path | None = None) -> LoadedModel:
     """A version folder that `resolve` found, verified, then read: JSON, and arrays read with allow_pickle=False."""
-    metadata = verify(path, verify_key)
+    metadata, contents = _verified(path, verify_key)
     saved = metadata.libraries
     for name, current in library_versions().items():
         if saved.get(name) not in (None, current):  # plain numbers and JSON: any version reads them the same
             logger.warning("model %s was saved with %s %s, this is %s %s", path.name, name, saved[name], name, current)
     try:
-        document = persistence.SavedEstimator.model_validate_json((path / ESTIMATOR).read_bytes())
-        with np.load(path / ARRAYS, allow_pickle=False) as stored:
+        document = persistence.SavedEstimator.model_validate_json(contents[ESTIMATOR])
+        with np.load(io.BytesIO(contents[ARRAYS]), allow_pickle=False) as stored:
             arrays = {name: stored[name] for name in stored.files}
         model = persistence.from_parts(document, arrays)
     except (ValueError, TypeError, OSError, zipfile.BadZipFile) as exc:  # ValidationError is a ValueError
         raise ModelArtifactError(f"{path}: the model cannot be read ({_first_line(exc)}); retrain") from exc
     try:
-        profile = Profile.from_json((path / PROFILE).read_text())
+        profile = Profile.from_json(contents[PROFILE].decode())
     except (ValueError, KeyError, TypeError) as exc:  # DriftError is a ValueError
         raise ModelArtifactError(f"{path / PROFILE}: {exc}; retrain with `python model.py train`") from exc
     return LoadedModel(model, metadata, path, profile)
