@@ -377,3 +377,29 @@ def test_the_service_keeps_serving_the_signed_model_and_counts_the_refusal(
         assert client.get("/health").json()["model_version"] == loaded.version
     assert not marker.exists()
     assert f"still serving {loaded.version}" in caplog.text and reason in caplog.text
+
+
+def test_a_manifest_beside_latest_does_not_make_the_model_folder_a_version(
+    loaded: artifacts.LoadedModel, models: Path
+) -> None:
+    shutil.copy(models / loaded.path.name / artifacts.MANIFEST, models / artifacts.MANIFEST)
+    assert artifacts.load(models).path == models / loaded.path.name
+    assert artifacts.load(models / loaded.path.name).version == loaded.version  # a version folder given itself
+
+
+def test_the_service_signs_the_first_model_it_trains_and_serves_it_verified(
+    bank_dir: Path, tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    private, public = keys
+    first = Settings(
+        data_dir=bank_dir,
+        model_dir=tmp_path / "models",
+        log_file=tmp_path / "api.log",
+        model_signing_key=private,
+        model_verify_key=public,
+    )
+    with TestClient(create_app(first)) as client:
+        wait_until(lambda: client.get("/health").status_code == 200, "the first model served", 180)
+        version = client.get("/health").json()["model_version"]
+    assert (latest(tmp_path / "models") / artifacts.SIGNATURE).exists()
+    assert artifacts.load(tmp_path / "models", verify_key=public).version == version

@@ -244,7 +244,8 @@ def resolve(model_dir: Path, version: str | None = None) -> Path:
     is a `clv_model_*` folder directly inside `model_dir`: a name with a path in it, or a link that leads elsewhere,
     is refused."""
     model_dir = Path(model_dir)
-    if (model_dir / MANIFEST).exists() or (model_dir / PICKLED).exists():
+    itself = (model_dir / MANIFEST).exists() or (model_dir / PICKLED).exists()
+    if itself and not (model_dir / LATEST).is_symlink():  # a manifest put beside `latest` makes no version of it
         return model_dir.resolve()
     if version is not None and (not version or "/" in version or "\\" in version or version.startswith(".")):
         raise ModelArtifactError(f"{version!r} is not a version: `python model.py list` shows them")
