@@ -34,14 +34,15 @@ model: $(VENV)/.runtime
 	@test -f $(DATA_DIR)/transactions.csv || $(PY) data_gen.py --out $(DATA_DIR)
 	$(PY) model.py train --data-dir $(DATA_DIR) --model-dir $(MODEL_DIR)
 
-## system: Debian's packages the tests drive: chromium (the page), redis-server (a shared rate limit) and npm (the
-## page's linter);
+## system: Debian's packages the tests drive: chromium (the page), redis-server (a shared rate limit), npm (the
+## page's linter) and postgresql (a bank in a warehouse; its binaries live in /usr/lib/postgresql/<version>/bin);
 ## installed with apt-get when missing, never a browser download
 system:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing; run 'sudo apt-get install$$missing'" >&2; exit 1; fi; \

@@ -17,10 +17,14 @@ import sys
 import time
 from pathlib import Path
 
-from clv.cli import OneLineParser, OptionError, add_cluster_options, parse_date, runner_for
+from clv.cli import OneLineParser, OptionError, add_cluster_options, location, parse_date, runner_for
 from clv.common import dates
 from clv.common.cluster import ClusterError
-from clv.service.settings import SettingsError, load_settings
+from clv.data.contract import DataContractError
+from clv.data.location import WarehouseURL
+from clv.data.schema import TABLES
+from clv.service.settings import Settings, SettingsError, load_settings
+from clv.synthetic import warehouse
 from clv.synthetic.generator import Config, Plan, generate, simulate, write_tables
 
 logger = logging.getLogger("data_gen")
@@ -38,7 +42,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--start-date", type=parse_date, default=Config.start, help="first day, YYYY-MM-DD")
     parser.add_argument("--end-date", type=parse_date, default=Config.end, help="last day, YYYY-MM-DD")
     parser.add_argument("--seed", type=int, default=Config.seed, help="random seed (default 42)")
-    parser.add_argument("--out", type=Path, default=Path("data"), help="output folder (default data)")
+    parser.add_argument(
+        "--out",
+        type=location,
+        default=Path("data"),
+        help="output folder (default data), or postgresql://USER@HOST[:PORT]/DB?schema=NAME: the four tables made "
+        "anew there",
+    )
     parser.add_argument("--write-oracle", action="store_true", help="also write oracle_clv (for evaluation)")
     parser.add_argument("--format", choices=("csv", "parquet"), help="file format (default csv; parquet partitioned)")
     parser.add_argument("--partitions", type=int, help="a partitioned Parquet bank of this many partitions")
@@ -61,7 +71,29 @@ def check(args: argparse.Namespace) -> None:
             raise OptionError(f"--partitions {args.partitions}: must be between 1 and --customers")
         if args.format == "csv":
             raise OptionError("--partitions: a partitioned bank is written as Parquet; use --format parquet")
+    if isinstance(args.out, WarehouseURL):
+        if args.format is not None or args.write_oracle:
+            option = "--format" if args.format is not None else "--write-oracle"
+            raise OptionError(f"{option}: goes with a folder; --out {args.out} is a database")
+        return
     check_writable(args.out)
+
+
+def to_warehouse(args: argparse.Namespace, settings: Settings, config: Config, started: float) -> int:
+    """The bank into PostgreSQL: whole in one transaction, or part by part on the cluster with --partitions."""
+    try:
+        if args.partitions is None:
+            tables = simulate(config)
+            warehouse.write_bank(args.out, tables)
+            rows = {name: tables[name].num_rows for name in TABLES}
+        else:
+            with runner_for(args, settings) as run:
+                rows = warehouse.generate_into(Plan(config, args.partitions), args.out, run)
+    except (DataContractError, ClusterError) as exc:
+        print(f"data_gen.py: error: {exc}", file=sys.stderr)
+        return 2
+    logger.info("done in %.1f s: %s", time.perf_counter() - started, ", ".join(f"{n} {c:,}" for n, c in rows.items()))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = Config(args.customers, args.start_date, args.end_date, args.seed, args.write_oracle)
     started = time.perf_counter()
+    if isinstance(args.out, WarehouseURL):
+        return to_warehouse(args, settings, config, started)
     if args.partitions is None:
         tables = simulate(config)
         paths = write_tables(tables, args.out, args.format or "csv", config)

@@ -44,9 +44,19 @@ class PostgresServer:
             shutil.chown(self.folder, "postgres", "postgres")
             shutil.chown(secret, "postgres", "postgres")
         self._run(
-            "initdb", "-D", str(self.data), "-U", USER, "--pwfile", str(secret), "-A", "scram-sha-256",
-            "--encoding", "UTF8", "--no-sync",
-        )  # fmt: skip
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            "--pwfile",
+            str(secret),
+            "-A",
+            "scram-sha-256",
+            "--encoding",
+            "UTF8",
+            "--no-sync",
+        )
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -74,17 +84,15 @@ class PostgresServer:
         return f"postgresql://{USER}{secret}@127.0.0.1:{self.port}/{database}" + (f"?{tail}" if tail else "")
 
     def execute(self, sql: str, database: str = DATABASE) -> list[tuple]:
-        """One statement (or several) in autocommit; the rows of the last one."""
+        """Statements separated by '; ', in autocommit; the rows of the last one."""
         import adbc_driver_postgresql.dbapi as pg
 
-        with pg.connect(self.url(database)) as conn:
-            conn.adbc_connection.set_autocommit(True) if hasattr(conn.adbc_connection, "set_autocommit") else None
-            with conn.cursor() as cursor:
-                cursor.execute(sql)
-                try:
-                    return [tuple(row) for row in cursor.fetchall()]
-                except Exception:  # a statement without rows
-                    return []
+        found: list[tuple] = []
+        with pg.connect(self.url(database), autocommit=True) as conn, conn.cursor() as cursor:
+            for statement in sql.split("; "):
+                cursor.execute(statement)
+                found = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        return found
 
     def stop(self) -> None:
         try:

@@ -258,7 +258,7 @@ def open_bank(data_dir: Location | str) -> Source:
     if isinstance(location, WarehouseURL):
         # one snapshot a command: while its bank is open (backtest's), training at each cutoff reads the same one
         bank = _WAREHOUSES.get(location)
-        if bank is None:
+        if bank is None or not bank.is_open:
             bank = _WAREHOUSES[location] = WarehouseBank.open(location)
         return bank
     return PartitionedBank.open(location) if is_partitioned(location) else FlatBank(location)

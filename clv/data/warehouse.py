@@ -106,8 +106,14 @@ class WarehouseBank:
         return self.__dict__ | {"holder": None}  # the connection stays with the coordinator
 
     def close(self) -> None:
+        """End the snapshot now (a command's end does it too); the parts can no longer be read."""
         if self.holder is not None:
             self.holder.close()
+            self.holder = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.holder is not None
 
     @property
     def parts(self) -> list[str]:

@@ -82,12 +82,17 @@ class Plan:
         return sum(self.customer_ids(self.parts.index(part)).size for part in parts)
 
 
+def part_seed(plan: Plan, part: str) -> Block:
+    """The block of customers of one partition, with its own random stream."""
+    index = plan.parts.index(part)
+    seed = np.random.SeedSequence(plan.config.seed, spawn_key=(index,))
+    return Block(plan.customer_ids(index), seed, index, plan.partitions)
+
+
 def generate_part(plan: Plan, part: str, folder: Path) -> tuple[Part, int]:
     """Simulate one partition and write its tables into `folder`; its manifest entry and last day."""
     index = plan.parts.index(part)
-    seed = np.random.SeedSequence(plan.config.seed, spawn_key=(index,))
-    block = Block(plan.customer_ids(index), seed, index, plan.partitions)
-    tables = simulate(plan.config, block)
+    tables = simulate(plan.config, part_seed(plan, part))
     ledger_months = tables["customer_metrics"].column("month").chunk(0).dictionary
     last_txn = pc.max(tables["transactions"].column("transaction_date")).as_py()
     last_month = np.datetime64(ledger_months[-1].as_py(), "M").astype(np.int64) if len(ledger_months) else None

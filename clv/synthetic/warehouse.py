@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from clv.data.location import WarehouseURL
 from clv.data.postgres import connect, failing_as_one_line
 from clv.data.schema import TABLES, Column
+from clv.synthetic.generator import Plan, part_seed, simulate
 
 logger = logging.getLogger(__name__)
 
@@ -126,3 +127,18 @@ def finish_bank(url: WarehouseURL) -> None:
             index_tables(connection.cursor(), url)
     finally:
         connection.close()
+
+
+def load_part(plan: Plan, part: str, url: WarehouseURL) -> dict[str, int]:
+    """Simulate one partition of a planned bank (as clv.synthetic.generator's files) and append its rows."""
+    tables = simulate(plan.config, part_seed(plan, part))
+    append_part(url, tables)
+    return {name: tables[name].num_rows for name in TABLES}
+
+
+def generate_into(plan: Plan, url: WarehouseURL, runner: Any) -> dict[str, int]:
+    """A partitioned synthetic bank into the URL's schema: tables made, parts loaded in parallel, then indexed."""
+    prepare_bank(url)
+    done = runner.map(load_part, plan, label="loaded", url=url)
+    finish_bank(url)
+    return {name: sum(part[name] for part in done) for name in TABLES}
