@@ -404,3 +404,29 @@ def test_clv_auth_off_serves_beyond_loopback_with_a_warning(tmp_path: Path, sett
     finally:
         server.stop()
     assert "CLV_AUTH=off: every route is open" in server.log.read_text()
+
+
+def test_a_503_body_carries_the_request_id_and_no_path(settings: Settings, tmp_path: Path, example: dict) -> None:
+    empty = settings.model_copy(
+        update={"model_dir": tmp_path / "no-models", "train_on_start": False, "log_file": tmp_path / "api.log"}
+    )
+    with TestClient(create_app(empty)) as client:
+        for response in (client.post(PREDICT, json=example), client.get("/health"), client.get("/readyz")):
+            assert response.status_code == 503
+            assert response.json()["request_id"] == response.headers["X-Request-ID"]
+            assert str(tmp_path) not in response.text and "no-models" not in response.text
+
+
+def test_clv_auth_on_refuses_every_protected_route_until_a_key_is_added(
+    settings: Settings, tmp_path: Path, example: dict
+) -> None:
+    path = tmp_path / "api_keys.json"
+    strict = settings.model_copy(
+        update={"auth": "on", "api_keys_file": path, "reload_seconds": 0.1, "log_file": tmp_path / "api.log"}
+    )
+    with TestClient(create_app(strict)) as client:
+        assert client.post(PREDICT, json=example).status_code == 401
+        assert client.get("/health").json() == {"status": "ok"}
+        key = keys.add_key(path, "first", ["clv:predict"])
+        time.sleep(0.2)
+        assert client.post(PREDICT, json=example, headers={"X-API-Key": key}).status_code == 200
