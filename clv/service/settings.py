@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, PlainValidator, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clv.data.location import WarehouseURL, mask, parse_location
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -18,7 +20,11 @@ class SettingsError(ValueError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CLV_", protected_namespaces=())
 
-    data_dir: Path = DEFAULT_DATA_DIR
+    data_dir: Annotated[Path | WarehouseURL, PlainValidator(parse_location)] = Field(
+        DEFAULT_DATA_DIR,
+        description="the bank the service and the commands read: a flat folder, a partitioned bank, or "
+        "postgresql://USER@HOST[:PORT]/DB?schema=NAME (docs/warehouse.md)",
+    )
     model_dir: Path = Path("models")
     model_verify_key: Path | None = Field(
         None, description="Ed25519 public key (PEM): a model version not signed by its pair is never loaded"
@@ -92,4 +98,4 @@ def load_settings(**overrides: object) -> Settings:
         error = exc.errors()[0]
         name = f"CLV_{str(error['loc'][0]).upper()}" if error["loc"] else "CLV_*"
         message = str(error["msg"]).removeprefix("Value error, ")
-        raise SettingsError(f"{name}={error.get('input')!r}: {message}") from None
+        raise SettingsError(mask(f"{name}={error.get('input')!r}: {message}")) from None  # a URL's password never
