@@ -11,20 +11,68 @@ them and `keys revoke NAME` revokes one (clv/service/keys.py).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
 import tempfile
 
+from clv.service import keys
 from clv.service.app import create_app
-from clv.service.settings import SettingsError
+from clv.service.settings import SettingsError, load_settings
 
 __all__ = ["app", "create_app", "main"]
 
-if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made
-    from clv.service import keys
 
-    sys.exit(keys.main(sys.argv[2:]))
+def keys_parser() -> argparse.ArgumentParser:
+    from clv.cli import OneLineParser  # the command line's helpers, not loaded to serve
+
+    parser = OneLineParser(
+        prog="api.py keys",
+        description="API keys of the service, kept as hashes in CLV_API_KEYS_FILE (default api_keys.json).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    add = commands.add_parser("add", help="make a key and print it once, alone on the last line")
+    add.add_argument("name", help="who or what holds the key; it names the caller in the request log")
+    add.add_argument(
+        "--scopes", default="clv:predict", help=f"comma-separated, of {', '.join(keys.SCOPES)} (default clv:predict)"
+    )
+    commands.add_parser("list", help="names, scopes and creation times; never a key")
+    revoke = commands.add_parser("revoke", help="remove a key: the service refuses it within CLV_RELOAD_SECONDS")
+    revoke.add_argument("name")
+    return parser
+
+
+def keys_command(argv: list[str]) -> int:
+    """`python api.py keys ...`: errors are one line on stderr and exit code 2."""
+    from clv.cli import OptionError
+
+    args = keys_parser().parse_args(argv)
+    try:
+        path = load_settings().api_keys_file
+        if args.command == "add":
+            if not keys.NAME.fullmatch(args.name):
+                raise OptionError(f"name {args.name!r}: letters, digits, '.', '_' or '-', up to 64")
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            if not scopes or any(s not in keys.SCOPES for s in scopes):
+                raise OptionError(f"--scopes {args.scopes!r}: not one of {', '.join(keys.SCOPES)}")
+            key = keys.add_key(path, args.name, scopes)
+            print(f"added key {args.name!r} ({', '.join(scopes)}) to {path}; it is shown once, on the next line:")
+            print(key)
+        elif args.command == "list":
+            for k in keys.read_keys(path):
+                print(f"{k.name}\t{','.join(k.scopes)}\t{k.created_at}")
+        else:
+            keys.revoke_key(path, args.name)
+            print(f"revoked key {args.name!r} in {path}")
+    except (OptionError, SettingsError, keys.KeyFileError, OSError) as exc:
+        print(f"api.py keys: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made
+    sys.exit(keys_command(sys.argv[2:]))
 
 try:
     app = create_app()

@@ -1,9 +1,8 @@
-"""API keys: the keys file (hashes only, mode 0600, written whole), `python api.py keys add|list|revoke`, and the
-ring the service looks keys up in, read again when the file changes."""
+"""API keys: the keys file (hashes only, mode 0600, written whole) that `python api.py keys add|list|revoke` changes,
+and the ring the service looks keys up in, read again when the file changes."""
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import fcntl
 import hashlib
@@ -13,7 +12,6 @@ import logging
 import os
 import re
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -153,52 +151,3 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.by_hash)
-
-
-def parser() -> argparse.ArgumentParser:
-    from clv.cli import OneLineParser  # the CLI's helpers, only for the command line
-
-    keys = OneLineParser(
-        prog="api.py keys",
-        description="API keys of the service, kept as hashes in CLV_API_KEYS_FILE (default api_keys.json).",
-    )
-    commands = keys.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    add = commands.add_parser("add", help="make a key and print it once, alone on the last line")
-    add.add_argument("name", help="who or what holds the key; it names the caller in the request log")
-    add.add_argument(
-        "--scopes", default="clv:predict", help=f"comma-separated, of {', '.join(SCOPES)} (default clv:predict)"
-    )
-    commands.add_parser("list", help="names, scopes and creation times; never a key")
-    revoke = commands.add_parser("revoke", help="remove a key: the service refuses it within CLV_RELOAD_SECONDS")
-    revoke.add_argument("name")
-    return keys
-
-
-def main(argv: list[str]) -> int:
-    """`python api.py keys ...`: errors are one line on stderr and exit code 2."""
-    from clv.cli import OptionError
-    from clv.service.settings import load_settings
-
-    args = parser().parse_args(argv)
-    path = load_settings().api_keys_file
-    try:
-        if args.command == "add":
-            if not NAME.fullmatch(args.name):
-                raise OptionError(f"name {args.name!r}: letters, digits, '.', '_' or '-', up to 64")
-            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
-            unknown = [s for s in scopes if s not in SCOPES]
-            if unknown or not scopes:
-                raise OptionError(f"--scopes {args.scopes!r}: not one of {', '.join(SCOPES)}")
-            key = add_key(path, args.name, scopes)
-            print(f"added key {args.name!r} ({', '.join(scopes)}) to {path}; it is shown once, on the next line:")
-            print(key)
-        elif args.command == "list":
-            for k in read_keys(path):
-                print(f"{k.name}\t{','.join(k.scopes)}\t{k.created_at}")
-        else:
-            revoke_key(path, args.name)
-            print(f"revoked key {args.name!r} in {path}")
-    except (OptionError, KeyFileError, OSError) as exc:
-        print(f"api.py keys: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
