@@ -261,6 +261,14 @@ def api_section(settings: Settings) -> list[str]:
         *rows,
         "",
         "With `CLV_WORKERS` > 1 it runs that many uvicorn worker processes, which share one metrics folder.",
+        "",
+        "### `python api.py keys`",
+        "",
+        "`python api.py keys add NAME [--scopes clv:predict,...]` makes an API key and prints it once, alone on the",
+        "last line; `keys list` shows the keys' names, scopes and creation times, never a key; `keys revoke NAME`",
+        "removes one, refused by a running service within `CLV_RELOAD_SECONDS`. The keys file is",
+        "`CLV_API_KEYS_FILE`; the scopes are `clv:predict`, `clv:portfolio`, `clv:read` and `clv:metrics`",
+        "([operations: Security](operations.md#security)).",
     ]
 
 
