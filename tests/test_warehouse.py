@@ -354,3 +354,36 @@ def test_a_scoring_killed_halfway_leaves_the_old_table(
     # the server ends the session when it finds its client gone; its staging table (a temporary one) dies with it
     wait_until(lambda: pg.execute(staging)[0][0] == 0, "the killed scoring's session ends", timeout=30)
     pd.testing.assert_frame_equal(scores_in(pg, "marts.killed"), old)
+
+
+@pytest.mark.cluster
+def test_a_dask_cluster_reads_the_bank_in_parts_from_one_snapshot(
+    pg: PostgresServer, pg_bank: str, bank_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    from tests.test_cluster import DaskCluster
+
+    in_parts = f"{pg_bank}&part_customers=300"  # four ranges of customers, read by two worker processes
+    assert len(open_bank(in_parts).parts) == 4
+    cluster = DaskCluster(tmp_path / "dask")
+    try:
+        cluster.wait_for_workers(2)
+        done = run_script(
+            "model.py",
+            "score",
+            "--data-dir",
+            in_parts,
+            "--model-dir",
+            model_dir,
+            "--output",
+            tmp_path / "pg.csv",
+            "--scheduler",
+            cluster.address,
+            "--quiet",
+        )
+        assert done.returncode == 0, done.stderr + cluster.logs()
+    finally:
+        cluster.stop()
+    assert pg.password not in cluster.logs()
+    files = score(bank_dir, model_dir, tmp_path / "files.csv")
+    assert files.returncode == 0, files.stderr
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "files.csv"), pd.read_csv(tmp_path / "pg.csv"))

@@ -17,7 +17,7 @@ URL_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//|[^\\/]*@)")  # scheme://
 PASSWORD_IN_URL = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@\s]*:)([^@\s/]*)@")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 CONNECT_TIMEOUT = 10  # seconds libpq waits for a server that does not answer: an error well within 30 s
-OUR_PARAMETERS = ("schema", "table")
+PART_CUSTOMERS = "part_customers"  # ours too: the customers of a part (default clv.data.warehouse's)
 
 
 class LocationError(ValueError):
@@ -42,6 +42,7 @@ class WarehouseURL:
     table: str | None = None
     password: str | None = field(default=None, repr=False)
     parameters: tuple[tuple[str, str], ...] = ()  # libpq's, passed through
+    part_customers: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> WarehouseURL:
@@ -58,6 +59,9 @@ class WarehouseURL:
             raise LocationError(f"{shown}: a URL names a host and a database: postgresql://USER@HOST[:PORT]/DB")
         query = dict(parse_qsl(parts.query, keep_blank_values=True))
         schema, table = query.pop("schema", "public"), query.pop("table", None)
+        part_customers = query.pop(PART_CUSTOMERS, None)
+        if part_customers is not None and not (part_customers.isdigit() and int(part_customers) > 0):
+            raise LocationError(f"{shown}: {PART_CUSTOMERS} must be a whole number of 1 or more")
         if table is not None and "." in table:
             schema, table = table.split(".", 1)
         for name in (schema, table):
@@ -70,6 +74,7 @@ class WarehouseURL:
             database=database,
             schema=schema,
             table=table,
+            part_customers=None if part_customers is None else int(part_customers),
             password=unquote(parts.password) if parts.password is not None else None,
             parameters=tuple(sorted(query.items())),
         )
@@ -82,6 +87,7 @@ class WarehouseURL:
         query = dict(self.parameters)
         if ours:
             query = {"schema": self.schema} | query if self.schema != "public" and not self.table else query
+            query = query | ({PART_CUSTOMERS: str(self.part_customers)} if self.part_customers else {})
             query = {"table": f"{self.schema}.{self.table}"} | query if self.table else query
         else:
             query.setdefault("connect_timeout", str(CONNECT_TIMEOUT))

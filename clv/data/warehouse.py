@@ -69,8 +69,9 @@ class WarehouseBank:
             weakref.finalize(self, holder.close)
 
     @classmethod
-    def open(cls, url: WarehouseURL, part_customers: int = PARTITION_CUSTOMERS) -> WarehouseBank:
+    def open(cls, url: WarehouseURL) -> WarehouseBank:
         """Export a snapshot, check the tables' columns, cut the customers into ranges and find the last date."""
+        part_customers = url.part_customers or PARTITION_CUSTOMERS
         holder = Snapshot(url)
         try:
             cursor = holder.cursor
