@@ -200,6 +200,7 @@ class Credentials:
             raise SettingsError("CLV_OIDC_ISSUER, CLV_OIDC_AUDIENCE and CLV_OIDC_JWKS_URL: set all three, or none")
         self.tokens = Tokens(*oidc) if all(oidc) else None
         self.was_on = False
+        self.callers: dict[str, Caller] = {}  # by a key's hash: made once, not at every request
 
     @property
     def on(self) -> bool:
@@ -216,7 +217,10 @@ class Credentials:
         record = self.keys.find(credential)
         if record is None:
             raise Refused("unknown or revoked key")
-        return Caller(record.name, frozenset(record.scopes), "key")
+        caller = self.callers.get(record.sha256)
+        if caller is None:  # a key's name and scopes never change: a new key is a new hash
+            caller = self.callers[record.sha256] = Caller(record.name, frozenset(record.scopes), "key")
+        return caller
 
 
 class Gate:
