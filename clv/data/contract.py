@@ -164,7 +164,7 @@ def read_table(path: Path, name: str, threads: bool = True) -> pd.DataFrame:
     return check_frame(path, name, _read(path, threads))
 
 
-def check_frame(path: Path, name: str, table: pa.Table, first_row: int = 0) -> pd.DataFrame:
+def check_frame(path: Path | str, name: str, table: pa.Table, first_row: int = 0) -> pd.DataFrame:
     """The contract's table `name` from an Arrow table of its file (rows `first_row` on), checked and typed."""
     contract = {c.name: c for c in TABLES[name]}
     missing = [c for c in contract.values() if c.required and c.name not in table.column_names]

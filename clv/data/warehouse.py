@@ -153,7 +153,7 @@ class WarehouseBank:
         tables = self.read(part)
         labels = {name: f"{self.url} table {self.url.schema}.{name}" for name in tables}
         try:
-            frames = {name: check_frame(labels[name], name, table) for name, table in tables.items()}  # type: ignore[arg-type]
+            frames = {name: check_frame(labels[name], name, table) for name, table in tables.items()}
             check_read(frames, labels, self.last_day)
         except RowError as exc:
             raise DataContractError(_by_key(exc, tables, labels)) from None
