@@ -297,10 +297,12 @@ def describe(name: str, field: FieldInfo) -> str:
 
 
 def type_name(annotation: object) -> str:
-    """`int` as "integer", `str | None` as "text, or none"."""
+    """`int` as "integer", `str | None` as "text, or none", `Literal["a", "b"]` as "one of `a`, `b`"."""
     args = typing.get_args(annotation)
     if type(None) in args:
         return ", or ".join([*(type_name(a) for a in args if a is not type(None)), "none"])
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(f"`{value}`" for value in args)
     if isinstance(annotation, type):
         names = {"Path": "path", "str": "text", "int": "integer", "float": "number", "bool": "true/false"}
         return names.get(annotation.__name__, annotation.__name__)
