@@ -149,7 +149,7 @@ def test_one_snapshot_hides_rows_committed_while_the_command_reads(pg: PostgresS
     [
         (
             "UPDATE bad.transactions SET amount = 'NaN' WHERE transaction_id = 57",
-            "table bad.transactions: column 'amount' at transaction_id 57: 'nan' is not a finite number",
+            "table bad.transactions: column 'amount' at transaction_id 57: 'NaN' is not a finite number",
         ),
         (
             "UPDATE bad.products SET customer_id = NULL WHERE product_id = 11",

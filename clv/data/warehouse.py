@@ -33,7 +33,7 @@ PARTITION_CUSTOMERS = 25_000  # as clv.data.layout's: a part is read, checked an
 NEEDED = ("customers", *REQUIRED_TABLES)  # customers: the parts are ranges of its ids
 
 
-def _contract_columns(url: WarehouseURL, found: dict[str, dict[str, str]]) -> dict[str, tuple[str, ...]]:
+def _contract_columns(url: WarehouseURL, found: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
     """The contract's columns each table has; a missing table or required column refused by its name."""
     for name in NEEDED:
         if name not in found:
@@ -43,7 +43,7 @@ def _contract_columns(url: WarehouseURL, found: dict[str, dict[str, str]]) -> di
         for column in TABLES[name]:
             if column.required and column.name not in present:
                 raise WarehouseError(f"{url}: table {url.schema}.{name} has no column '{column.name}' (required)")
-        selected[name] = tuple(c.name for c in TABLES[name] if c.name in present)
+        selected[name] = {c.name: present[c.name] for c in TABLES[name] if c.name in present}  # name: SQL type
     return selected
 
 
@@ -58,7 +58,7 @@ class WarehouseBank:
         snapshot: str,
         bounds: tuple[int, ...],
         customers: tuple[int, ...],
-        columns: dict[str, tuple[str, ...]],
+        columns: dict[str, dict[str, str]],
         last_day: int,
         fingerprint: str,
         holder: Snapshot | None = None,
@@ -136,22 +136,33 @@ class WarehouseBank:
         low = f"customer_id > {self.bounds[index - 1]}"
         return low if index == last else f"{low} AND customer_id <= {self.bounds[index]}"
 
+    def label(self, name: str) -> str:
+        return f"{self.url} table {self.url.schema}.{name}"
+
     def read(self, part: str) -> dict[str, pa.Table]:
         """The part's tables as Arrow, in the contract's types, from the command's snapshot."""
         where = self._where(self.parts.index(part))
         tables = {}
         with reading(self.url, self.snapshot) as cursor:
             for name, columns in self.columns.items():
-                select = ", ".join(f'"{c}"' for c in columns)
+                # NUMERIC as its exact text: libpq's text copies faster than the driver formats NUMERIC's digits
+                select = ", ".join(
+                    f'"{c}"::text AS "{c}"' if kind == "numeric" else f'"{c}"' for c, kind in columns.items()
+                )
                 with failing_as_one_line(self.url, f"cannot read table {self.url.schema}.{name}"):
                     cursor.execute(f"SELECT {select} FROM {self.url.qualified(name)} WHERE {where}")
-                    tables[name] = contract_types(name, cursor.fetch_arrow_table())
+                    numeric = frozenset(c for c, kind in columns.items() if kind == "numeric")
+                    tables[name] = contract_types(name, cursor.fetch_arrow_table(), numeric, self.label(name))
         return tables
 
     def load(self, part: str) -> tuple[Bank, None]:
         """The part's Bank, checked by the data contract; a bad row is named by its table, column and key."""
-        tables = self.read(part)
-        labels = {name: f"{self.url} table {self.url.schema}.{name}" for name in tables}
+        labels = {name: self.label(name) for name in self.columns}
+        try:
+            tables = self.read(part)
+        except RowError as exc:  # a NUMERIC NaN or infinity, found as its text
+            raise DataContractError(_by_key(exc, dict.fromkeys(labels, exc.table), labels)) from None
+        labels = {name: self.label(name) for name in tables}
         try:
             frames = {name: check_frame(labels[name], name, table) for name, table in tables.items()}
             check_read(frames, labels, self.last_day)
@@ -198,7 +209,7 @@ def _by_key(exc: RowError, tables: dict[str, pa.Table], labels: dict[str, str]) 
 
 def _as_text(values: pa.ChunkedArray) -> pa.ChunkedArray:
     """NUMERIC (an opaque text extension, or a decimal) as its exact text."""
-    if isinstance(values.type, pa.ExtensionType):
+    if isinstance(values.type, pa.BaseExtensionType):
         return pa.chunked_array([chunk.storage for chunk in values.chunks], values.type.storage_type)
     return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
 
@@ -218,7 +229,7 @@ def _months(values: pa.ChunkedArray) -> pa.ChunkedArray:
     return pa.chunked_array([pa.DictionaryArray.from_arrays(encoded.indices, labels)])
 
 
-def contract_types(name: str, table: pa.Table) -> pa.Table:
+def contract_types(name: str, table: pa.Table, as_text: frozenset[str] = frozenset(), label: str = "") -> pa.Table:
     """A table as the driver gave it, in the types the contract reads from files: NUMERIC's exact text parsed to the
     nearest double as a CSV's is (NaN and infinities stay, for the contract to refuse), months as 'YYYY-MM',
     categories dictionary-encoded."""
@@ -226,9 +237,26 @@ def contract_types(name: str, table: pa.Table) -> pa.Table:
     columns = []
     for column_name, values in zip(table.column_names, table.columns, strict=True):
         kind = kinds[column_name]
-        numeric = isinstance(values.type, pa.ExtensionType) or pa.types.is_decimal(values.type)
+        numeric = isinstance(values.type, pa.BaseExtensionType) or pa.types.is_decimal(values.type)
+        numeric = numeric or (column_name in as_text and pa.types.is_string(values.type))
         if kind in ("int", "float") and numeric:
-            values = pc.cast(_as_text(values), pa.float64())
+            text = _as_text(values)
+            values = pc.cast(text, pa.float64())
+            odd = pc.fill_null(
+                pc.invert(pc.is_finite(values)), False
+            )  # NaN and infinities: pandas would take NaN for empty
+            if pc.any(odd).as_py():
+                position = int(pc.index(odd, True).as_py())
+                error = RowError(
+                    f"{label}: column '{column_name}'",
+                    label,
+                    column_name,
+                    position,
+                    text[position].as_py(),
+                    "is not a finite number",
+                )
+                error.table = table  # type: ignore[attr-defined]
+                raise error
         elif kind == "month":
             values = _months(values)
         elif kind == "category" and pa.types.is_string(values.type):
