@@ -25,7 +25,7 @@ from clv.cli import (
     runner_for,
     training_config,
 )
-from clv.cli_tables import churn_table, horizons_table, metrics_table, report_text
+from clv.cli_tables import drift_table, report_text
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
@@ -34,15 +34,11 @@ from clv.data.location import LocationError, WarehouseURL
 from clv.data.prepare import prepare
 from clv.model import artifacts, signing
 from clv.model.artifacts import ModelArtifactError
-from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import evaluate_saved
-from clv.model.monitoring import band, plot_drift
+from clv.model.monitoring import plot_drift
 from clv.model.predictor import NoCurve
 from clv.model.training import train_and_save
 from clv.service.settings import Settings, SettingsError, load_settings
-
-# the tables, for bench/bench_model.py, which prints them as `model.py train` does
-__all__ = ["BankingCLVModel", "churn_table", "horizons_table", "main", "metrics_table", "train_and_save"]
 
 logger = logging.getLogger("model")
 
@@ -151,11 +147,7 @@ def cmd_monitor(args: argparse.Namespace) -> None:
         f"input drift of {report.rows:,} customers of {args.data_dir} against model {loaded.version}'s "
         f"{report.reference_rows:,} training rows (population stability index)"
     )
-    print(f"{'feature':32s} {'psi':>8s}  band")
-    shown = [*report.worst(), ("(prediction)", report.prediction), *((f"({n})", v) for n, v in report.outputs.items())]
-    for name, value in shown:
-        if value is not None:
-            print(f"{name:32s} {value:>8.3f}  {band(value)}")
+    print(drift_table(report))
     print(f"written: {args.out / 'drift.json'}, {args.out / 'drift.png'}")
 
 

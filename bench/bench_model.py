@@ -16,6 +16,7 @@ from pathlib import Path
 
 from common import peak_gb, verdict
 
+from clv.cli_tables import churn_table, horizons_table, metrics_table
 from clv.common import dates
 from clv.data.bank import bank_from_request
 from clv.model import artifacts
@@ -23,7 +24,6 @@ from clv.model.features import build_features
 from clv.model.training import train_and_save
 from clv.service.schemas.requests import EXAMPLE, CustomerIn
 from clv.synthetic import generator
-from model import churn_table, horizons_table, metrics_table
 
 TARGET_ORACLE_RATIO = 0.9
 TARGET_DECILE_MAPE = 0.10

@@ -1,9 +1,12 @@
 """The tables `model.py train` and `model.py evaluate` print: a model's held-out metrics against the baselines, its
-deciles, its churn probability and each horizon, from the JSON document of its metadata or of an evaluation."""
+deciles, its churn probability and each horizon, from the JSON document of its metadata or of an evaluation; and
+the drift table `model.py monitor` prints."""
 
 from __future__ import annotations
 
 import json
+
+from clv.model.monitoring import DriftReport, band
 
 METRIC_COLUMNS = ("normalized_gini", "spearman", "decile_mape", "total_error", "mae", "rmse", "r2", "interval_coverage")
 
@@ -80,4 +83,12 @@ def churn_table(churn: dict) -> str:
             f"{row['low']:.1f}-{row['high']:.1f}  {row['customers']:>12d} {row['mean_predicted']:>15.4f} "
             f"{row['churn_rate']:>11.4f}"
         )
+    return "\n".join(lines)
+
+
+def drift_table(report: DriftReport) -> str:
+    """The population stability index of the most drifted features, the prediction and the other outputs."""
+    lines = [f"{'feature':32s} {'psi':>8s}  band"]
+    shown = [*report.worst(), ("(prediction)", report.prediction), *((f"({n})", v) for n, v in report.outputs.items())]
+    lines += [f"{name:32s} {value:>8.3f}  {band(value)}" for name, value in shown if value is not None]
     return "\n".join(lines)
