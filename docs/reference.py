@@ -301,10 +301,19 @@ def type_name(annotation: object) -> str:
     args = typing.get_args(annotation)
     if type(None) in args:
         return ", or ".join([*(type_name(a) for a in args if a is not type(None)), "none"])
+    if len(args) > 1 and typing.get_origin(annotation) is not typing.Literal:  # a union: each of its kinds
+        return ", or ".join(type_name(a) for a in args)
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(f"`{value}`" for value in args)
     if isinstance(annotation, type):
-        names = {"Path": "path", "str": "text", "int": "integer", "float": "number", "bool": "true/false"}
+        names = {
+            "Path": "path",
+            "str": "text",
+            "int": "integer",
+            "float": "number",
+            "bool": "true/false",
+            "WarehouseURL": "postgresql:// URL",
+        }
         return names.get(annotation.__name__, annotation.__name__)
     return str(annotation).replace("pathlib.", "")
 
