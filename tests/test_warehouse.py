@@ -343,16 +343,17 @@ def test_a_scoring_killed_halfway_leaves_the_old_table(
         start_new_session=True,
     )
     try:
-        waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'"
-        wait_until(lambda: pg.execute(waiting)[0][0] == 1, "the scoring waits to swap its rows", timeout=180)
+        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'"
+        wait_until(lambda: len(pg.execute(waiting)) == 1, "the scoring waits to swap its rows", timeout=180)
+        [(session,)] = pg.execute(waiting)
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     finally:
         holder.rollback()
         holder.close()
-    staging = "SELECT count(*) FROM pg_class WHERE relname LIKE 'clv_scores_%'"
     # the server ends the session when it finds its client gone; its staging table (a temporary one) dies with it
-    wait_until(lambda: pg.execute(staging)[0][0] == 0, "the killed scoring's session ends", timeout=30)
+    alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(session)}"
+    wait_until(lambda: pg.execute(alive)[0][0] == 0, "the killed scoring's session ends", timeout=60)
     pd.testing.assert_frame_equal(scores_in(pg, "marts.killed"), old)
 
 
