@@ -25,7 +25,7 @@ from clv.cli import (
     runner_for,
     training_config,
 )
-from clv.cli_tables import drift_table, report_text
+from clv.cli_tables import drift_table, report_text, versions_table
 from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
@@ -191,14 +191,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     rows = artifacts.versions(args.model_dir)
     if not rows:
         raise ModelArtifactError(f"no model in {args.model_dir}; run `python model.py train`")
-    print(f"{'version':24s} {'trained_at':26s} {'cutoff':11s} {'gini':>6s} {'dmape':>6s} {'cover':>6s}")
-    for r in rows:
-        mark = "  <- latest" if r["latest"] else ""
-        cells = " ".join(
-            f"{r[k]:>6.3f}" if r[k] is not None else f"{'-':>6s}"
-            for k in ("normalized_gini", "decile_mape", "interval_coverage")
-        )
-        print(f"{r['version']:24s} {r['trained_at']:26s} {r['cutoff'] or '-':11s} {cells}{mark}")
+    print(versions_table(rows))
 
 
 def cmd_promote(args: argparse.Namespace) -> None:

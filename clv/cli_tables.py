@@ -1,6 +1,6 @@
 """The tables `model.py train` and `model.py evaluate` print: a model's held-out metrics against the baselines, its
 deciles, its churn probability and each horizon, from the JSON document of its metadata or of an evaluation; and
-the drift table `model.py monitor` prints."""
+the drift table `model.py monitor` prints and the versions `model.py list` does."""
 
 from __future__ import annotations
 
@@ -91,4 +91,17 @@ def drift_table(report: DriftReport) -> str:
     lines = [f"{'feature':32s} {'psi':>8s}  band"]
     shown = [*report.worst(), ("(prediction)", report.prediction), *((f"({n})", v) for n, v in report.outputs.items())]
     lines += [f"{name:32s} {value:>8.3f}  {band(value)}" for name, value in shown if value is not None]
+    return "\n".join(lines)
+
+
+def versions_table(rows: list[dict]) -> str:
+    """The saved versions with their headline metrics, the latest marked."""
+    lines = [f"{'version':24s} {'trained_at':26s} {'cutoff':11s} {'gini':>6s} {'dmape':>6s} {'cover':>6s}"]
+    for r in rows:
+        mark = "  <- latest" if r["latest"] else ""
+        cells = " ".join(
+            f"{r[k]:>6.3f}" if r[k] is not None else f"{'-':>6s}"
+            for k in ("normalized_gini", "decile_mape", "interval_coverage")
+        )
+        lines.append(f"{r['version']:24s} {r['trained_at']:26s} {r['cutoff'] or '-':11s} {cells}{mark}")
     return "\n".join(lines)
