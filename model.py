@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from clv.batch import backtest, report, runs
@@ -43,9 +44,14 @@ from clv.service.settings import Settings, SettingsError, load_settings
 logger = logging.getLogger("model")
 
 
-def cluster_for(args: argparse.Namespace) -> contextlib.AbstractContextManager[Runner]:
-    """Dask for a partitioned bank, or when a cluster is named or sized; this process for a flat folder."""
-    return runner_for(args, args.settings, cluster=is_partitioned(args.data_dir))
+@contextlib.contextmanager
+def cluster_for(args: argparse.Namespace) -> Iterator[Runner]:
+    """Dask for a bank of more than one part, or when a cluster is named; this process for a bank of one part (a
+    flat folder, a database of up to one part's customers): a cluster would have nothing to share out. The bank
+    stays open meanwhile, so that a database's steps read the one snapshot opened here."""
+    source = open_bank(args.data_dir)
+    with runner_for(args, args.settings, cluster=len(source.parts) > 1) as run:
+        yield run
 
 
 def load_model(args: argparse.Namespace, version: str | None) -> artifacts.LoadedModel:
@@ -124,7 +130,7 @@ def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: P
     data_dir = Path(result.data_dir)
     try:
         source = open_bank(data_dir)
-        with runner_for(args, args.settings, cluster=is_partitioned(data_dir)) as run:
+        with runner_for(args, args.settings, cluster=len(source.parts) > 1) as run:
             drift, _ = monitor(source, run, loaded, result.as_of)
     except DataContractError as exc:
         return report.drift_section(None, f"The run's bank {data_dir} cannot be read now: {exc}")

@@ -65,7 +65,7 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
 
 def runner_for(args: argparse.Namespace, settings: Settings, cluster: bool = True) -> AbstractContextManager[Runner]:
     """The runner the cluster options ask for: the cluster at --scheduler (or CLV_DASK_SCHEDULER), else a local
-    one; this process when `cluster` is False and no option asks for one."""
+    one; this process when `cluster` is False and no scheduler is named."""
     scheduler = args.scheduler or settings.dask_scheduler
     return runner(scheduler, args.workers, args.memory_limit, args.quiet, cluster=cluster)
 

@@ -139,8 +139,8 @@ def runner(
     cluster: bool = True,
 ) -> Iterator[LocalRunner | DaskRunner]:
     """A Dask runner on the cluster at `scheduler`, or on a LocalCluster of `workers` processes (default:
-    one a core) with `memory_limit` each; a LocalRunner when `cluster` is False and nothing asks for one."""
-    if not (cluster or scheduler or workers):
+    one a core) with `memory_limit` each; a LocalRunner when `cluster` is False and no scheduler is named."""
+    if not (cluster or scheduler):
         yield LocalRunner(quiet)
         return
     import dask
