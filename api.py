@@ -18,7 +18,6 @@ import sys
 import tempfile
 
 from clv.service import keys
-from clv.service.app import create_app
 from clv.service.settings import SettingsError, load_settings
 
 __all__ = ["app", "create_app", "main"]
@@ -71,8 +70,10 @@ def keys_command(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made
+if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made, nothing heavy imported
     sys.exit(keys_command(sys.argv[2:]))
+
+from clv.service.app import create_app  # noqa: E402  (pandas and scikit-learn: after the keys command)
 
 try:
     app = create_app()

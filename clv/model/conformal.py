@@ -5,14 +5,14 @@ share of new customers whatever the band's own errors."""
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_consistent_length
 
 
 def held_back(n_samples: int, groups, share: float, seed: int | None) -> np.ndarray:
     """Rows of the customers held back to calibrate (a `share` of the `groups`, each row its own group
     when None), drawn with `seed`."""
     groups = np.arange(n_samples) if groups is None else np.asarray(groups)
-    check_consistent_length(np.empty(n_samples), groups)
+    if len(groups) != n_samples:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{n_samples}, {len(groups)}]")
     unique = np.unique(groups)
     held = round(share * unique.size)
     if not 0 < held < unique.size:
