@@ -32,7 +32,7 @@ from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
 from clv.data.layout import PARTITION_CUSTOMERS, is_partitioned, open_bank, source_customers
 from clv.data.location import LocationError, WarehouseURL
-from clv.data.prepare import prepare
+from clv.data.prepare import export, prepare
 from clv.model import artifacts, signing
 from clv.model.artifacts import ModelArtifactError
 from clv.model.evaluation import evaluate_saved
@@ -176,18 +176,24 @@ def cmd_backtest(args: argparse.Namespace) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
-    for option, value in (("src", args.src), ("--out", args.out)):
-        if isinstance(value, WarehouseURL):  # a database is read part by part as it is: nothing to prepare
+    if isinstance(args.out, WarehouseURL):
+        raise OptionError(f"--out {args.out}: prepare writes a folder (data_gen.py --out writes a database)")
+    if isinstance(args.src, WarehouseURL):  # its snapshot as files: checked once, read again without the database
+        if args.partitions:
             raise OptionError(
-                f"{option} {value}: prepare reads and writes folders; a postgresql:// bank is read "
-                "in ranges of customers by every command's --data-dir"
+                f"--partitions {args.partitions}: a database's bank is written in the ranges of customers it is "
+                "read in (the URL's part_customers sets their size)"
             )
-    args.src = data_location(args.src, "src")
-    if is_partitioned(args.src):
-        raise OptionError(f"{args.src}: is partitioned already")
-    partitions = args.partitions or max(1, -(-source_customers(args.src) // PARTITION_CUSTOMERS))
-    with runner_for(args, args.settings) as run:
-        manifest = prepare(args.src, args.out, partitions, run)
+        source = open_bank(args.src)
+        with runner_for(args, args.settings, cluster=len(source.parts) > 1) as run:
+            manifest = export(source, args.out, run)
+    else:
+        args.src = data_location(args.src, "src")
+        if is_partitioned(args.src):
+            raise OptionError(f"{args.src}: is partitioned already")
+        partitions = args.partitions or max(1, -(-source_customers(args.src) // PARTITION_CUSTOMERS))
+        with runner_for(args, args.settings) as run:
+            manifest = prepare(args.src, args.out, partitions, run)
     print(
         f"{args.out}: {manifest.partitions} partitions, " + ", ".join(f"{n} {c:,}" for n, c in manifest.tables.items())
     )
@@ -339,8 +345,15 @@ def add_monitor(sub: argparse._SubParsersAction, settings: Settings) -> None:
 
 
 def add_prepare(sub: argparse._SubParsersAction, settings: Settings) -> None:
-    p = sub.add_parser("prepare", help="a flat folder of any size as a partitioned bank (Dask's shuffle, out of core)")
-    p.add_argument("src", type=location, help="the flat folder (the contract's CSV or Parquet files)")
+    p = sub.add_parser(
+        "prepare",
+        help="a flat folder of any size (Dask's shuffle, out of core), or a database's snapshot, as a partitioned bank",
+    )
+    p.add_argument(
+        "src",
+        type=location,
+        help="the flat folder (the contract's CSV or Parquet files), or a postgresql:// bank (read from one snapshot)",
+    )
     p.add_argument(
         "--out", type=location, required=True, help="the partitioned bank's folder (written whole, then renamed)"
     )

@@ -45,10 +45,15 @@ LAYOUT_VERSION = 1
 ORACLE = "oracle_clv"
 
 
-def partition_of(customer_id: np.ndarray, partitions: int, rule: str) -> np.ndarray:
+def partition_of(
+    customer_id: np.ndarray, partitions: int, rule: str, bounds: list[int] | None = None
+) -> np.ndarray:
     """The partition each customer belongs to. "modulo": the id modulo the count (the generator's ids are
     1..N, so each partition is every P-th customer). "hash": a 64-bit mix of the id modulo the count, so
-    that any ids, in any order, fall into partitions that are random samples."""
+    that any ids, in any order, fall into partitions that are random samples. "range": the ranges of ids a
+    database's bank was read in (`bounds`: each partition's highest id; the last takes every id above)."""
+    if rule == "range":
+        return np.minimum(np.searchsorted(np.asarray(bounds), np.asarray(customer_id), side="left"), partitions - 1)
     ids = np.asarray(customer_id).astype(np.uint64)
     if rule == "modulo":
         return (ids % np.uint64(partitions)).astype(np.int64)
@@ -74,18 +79,34 @@ class Manifest(BaseModel):
     layout: Literal["clv-partitioned"] = "clv-partitioned"
     version: int = LAYOUT_VERSION
     partitions: int
-    rule: Literal["modulo", "hash"]
+    rule: Literal["modulo", "hash", "range"]
     last_date: dates.dt.date
     tables: dict[str, int]
     parts: list[Part]
     generator: dict | None = None  # the synthetic bank's settings, when the generator made it
+    bounds: list[int] | None = None  # rule "range": each partition's highest customer id
 
     @classmethod
-    def of(cls, parts: list[Part], rule: str, last_day: int, generator: dict | None = None) -> Manifest:
+    def of(
+        cls,
+        parts: list[Part],
+        rule: str,
+        last_day: int,
+        generator: dict | None = None,
+        bounds: list[int] | None = None,
+    ) -> Manifest:
         names = sorted({name for part in parts for name in part.rows})
         totals = {name: sum(part.rows.get(name, 0) for part in parts) for name in names}
         last = dates.from_day(last_day)
-        return cls(partitions=len(parts), rule=rule, last_date=last, tables=totals, parts=parts, generator=generator)
+        return cls(
+            partitions=len(parts),
+            rule=rule,
+            last_date=last,
+            tables=totals,
+            parts=parts,
+            generator=generator,
+            bounds=bounds,
+        )
 
 
 def part_name(index: int) -> str:
@@ -214,10 +235,10 @@ class PartitionedBank:
 
     def load(self, part: str) -> tuple[Bank, Oracle | None]:
         index = self.parts.index(part)
-        rule, count = self.manifest.rule, self.manifest.partitions
+        rule, count, bounds = self.manifest.rule, self.manifest.partitions, self.manifest.bounds
         paths = self.paths(part)
         self.verify(part, paths)
-        tables = read_tables(paths, self.last_day, lambda ids: partition_of(ids, count, rule) == index)
+        tables = read_tables(paths, self.last_day, lambda ids: partition_of(ids, count, rule, bounds) == index)
         bank = bank_from_tables(tables)
         bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
         oracle = self.data_dir / ORACLE / f"{part}.parquet"

@@ -1,5 +1,5 @@
 """Bring a big bank: a flat folder of the contract's files (CSV or Parquet, any size) to the partitioned
-layout (clv.data.layout), out of core.
+layout (clv.data.layout), out of core; or a database's bank, as of one snapshot (`export`).
 
 1. Each file is read in blocks and checked with the contract's own rules, rows numbered across blocks, so
    a refusal names the source file, row and column as for a flat folder; customers' and products' ids are
@@ -39,6 +39,7 @@ from clv.data.layout import (
     write_manifest,
     write_part,
 )
+from clv.data.warehouse import WarehouseBank
 
 logger = logging.getLogger(__name__)
 
@@ -201,3 +202,18 @@ def _check_partitions(bank: PartitionedBank, runner: Runner, paths: dict[str, Pa
 
 def _load(bank: PartitionedBank, part: str) -> None:
     bank.load(part)
+
+
+def export(source: WarehouseBank, out: Path, runner: Runner) -> Manifest:
+    """A database's bank, as its command's one snapshot sees it, as a partitioned bank in `out` (written whole or
+    not at all): each range of customers is read and checked by the contract as every command reads it, then
+    written as one partition; the manifest's rule "range" keeps the ranges' bounds."""
+    with atomic_folder(out) as folder:
+        parts = runner.map(_export_part, source, label="exported", folder=folder)
+        manifest = Manifest.of(parts, "range", source.last_day, bounds=list(source.bounds))
+        write_manifest(folder, manifest)
+    return manifest
+
+
+def _export_part(source: WarehouseBank, part: str, folder: Path) -> Part:
+    return write_part(folder, source.parts.index(part), source.checked(part)[0])

@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -157,6 +158,13 @@ class WarehouseBank:
 
     def load(self, part: str) -> tuple[Bank, None]:
         """The part's Bank, checked by the data contract; a bad row is named by its table, column and key."""
+        bank = bank_from_tables(self.checked(part)[1])
+        bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
+        return bank, None
+
+    def checked(self, part: str) -> tuple[dict[str, pa.Table], dict[str, pd.DataFrame]]:
+        """The part's tables as read (Arrow, in the contract's types) and as the data contract checked them; a bad
+        row is named by its table, column and key."""
         labels = {name: self.label(name) for name in self.columns}
         try:
             tables = self.read(part)
@@ -170,9 +178,7 @@ class WarehouseBank:
             raise DataContractError(_by_key(exc, tables, labels)) from None
         except DuplicateKeyError as exc:
             raise DataContractError(f"{labels[exc.table]}: two rows have the same {exc.key}: a duplicate key") from None
-        bank = bank_from_tables(frames)
-        bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
-        return bank, None
+        return tables, frames
 
 
 def _last_day(url: WarehouseURL, last_txn: Any, last_month: str | None) -> int:
