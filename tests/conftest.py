@@ -7,6 +7,7 @@ import datetime as dt
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,6 +18,9 @@ from clv.model.training import train_and_save
 from clv.service.schemas.requests import EXAMPLE
 from clv.service.settings import Settings
 from clv.synthetic import generator
+
+if TYPE_CHECKING:  # tests/postgres.py imports tests/servers.py, which imports this module
+    from tests.postgres import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -102,3 +106,36 @@ def resave(loaded: artifacts.LoadedModel, model_dir: Path) -> Path:
     """Save the loaded model again as a new version."""
     importance = artifacts.read_importance(loaded.path)
     return artifacts.save(loaded.model, loaded.metadata.model_dump(), importance, loaded.profile, model_dir)
+
+
+# ---- a bank in a real PostgreSQL server (tests/postgres.py), for the warehouse's tests --------------------
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PostgresServer]:
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def bank_flags() -> list[str]:
+    """data_gen.py's options of conftest's SMALL_BANK (bank_dir): the same bank, into the database."""
+    config = SMALL_BANK
+    options = {"customers": config.customers, "start-date": config.start, "end-date": config.end, "seed": config.seed}
+    return [text for name, value in options.items() for text in (f"--{name}", str(value))]
+
+
+@pytest.fixture(scope="session")
+def pg_bank(pg: PostgresServer) -> str:
+    """conftest's small bank, written by `data_gen.py --out postgresql://...?schema=bank`; its URL."""
+    from tests.postgres import SCHEMA
+    from tests.servers import run_script
+
+    url = pg.url(schema=SCHEMA)
+    done = run_script("data_gen.py", "--out", url, "--quiet", *bank_flags())
+    assert done.returncode == 0, done.stderr
+    return url

@@ -13,10 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import free_port
+import pandas as pd
+
+from tests.servers import free_port, run_script
 
 USER = "analyst"
 DATABASE = "bank"
+SCHEMA = "bank"  # conftest's pg_bank: the small bank, loaded by data_gen.py
 
 
 def binaries() -> Path:
@@ -100,3 +103,43 @@ class PostgresServer:
         finally:
             time.sleep(0.1)
             shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def copy_schema(pg: PostgresServer, name: str) -> str:
+    """The bank copied into schema `name` (for a test to spoil); its URL."""
+    statements = [f"DROP SCHEMA IF EXISTS {name} CASCADE", f"CREATE SCHEMA {name}"]
+    statements += [
+        f"CREATE TABLE {name}.{t} AS SELECT * FROM {SCHEMA}.{t}"
+        for t in ("customers", "products", "transactions", "customer_metrics")
+    ]
+    pg.execute("; ".join(statements))
+    return pg.url(schema=name)
+
+
+def score(data: str | Path, model_dir: Path, output: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_script(
+        "model.py",
+        "score",
+        "--data-dir",
+        data,
+        "--model-dir",
+        model_dir,
+        "--output",
+        output,
+        "--workers",
+        "1",
+        "--quiet",
+        *extra,
+    )
+
+
+def one_line(stderr: str) -> str:
+    """The command's one error line (a local cluster may warn before it that the dashboard's port is taken)."""
+    errors = [line for line in stderr.splitlines() if line.startswith("model.py ")]
+    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
+    return errors[0]
+
+
+def scores_in(pg: PostgresServer, table: str) -> pd.DataFrame:
+    rows = pg.execute(f"SELECT customer_id, predicted_clv::text, as_of::text, model_version, run_id FROM {table}")
+    return pd.DataFrame(rows, columns=["customer_id", "predicted_clv", "as_of", "model_version", "run_id"])

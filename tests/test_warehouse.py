@@ -1,89 +1,27 @@
 """A bank in a real PostgreSQL server (Debian's, started by tests/postgres.py, password authentication): the
-commands read it as they read files, from one snapshot, refuse its bad rows by key and never show its password;
-scores go back in one transaction that a killed scoring leaves undone."""
+commands read it as they read files, from one snapshot, refuse its bad rows by key and never show its password."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from clv.batch.scoring import score_bank
+from clv.common.cluster import LocalRunner
 from clv.data.contract import DataContractError
-from clv.data.layout import open_bank
+from clv.data.layout import open_bank, partition_of
 from clv.data.location import WarehouseURL, mask, parse_location
+from clv.data.prepare import export
+from clv.model import artifacts
 from tests.conftest import ROOT, SMALL_BANK
-from tests.postgres import PostgresServer
-from tests.servers import free_port, run_script, wait_until
-
-SCHEMA = "bank"
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def bank_flags() -> list[str]:
-    """data_gen.py's options of conftest's SMALL_BANK (bank_dir): the same bank, into the database."""
-    config = SMALL_BANK
-    options = {"customers": config.customers, "start-date": config.start, "end-date": config.end, "seed": config.seed}
-    return [text for name, value in options.items() for text in (f"--{name}", str(value))]
-
-
-@pytest.fixture(scope="session")
-def pg_bank(pg: PostgresServer) -> str:
-    """conftest's small bank, written by `data_gen.py --out postgresql://...?schema=bank`; its URL."""
-    url = pg.url(schema=SCHEMA)
-    done = run_script("data_gen.py", "--out", url, "--quiet", *bank_flags())
-    assert done.returncode == 0, done.stderr
-    return url
-
-
-def copy_schema(pg: PostgresServer, name: str) -> str:
-    """The bank copied into schema `name` (for a test to spoil); its URL."""
-    statements = [f"DROP SCHEMA IF EXISTS {name} CASCADE", f"CREATE SCHEMA {name}"]
-    statements += [
-        f"CREATE TABLE {name}.{t} AS SELECT * FROM {SCHEMA}.{t}"
-        for t in ("customers", "products", "transactions", "customer_metrics")
-    ]
-    pg.execute("; ".join(statements))
-    return pg.url(schema=name)
-
-
-def score(data: str | Path, model_dir: Path, output: str | Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_script(
-        "model.py",
-        "score",
-        "--data-dir",
-        data,
-        "--model-dir",
-        model_dir,
-        "--output",
-        output,
-        "--workers",
-        "1",
-        "--quiet",
-        *extra,
-    )
-
-
-def one_line(stderr: str) -> str:
-    """The command's one error line (a local cluster may warn before it that the dashboard's port is taken)."""
-    errors = [line for line in stderr.splitlines() if line.startswith("model.py ")]
-    assert len(errors) == 1 and stderr.strip().endswith(errors[0]), stderr
-    return errors[0]
+from tests.postgres import SCHEMA, PostgresServer, copy_schema, one_line, score
+from tests.servers import free_port, run_script
 
 
 def test_data_gen_writes_the_warehouse_types(pg: PostgresServer, pg_bank: str) -> None:
@@ -267,124 +205,23 @@ def test_urls_of_other_schemes_and_missing_folders_are_refused(model_dir: Path, 
     assert done.returncode == 2 and f"--data-dir {tmp_path / 'missing'}: no such folder" in done.stderr
 
 
-def scores_in(pg: PostgresServer, table: str) -> pd.DataFrame:
-    rows = pg.execute(f"SELECT customer_id, predicted_clv::text, as_of::text, model_version, run_id FROM {table}")
-    return pd.DataFrame(rows, columns=["customer_id", "predicted_clv", "as_of", "model_version", "run_id"])
-
-
-def test_scores_go_back_in_one_transaction(pg: PostgresServer, pg_bank: str, model_dir: Path, tmp_path: Path) -> None:
-    target = pg.url(table="marts.clv_scores")
-    first = score(pg_bank, model_dir, target, "--portfolio-table", "marts.clv_portfolio", "--scores-dir", tmp_path)
-    assert first.returncode == 0, first.stderr
-    once = scores_in(pg, "marts.clv_scores").sort_values("customer_id", ignore_index=True)
-    files = score(pg_bank, model_dir, tmp_path / "s.csv")
-    expected = pd.read_csv(tmp_path / "s.csv")
-    assert once["customer_id"].tolist() == expected["customer_id"].tolist()
-    assert [float(v) for v in once["predicted_clv"]] == expected["predicted_clv"].tolist()
-    assert files.returncode == 0 and once["run_id"].nunique() == 1
-
-    seen: list[tuple] = []
-    stop = threading.Event()
-
-    def read() -> None:  # a reader all along: the whole old table or the whole new one, never half
-        while not stop.is_set():
-            seen.append(pg.execute("SELECT count(*), count(DISTINCT run_id) FROM marts.clv_scores")[0])
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        again = score(pg_bank, model_dir, target, "--portfolio-table", "marts.clv_portfolio", "--scores-dir", tmp_path)
-    finally:
-        stop.set()
-        reader.join()
-    assert again.returncode == 0, again.stderr
-    assert set(seen) == {(len(once), 1)}
-    twice = scores_in(pg, "marts.clv_scores").sort_values("customer_id", ignore_index=True)
-    pd.testing.assert_frame_equal(once, twice)  # the same scoring twice leaves the same rows
-    runs = pg.execute("SELECT run_id, customers, (portfolio->>'customers')::int FROM marts.clv_portfolio")
-    assert runs == [(once["run_id"][0], len(once), len(once))]
-    assert not list(tmp_path.glob(".warehouse-*"))  # the parts' folder is gone
-
-
-def test_a_scoring_killed_halfway_leaves_the_old_table(
-    pg: PostgresServer, pg_bank: str, model_dir: Path, tmp_path: Path
+def test_prepare_writes_the_database_snapshot_as_a_partitioned_bank_that_scores_the_same(
+    pg_bank: str, model_dir: Path, tmp_path: Path
 ) -> None:
-    target = pg.url(table="marts.killed")
-    assert score(pg_bank, model_dir, target, "--scores-dir", tmp_path).returncode == 0
-    pg.execute("UPDATE marts.killed SET model_version = 'old'")
-    old = scores_in(pg, "marts.killed")
-    import adbc_driver_postgresql.dbapi as driver
-
-    holder = driver.connect(pg.url(), autocommit=False)  # holds the table so that the swap waits, halfway
-    cursor = holder.cursor()
-    cursor.execute("LOCK TABLE marts.killed IN SHARE MODE")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("CLV_")}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "model.py",
-            "score",
-            "--data-dir",
-            pg_bank,
-            "--model-dir",
-            model_dir,
-            "--output",
-            target,
-            "--scores-dir",
-            tmp_path,
-            "--workers",
-            "1",
-            "--quiet",
-        ],
-        cwd=ROOT,
-        env=environ,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        waiting = "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE%'"
-        wait_until(lambda: len(pg.execute(waiting)) == 1, "the scoring waits to swap its rows", timeout=180)
-        [(session,)] = pg.execute(waiting)
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    finally:
-        holder.rollback()
-        holder.close()
-    # the server ends the session when it finds its client gone; its staging table (a temporary one) dies with it
-    alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(session)}"
-    wait_until(lambda: pg.execute(alive)[0][0] == 0, "the killed scoring's session ends", timeout=60)
-    pd.testing.assert_frame_equal(scores_in(pg, "marts.killed"), old)
-
-
-@pytest.mark.cluster
-def test_a_dask_cluster_reads_the_bank_in_parts_from_one_snapshot(
-    pg: PostgresServer, pg_bank: str, bank_dir: Path, model_dir: Path, tmp_path: Path
-) -> None:
-    from tests.test_cluster import DaskCluster
-
-    in_parts = f"{pg_bank}&part_customers=300"  # four ranges of customers, read by two worker processes
-    assert len(open_bank(in_parts).parts) == 4
-    cluster = DaskCluster(tmp_path / "dask")
-    try:
-        cluster.wait_for_workers(2)
-        done = run_script(
-            "model.py",
-            "score",
-            "--data-dir",
-            in_parts,
-            "--model-dir",
-            model_dir,
-            "--output",
-            tmp_path / "pg.csv",
-            "--scheduler",
-            cluster.address,
-            "--quiet",
-        )
-        assert done.returncode == 0, done.stderr + cluster.logs()
-    finally:
-        cluster.stop()
-    assert pg.password not in cluster.logs()
-    files = score(bank_dir, model_dir, tmp_path / "files.csv")
-    assert files.returncode == 0, files.stderr
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "files.csv"), pd.read_csv(tmp_path / "pg.csv"))
+    in_ranges = f"{pg_bank}&part_customers=300"  # four ranges of customers, each a partition of the files
+    manifest = export(open_bank(in_ranges), tmp_path / "bank", LocalRunner())
+    assert (manifest.rule, manifest.partitions, manifest.tables["customers"]) == ("range", 4, 1200)
+    files, database = open_bank(tmp_path / "bank"), open_bank(in_ranges)
+    predictor = artifacts.load(model_dir).predictor
+    for part in files.parts:
+        expected = score_bank(predictor, database.load(part)[0])
+        pd.testing.assert_frame_equal(score_bank(predictor, files.load(part)[0]), expected)
+        ids = expected["customer_id"]
+        assert (partition_of(ids, 4, "range", manifest.bounds) == files.parts.index(part)).all()
+    database.close()
+    done = run_script("model.py", "prepare", pg_bank, "--out", tmp_path / "cli", "--partitions", "3")
+    assert done.returncode == 2 and "--partitions 3: a database's bank is written in the ranges" in done.stderr
+    assert not (tmp_path / "cli").exists()
+    done = run_script("model.py", "prepare", pg_bank, "--out", tmp_path / "cli", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert "cli: 1 partitions, customer_metrics" in done.stdout and open_bank(tmp_path / "cli").parts == ["part-00000"]
