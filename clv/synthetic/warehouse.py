@@ -76,10 +76,12 @@ def append(cursor: Any, url: WarehouseURL, tables: dict[str, pa.Table]) -> None:
 
 
 def index_tables(cursor: Any, url: WarehouseURL) -> None:
-    """Keys, and an index by customer for each part's range; then fresh statistics for the planner."""
+    """An index by customer for each part's range, the rows stored in its order (the parts were loaded side by side,
+    so a range's rows would otherwise be spread over the whole table), then fresh statistics for the planner."""
     for name in TABLES:
         table = url.qualified(name)
-        cursor.execute(f"CREATE INDEX ON {table} (customer_id)")
+        cursor.execute(f'CREATE INDEX "{name}_by_customer" ON {table} (customer_id)')
+        cursor.execute(f'CLUSTER {table} USING "{name}_by_customer"')
         cursor.execute(f"ANALYZE {table}")
 
 
