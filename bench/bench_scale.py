@@ -7,8 +7,10 @@ Run `python bench/bench_scale.py` (100,000 and 1,000,000 customers: many minutes
 cluster's start and stop. While it runs, a sampler walks the tree every 0.2 s and keeps each process's peak resident
 memory (the larger of the sampled RSS and the kernel's high-water mark, VmHWM). A LocalCluster runs its scheduler
 and its nannies inside the command's own process (the client) and each worker as a child process; the output says
-which process each figure covers. Everything goes to a temporary folder, removed at the end (`--keep DIR` keeps the
-banks and models there); the figures also go to bench/results/bench_scale-*.json.
+which process each figure covers. Each size's bank also gets bench/stages.py's table: where a part's scoring time
+goes, stage by stage (read, check, features, trees, drivers, write, portfolio). Everything goes to a temporary
+folder, removed at the end (`--keep DIR` keeps the banks and models there); the figures also go to
+bench/results/bench_scale-*.json.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import platform
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,6 +110,19 @@ def portfolio_seconds(bank: Path, models: Path) -> float:
     return measured * len(source.parts) / len(parts) + time.process_time() - started
 
 
+def part_stages(bank: Path, models: Path) -> dict | None:
+    """bench/stages.py on the bank: where a part's scoring time goes, stage by stage; its table printed."""
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "stages.py"), str(bank), str(models)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        print(f"  stages: failed\n{done.stderr[-2000:]}")
+        return None
+    *shown, figures = done.stdout.strip().splitlines()
+    print("\n".join(f"  {line}" for line in shown))
+    return json.loads(figures)
+
+
 def mapping_seconds(bank: Path) -> tuple[float, float]:
     """The time to map one part's transactions to its customers' rows when the ids are scattered (as in a part of
     a bank split by a hash of its own ids): a search for every row (rows in their stored order, as before) and the
@@ -146,6 +162,7 @@ def measure_size(customers: int, per_partition: int, store: Path, work: Path, mo
     if models:
         size["portfolio_s"] = portfolio_seconds(bank, models)
         print(f"  the portfolio's sums: {size['portfolio_s']:.2f} s of CPU for the whole bank")
+        size["stages"] = part_stages(bank, models)
     size["map_search_s"], size["map_runs_s"] = mapping_seconds(bank)
     print(
         f"  map one part's ids to rows, ids scattered: {size['map_search_s'] * 1e3:,.1f} ms searching every row, "
