@@ -200,7 +200,7 @@ def test_request_log_has_one_line_per_request_and_no_personal_data(
         ("POST", BATCH, client.post(BATCH, json={"customers": [personal]})),
         ("GET", "/health", client.get("/health", headers={"X-Request-ID": "monitor-check-1"})),
     ]
-    lines = settings.log_file.read_text().splitlines()[before:]
+    lines = logged(settings.log_file, before + len(responses))[before:]
     assert len(lines) == len(responses)
     for line, (method, path, response) in zip(lines, responses, strict=True):
         request_id = response.headers["X-Request-ID"]
@@ -209,6 +209,15 @@ def test_request_log_has_one_line_per_request_and_no_personal_data(
     text = "\n".join(lines)
     for secret in ("123457", "Victor", "Herrera", "example.com", "@"):
         assert secret not in text
+
+
+def logged(path: Path, count: int, timeout: float = 5.0) -> list[str]:
+    """The log's lines once it has `count` of them (or after `timeout`): a thread writes them, off the requests'
+    path, a moment after their answers."""
+    deadline = time.monotonic() + timeout
+    while len(lines := path.read_text().splitlines()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return lines
 
 
 def test_request_log_rotates(tmp_path: Path) -> None:

@@ -10,13 +10,13 @@ import time
 from dataclasses import dataclass
 
 import jwt
-import orjson
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clv.service.keys import SCOPES, KeyFileError, KeyRing
 from clv.service.settings import Settings, SettingsError
-from clv.service.web import RateLimit
+from clv.service.web import RateLimit, declared_body, read_body, replay, too_large
+from clv.service.web import refuse as answer
 
 logger = logging.getLogger(__name__)
 
@@ -224,21 +224,36 @@ class Credentials:
 
 
 class Gate:
-    """Everything a request passes before its route: its Host header (400), its credential (401), the route's
-    scope (403), the caller's rate budget (429). The caller goes to scope["state"]["caller"] for the route and
-    the request log."""
+    """Everything a request passes before its route: a declared body over the limit (413), its Host header (400), its
+    credential (401), the route's scope (403), the caller's rate budget (429); then its body, read whole within
+    the limit and the body timeout (413, 408). The caller goes to scope["state"]["caller"] for the route and the
+    request log. One pure ASGI middleware: the route gets the body as one message, and no wrapper around the
+    server's receive or send."""
 
     def __init__(
-        self, app: ASGIApp, credentials: Credentials, hosts: frozenset[str] | None, rate_limit: RateLimit
+        self,
+        app: ASGIApp,
+        credentials: Credentials,
+        hosts: frozenset[str] | None,
+        rate_limit: RateLimit,
+        max_bytes: int,
+        body_seconds: float,
     ) -> None:
         self.app = app
         self.credentials = credentials
         self.hosts = hosts
         self.rate_limit = rate_limit
+        self.max_bytes = max_bytes
+        self.body_seconds = body_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        began = asyncio.get_running_loop().time()
+        length, has_body = declared_body(scope)
+        if length > self.max_bytes:  # refused before anything is read or parsed
+            await too_large(send, self.max_bytes)
             return
         path = scope["path"]
         if self.hosts is not None and not self.host_allowed(scope):
@@ -279,6 +294,11 @@ class Gate:
                 detail = f"rate limit of {self.rate_limit.item} exceeded; retry in {wait} s"
                 await answer(send, 429, detail, [(b"retry-after", str(wait).encode())])
                 return
+        if has_body:
+            message = await read_body(receive, send, self.max_bytes, self.body_seconds, began)
+            if message is None:  # answered (413, 408), or the client left
+                return
+            receive = replay(message, receive)
         await self.app(scope, receive, send)
 
     def host_allowed(self, scope: Scope) -> bool:
@@ -310,13 +330,6 @@ def bearer(scope: Scope) -> str | None:
 def client_address(scope: Scope) -> str:
     client = scope.get("client")
     return client[0] if client else "unknown"
-
-
-async def answer(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
-    body = orjson.dumps({"detail": detail})
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": body})
 
 
 def check_exposure(settings: Settings, credentials: Credentials) -> None:

@@ -1,21 +1,25 @@
-"""HTTP plumbing of the service: body limit and timeout, request log, rate limit, and 422s that never echo the
-input."""
+"""HTTP plumbing of the service: the body read whole under its limit and timeout, the request log (written by a
+thread of its own), the rate limit, the prediction routes' short way, and 422s that never echo the input."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import logging.handlers
 import math
 import os
+import queue
 import re
+import secrets
 import time
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
-from fastapi import HTTPException
+from fastapi import Request
+from fastapi.routing import APIRoute
 from limits import parse
 from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import FixedWindowRateLimiter
@@ -86,96 +90,74 @@ def clean_error(error: dict) -> dict:
     return {"loc": loc, "field": field_path or "body", "msg": msg, "type": _text(error.get("type", "value_error"))}
 
 
-class BodyLimit:
-    """413 for a body over the limit, before it is read whole or parsed, as the documented JSON problem.
-    (FastAPI's own `max_body_size` answers a declared length over the limit in plain text.)"""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body with no length: stop reading at the limit
-                raise HTTPException(413, f"request body over {self.max_bytes:,} bytes")
-            return message
-
-        await self.app(scope, counted, send)
-
-    async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps({"detail": f"request body over {self.max_bytes:,} bytes"})
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+async def read_body(receive: Receive, send: Send, max_bytes: int, seconds: float, began: float) -> Message | None:
+    """The request's body whole, as one message, read before its route runs: 413 past `max_bytes` (a chunked body
+    with no length stops at the limit), 408 and the connection closed when it is not whole `seconds` after the
+    request `began` (the loop's time): a client that sends half a body and stops holds no connection for long.
+    None when it answered, or when the client left."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(began + seconds):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None  # the client left
+                body = message.get("body", b"")
+                size += len(body)
+                if size > max_bytes:
+                    await too_large(send, max_bytes)
+                    return None
+                if not message.get("more_body", False):
+                    break
+                chunks.append(body)
+    except TimeoutError:
+        await refuse(send, 408, f"request body not complete within {seconds:g} s", [(b"connection", b"close")])
+        return None
+    if chunks:  # a body in several parts: one message, as a server sends a small body
+        message = {"type": "http.request", "body": b"".join([*chunks, body]), "more_body": False}
+    return message
 
 
-class BodyTimeout:
-    """408, and the connection closed, for a request whose body has not fully arrived `seconds` after the
-    request began: a client that sends half a body and stops holds no connection for long. The app, still
-    waiting for the body, is told that the client left, and whatever it answers then is dropped."""
+def declared_body(scope: Scope) -> tuple[int, bool]:
+    """The body's declared length (0 without one, or with one that is not a number), and whether a body follows."""
+    length, chunked = b"", False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value
+        elif name == b"transfer-encoding":
+            chunked = True
+    size = int(length) if length.isdigit() else 0
+    return size, chunked or size > 0
 
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.seconds
-        arrived = started = cut = False
+def replay(message: Message, receive: Receive) -> Receive:
+    """A receive that gives the body read whole, then what the server says next (a disconnect)."""
+    pending = [message]
 
-        async def timed() -> Message:
-            nonlocal arrived, cut
-            if arrived or cut:  # the body is whole: only a disconnect is left to wait for, as long as it takes
-                return await receive() if not cut else {"type": "http.disconnect"}
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                cut = True
-                if not started:
-                    await self._refuse(send)
-                return {"type": "http.disconnect"}
-            arrived = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
 
-        async def guarded(message: Message) -> None:
-            nonlocal started
-            if cut:
-                return
-            started = True
-            await send(message)
+    return replayed
 
-        await self.app(scope, timed, guarded)
 
-    async def _refuse(self, send: Send) -> None:
-        body = orjson.dumps({"detail": f"request body not complete within {self.seconds:g} s"})
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
-        ]
-        await send({"type": "http.response.start", "status": 408, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+async def too_large(send: Send, max_bytes: int) -> None:
+    await refuse(send, 413, f"request body over {max_bytes:,} bytes", [])
+
+
+async def refuse(send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]]) -> None:
+    """An answer of the documented JSON problem, {"detail": ...}, sent before any route runs."""
+    body = orjson.dumps({"detail": detail})
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": body})
 
 
 class AccessLog:
     """One line per request (id, method, path, status, latency, caller; no personal data, never a credential;
-    control characters escaped), an X-Request-ID, and the request in the Prometheus metrics (unless `metrics`
-    is off)."""
+    control characters escaped), an X-Request-ID, the security headers, and the request in the Prometheus metrics
+    (unless `metrics` is off). The line is a record put on the log's queue (attach_access_log): the file is
+    written by a thread of its own, off the request's path."""
 
     def __init__(
         self, app: ASGIApp, metrics: bool = True, headers: Callable[[str], list[tuple[bytes, bytes]]] | None = None
@@ -189,9 +171,12 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        given = dict(scope["headers"]).get(b"x-request-id", b"")
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                given = value
         # a caller's id is kept when it is a plain token: nothing that could forge or split a log line
-        request_id = given.decode() if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = given.decode() if REQUEST_ID.fullmatch(given) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id  # for the 500 handler, which answers outside
         status = 500
         extra = [(b"x-request-id", request_id.encode("latin-1")), *self.headers(scope["path"])]
@@ -200,7 +185,7 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
@@ -245,14 +230,38 @@ class SecondFormatter(logging.Formatter):
         return f"{self.text},{int(record.msecs):03d}"
 
 
-def attach_access_log(path: Path) -> logging.Handler:
-    """The request lines go to a rotating file (api.log) for as long as the app runs."""
-    handler = AccessFile(path, maxBytes=10_000_000, backupCount=5)
-    handler.setFormatter(SecondFormatter("%(asctime)s %(message)s"))
-    access.addHandler(handler)
-    access.setLevel(logging.INFO)
-    access.propagate = False
-    return handler
+class Handoff(logging.handlers.QueueHandler):
+    """Puts a request's record on the queue as it is. The stock handler formats it and copies it first, so that it
+    could cross to another process; these records stay in this one, and their arguments are plain values."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
+
+
+class AccessLogFile:
+    """The request log's file (rotating, mode 0600) for as long as the app runs. A request puts its line's record
+    on a queue; a thread (logging's QueueListener) formats it and writes it. `close` writes what is queued."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = AccessFile(path, maxBytes=10_000_000, backupCount=5)
+        self.file.setFormatter(SecondFormatter("%(asctime)s %(message)s"))
+        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        self.handoff = Handoff(lines)
+        self.listener = logging.handlers.QueueListener(lines, self.file)
+        self.listener.start()
+        access.addHandler(self.handoff)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+    def close(self) -> None:
+        access.removeHandler(self.handoff)
+        self.listener.stop()  # the lines queued are written before the thread ends
+        self.file.close()
+
+
+def attach_access_log(path: Path) -> AccessLogFile:
+    """The request lines go to a rotating file (api.log), written off the requests' path."""
+    return AccessLogFile(path)
 
 
 class PageFiles(StaticFiles):
@@ -264,3 +273,59 @@ class PageFiles(StaticFiles):
         response = await super().get_response(path, scope)
         response.headers["Cache-Control"] = "no-cache"
         return response
+
+
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class LeanRoute(APIRoute):
+    """A route whose usual request takes a short way past FastAPI's request handling: a body sent as
+    application/json with no query string is parsed by orjson, validated by the route's own body field (the
+    TypeAdapter FastAPI validates it with), its one dependency is awaited and the endpoint called. Any other
+    request, a body that does not parse or validate, and an app with dependency overrides go FastAPI's own way,
+    which answers them as it always has (its 422s, its 400 for a body that is not UTF-8). The signature, and so
+    /openapi.json, is FastAPI's: the route declares a body, one dependency that takes the request alone, the
+    request, and query parameters with defaults."""
+
+    def get_route_handler(self) -> Handler:
+        standard = super().get_route_handler()
+        dependant = self.dependant
+        (body,) = dependant.body_params
+        (dependency,) = dependant.dependencies
+        own = dependency.dependencies or dependency.query_params or dependency.header_params or dependency.body_params
+        if own or not inspect.iscoroutinefunction(dependency.call) or not dependency.request_param_name:
+            raise TypeError(f"{self.path}: LeanRoute's dependency must be an async function of the request alone")
+        if dependant.path_params or dependant.header_params or dependant.cookie_params:
+            raise TypeError(f"{self.path}: LeanRoute takes a body, one dependency, the request and query parameters")
+        if any(param.field_info.is_required() for param in dependant.query_params):
+            raise TypeError(f"{self.path}: LeanRoute's query parameters need defaults")
+        defaults = {param.name: param.get_default() for param in dependant.query_params}
+        endpoint, request_name = dependant.call, dependant.request_param_name
+        loc = ("body",)
+
+        async def handler(request: Request) -> Response:
+            scope = request.scope
+            if scope["query_string"] or not json_body(scope) or scope["app"].dependency_overrides:
+                return await standard(request)
+            try:
+                data = orjson.loads(await request.body())
+            except Exception:  # not JSON orjson reads, or the body did not arrive: FastAPI says which
+                return await standard(request)
+            value, errors = body.validate(data, loc=loc)
+            if errors:
+                return await standard(request)
+            values = {**defaults, body.name: value, dependency.name: await dependency.call(request)}
+            if request_name is not None:
+                values[request_name] = request
+            return await endpoint(**values)
+
+        return handler
+
+
+def json_body(scope: Scope) -> bool:
+    """Whether the request says its body is application/json, as a client sends it (any other way of saying it,
+    such as a charset, takes FastAPI's own way)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return value == b"application/json"
+    return False
