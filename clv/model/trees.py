@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
 
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
@@ -214,13 +215,30 @@ class CompiledForest:
         if Z.shape[0] > ROW_WALK_LIMIT:
             Z = np.ascontiguousarray(Z)
             return np.column_stack([tree.apply(Z) for tree in self.trees]) + self.roots  # local ids to global
-        Z64 = Z.astype(np.float64)
-        node = np.broadcast_to(self.roots, (Z.shape[0], self.roots.size))
-        rows = np.arange(Z.shape[0])[:, None]
+        # a few rows walk every tree at once, by flat gathers over the walk's arrays: a node is 2 x its id there, and
+        # 2 x id + 1 when the row goes left, so that one gather gives the next node
+        children, feature, threshold, roots = self._walk
+        values = Z.astype(np.float64).ravel()
+        row_starts = (np.arange(Z.shape[0]) * Z.shape[1])[:, None]
+        node = np.tile(roots, (Z.shape[0], 1))
         for _ in range(self.depth):
-            go_left = Z64[rows, self.feature[node]] <= self.threshold[node]
-            node = np.where(go_left, self.left[node], self.right[node])
-        return node
+            go_left = values.take(feature.take(node) + row_starts) <= threshold.take(node)
+            node = children.take(node + go_left)
+        return node >> 1
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)  # a copy: the walk's arrays are made again where the forest arrives
+        state.pop("_walk", None)
+        return state
+
+    @cached_property
+    def _walk(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The node arrays as the few-row walk reads them, made once per forest: at 2 x id, the right child (2 x its
+        id), at 2 x id + 1 the left; the node's feature and threshold at both; the roots, doubled."""
+        children = np.empty(2 * self.value.size, np.intp)
+        children[0::2], children[1::2] = 2 * self.right, 2 * self.left
+        feature, threshold = np.repeat(self.feature.astype(np.intp), 2), np.repeat(self.threshold, 2)
+        return children, feature, threshold, (2 * self.roots).astype(np.intp)
 
     def raw(self, leaves: np.ndarray) -> np.ndarray:
         """Raw output of every ensemble: (rows, ensembles)."""
