@@ -360,11 +360,13 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
 
         `check_input=False` skips scikit-learn's input checks (as its trees' `predict` allows) for rows the
         caller built itself in the fitted columns' order; a served request would otherwise spend more time
-        in the checks than in the trees. Only the width is checked."""
+        in the checks than in the trees. Only the width is checked, and the fit by its last attribute (scikit-learn's
+        own check, which costs more than some of the trees, only when that is missing)."""
         if check_input:
             X = self._validated(X)
         else:
-            check_is_fitted(self)
+            if not hasattr(self, "forest_"):
+                check_is_fitted(self)
             X = np.asarray(X, dtype=np.float64)
             if X.ndim != 2 or X.shape[1] != self.n_features_in_:
                 raise ValueError(
@@ -373,8 +375,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         point, lo, hi, contrib, churn = self._outputs(X, contributions)
         confidence = self.confidence(point, lo, hi)
         horizons = None
-        if self.lifetime_ is not None:
-            horizons = self.lifetime_.values(point, lo, hi, churn, self._has_ledger(X))
+        if self.lifetime is not None:  # lifetime_ without its check: the fit was checked above
+            horizons = self.lifetime.values(point, lo, hi, churn, self._has_ledger(X))
         return {
             "point": point,
             "low": lo,

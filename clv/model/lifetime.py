@@ -79,16 +79,17 @@ class Lifetime:
         keep = 1.0 - np.clip(np.nan_to_num(churn, nan=0.0), 0.0, 1.0 - 1e-9)  # a sure leaver still has a month
         return keep ** (1.0 / self.churn_months)
 
-    def _parts(self, point: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x = v q, the discounted survival of a month, and the customer's own margin above the settled one,
-        (own - settled), from the anchor: the curve sums to `point` at the headline."""
+    def _parts(self, point: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x = v q, the discounted survival of a month, the customer's own margin above the settled one,
+        (own - settled), from the anchor (the curve sums to `point` at the headline), and the headline's annuity."""
         x = self._discount * self.monthly_survival(churn)
-        above = (point - self.settled * _annuity(x, self.headline)) / _annuity(x * self.reversion, self.headline)
-        return x, above
+        headline = _annuity(x, self.headline)
+        above = (point - self.settled * headline) / _annuity(x * self.reversion, self.headline)
+        return x, above, headline
 
     def value(self, point: np.ndarray, churn: np.ndarray, months: int) -> np.ndarray:
         """The discounted value of the first `months` months."""
-        x, above = self._parts(point, churn)
+        x, above, _ = self._parts(point, churn)
         return self.settled * _annuity(x, months) + above * _annuity(x * self.reversion, months)
 
     def spread(self, churn: np.ndarray, months: int) -> np.ndarray:
@@ -105,11 +106,11 @@ class Lifetime:
         longer = [months for months in self.horizons if months != self.headline]
         if not longer:
             return out
-        x, above = self._parts(point, churn)
-        headline = _annuity(x, self.headline)
+        x, above, headline = self._parts(point, churn)
+        reverting = x * self.reversion
         for months in longer:
             survived = _annuity(x, months)
-            value = self.settled * survived + above * _annuity(x * self.reversion, months)
+            value = self.settled * survived + above * _annuity(reverting, months)
             spread = survived / headline
             lo, hi = value + (low - point) * spread, value + (high - point) * spread
             margin = self.margins.get(months)
@@ -125,7 +126,7 @@ class Lifetime:
         which at month H is the H-month value."""
         months = np.arange(1, self.longest + 1)
         survival = self.monthly_survival(churn)[:, None] ** months
-        _, above = self._parts(point, churn)
+        _, above, _ = self._parts(point, churn)
         stayer = self.settled + above[:, None] * self.reversion**months
         expected = survival * stayer
         return {
