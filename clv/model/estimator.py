@@ -301,12 +301,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return masked
 
     def _outputs(
-        self, X: np.ndarray, contributions: bool = True, calibrated: bool = True
+        self, X: np.ndarray, contributions: bool = True, calibrated: bool = True, point_only: bool = False
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
         """Point, interval low and high, per-feature contributions to the point, and the churn probability (NaN
-        without a churn model, or before its calibration), for validated rows X."""
+        without a churn model, or before its calibration), for validated rows X. `point_only` walks the point's
+        trees alone (the rest is NaN): what `predict` needs, and permutation importance calls it many times."""
         forest = self.forest_
-        raw, contrib = forest.evaluate(X, contributions)
+        ensembles = None
+        if point_only:  # the point's booster; the two-part target's size model too, the ensemble after the interval
+            contributions, ensembles = False, (0,) if self.target_ in ("squared_error", "log") else (0, 3)
+        raw, contrib = forest.evaluate(X, contributions, ensembles)
         if self.target_ == "squared_error":
             point = raw[:, 0]
         elif self.target_ == "log":
@@ -343,7 +347,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         return ~np.isnan(X[:, self.ledger_columns_]).all(axis=1) if self.ledger_columns_.size else None
 
     def predict(self, X) -> np.ndarray:
-        return self._outputs(self._validated(X), contributions=False)[0]
+        return self._outputs(self._validated(X), contributions=False, point_only=True)[0]
 
     def predict_interval(self, X) -> tuple[np.ndarray, np.ndarray]:
         """Low and high ends of the `interval_level` prediction interval."""

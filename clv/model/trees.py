@@ -188,18 +188,24 @@ class CompiledForest:
         self.path_credit = np.take_along_axis(credit, self.path_feature, axis=1)
         self.bias = self.init[ensemble] + self.value[self.roots[self.attributed]].sum()
 
-    def evaluate(self, X: np.ndarray, contributions: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-        """Raw outputs (rows, ensembles) and attributions (rows, features) or None. Many rows go in chunks,
-        on two threads where the process has them: tree walking and numpy's gathers release the GIL."""
+    def evaluate(
+        self, X: np.ndarray, contributions: bool = True, ensembles: tuple[int, ...] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Raw outputs (rows, ensembles) and attributions (rows, features) or None. `ensembles` walks only those
+        ensembles' trees (the others' outputs are NaN; no attributions). Many rows go in chunks, on two threads
+        where the process has them: tree walking and numpy's gathers release the GIL."""
+        if ensembles is not None and contributions:
+            raise ValueError("attributions need every ensemble's trees")
         if X.shape[0] <= CHUNK_ROWS:
-            leaves = self.leaves(X)
-            return self.raw(leaves), self.contributions(leaves) if contributions else None
+            picked = None if ensembles is None else np.flatnonzero(np.isin(self.tree_ensemble, ensembles))
+            leaves = self.leaves(X, picked)
+            return self.raw(leaves, picked), self.contributions(leaves) if contributions else None
         chunks = np.array_split(X, -(-X.shape[0] // CHUNK_ROWS))
         if THREADS == 1:
-            parts = [self.evaluate(chunk, contributions) for chunk in chunks]
+            parts = [self.evaluate(chunk, contributions, ensembles) for chunk in chunks]
         else:
             with ThreadPoolExecutor(max_workers=THREADS) as pool:
-                parts = list(pool.map(lambda chunk: self.evaluate(chunk, contributions), chunks))
+                parts = list(pool.map(lambda chunk: self.evaluate(chunk, contributions, ensembles), chunks))
         raw = np.vstack([p[0] for p in parts])
         return raw, np.vstack([p[1] for p in parts]) if contributions else None
 
@@ -209,15 +215,18 @@ class CompiledForest:
         filled = np.where(missing, self.fill, X)
         return np.hstack([filled, missing[:, self.indicator]]).astype(np.float32)
 
-    def leaves(self, X: np.ndarray) -> np.ndarray:
-        """Global leaf id of every row in every tree: (rows, trees)."""
+    def leaves(self, X: np.ndarray, picked: np.ndarray | None = None) -> np.ndarray:
+        """Global leaf id of every row in every tree (or in the `picked` trees): (rows, trees)."""
         Z = self.inputs(X)
         if Z.shape[0] > ROW_WALK_LIMIT:
             Z = np.ascontiguousarray(Z)
-            return np.column_stack([tree.apply(Z) for tree in self.trees]) + self.roots  # local ids to global
+            trees = self.trees if picked is None else [self.trees[i] for i in picked]
+            roots = self.roots if picked is None else self.roots[picked]
+            return np.column_stack([tree.apply(Z) for tree in trees]) + roots  # local ids to global
         # a few rows walk every tree at once, by flat gathers over the walk's arrays: a node is 2 x its id there, and
         # 2 x id + 1 when the row goes left, so that one gather gives the next node
         children, feature, threshold, roots = self._walk
+        roots = roots if picked is None else roots[picked]
         values = Z.astype(np.float64).ravel()
         row_starts = (np.arange(Z.shape[0]) * Z.shape[1])[:, None]
         node = np.tile(roots, (Z.shape[0], 1))
@@ -240,10 +249,16 @@ class CompiledForest:
         feature, threshold = np.repeat(self.feature.astype(np.intp), 2), np.repeat(self.threshold, 2)
         return children, feature, threshold, (2 * self.roots).astype(np.intp)
 
-    def raw(self, leaves: np.ndarray) -> np.ndarray:
-        """Raw output of every ensemble: (rows, ensembles)."""
+    def raw(self, leaves: np.ndarray, picked: np.ndarray | None = None) -> np.ndarray:
+        """Raw output of every ensemble (of the `picked` trees' ensembles, the others NaN): (rows, ensembles)."""
         # the trees of an ensemble are contiguous, in ensemble order
-        return self.init + np.add.reduceat(self.value[leaves], self.first_tree, axis=1)
+        if picked is None:
+            return self.init + np.add.reduceat(self.value[leaves], self.first_tree, axis=1)
+        owner = self.tree_ensemble[picked]
+        first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        out = np.full((leaves.shape[0], self.n_ensembles), np.nan)
+        out[:, owner[first]] = self.init[owner[first]] + np.add.reduceat(self.value[leaves], first, axis=1)
+        return out
 
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
         """Path attributions of the attributed ensemble: (rows, features); bias + sum = raw output."""
