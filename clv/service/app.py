@@ -1,4 +1,4 @@
-"""The HTTP app: its routers (predictions, operations, metrics, the page), lifespan, middlewares and error
+"""The HTTP app: its routes (predictions) and routers (operations, metrics, the page), lifespan, middlewares and error
 handlers. What a request does lives in clv.service.answer; the model it serves in clv.service.lifecycle."""
 
 from __future__ import annotations
@@ -113,25 +113,25 @@ REFUSALS = {
 }
 
 
-# the traffic: a JSON body takes LeanRoute's short way past FastAPI's request handling, anything else FastAPI's own
-predictions = APIRouter(tags=["predict"], responses=REFUSALS, route_class=LeanRoute)
-
-
-@predictions.post("/predict/clv", response_model=PredictionOut)
 async def predict_one(customer: CustomerIn, loaded: ModelDep, request: Request, curve: CurveQuery = False) -> Response:
     """Score one customer. Dates may be ISO dates or datetimes; none may lie after as_of."""
     return typed_json(await predict_single(request.app.state.service.batcher, loaded, customer, curve))
 
 
-@predictions.post(
-    "/predict/clv/batch",
-    response_model=BatchOut,
-    description=f"Score up to {MAX_BATCH:,} customers; one result each, in order.",
-)
 async def predict_batch(batch: BatchIn, loaded: ModelDep, request: Request, curve: CurveQuery = False) -> Response:
     recent = request.app.state.service.recent
     results = await asyncio.to_thread(predict, loaded, batch.customers, True, recent, curve)
     return typed_json(BatchOut(predictions=results))
+
+
+def add_predictions(app: FastAPI) -> None:
+    """The traffic's two routes, on the app's own router, where they are matched once: the routes of an included
+    router are matched twice a request, through FastAPI's include contexts. A JSON body takes LeanRoute's short
+    way past FastAPI's request handling; anything else, FastAPI's own."""
+    common = {"methods": ["POST"], "tags": ["predict"], "responses": REFUSALS, "route_class_override": LeanRoute}
+    app.router.add_api_route("/predict/clv", predict_one, response_model=PredictionOut, **common)
+    batch = f"Score up to {MAX_BATCH:,} customers; one result each, in order."
+    app.router.add_api_route("/predict/clv/batch", predict_batch, response_model=BatchOut, description=batch, **common)
 
 
 operations = APIRouter(tags=["operations"])
@@ -284,11 +284,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = Service(settings)
     app.state.credentials = credentials = Credentials(settings)  # SettingsError: a keys file or OIDC half set
     check_exposure(settings, credentials)  # SettingsError: api.py says it in one line, exit 2
-    for router in (predictions, operations, page, *([monitoring] if settings.metrics else [])):
+    add_predictions(app)
+    for router in (operations, page, *([monitoring] if settings.metrics else [])):
         app.include_router(router)
     app.mount("/static", PageFiles(directory=STATIC), name="static")
     # the prediction routes carry the traffic: matched first, before the documentation's own routes
-    app.router.routes.sort(key=lambda route: getattr(route, "original_router", None) is not predictions)
+    app.router.routes.sort(key=lambda route: not isinstance(route, LeanRoute))
     add_error_handlers(app)
     declare_security(app)
     # outermost last: the log sees (and heads) every answer, CORS wraps every refusal; the gate checks the caller
