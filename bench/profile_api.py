@@ -34,6 +34,7 @@ def main() -> int:
     parser.add_argument("--sort", choices=["tottime", "cumulative"], default="tottime")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--no-key", action="store_true", help="serve without keys (authentication off)")
+    parser.add_argument("--output", type=Path, help="also save the profile there (pstats), for print_callers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="profile_api_"))
     port = free_port()
@@ -94,6 +95,8 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     ok, errors, rps = result.get("ok", 0), result.get("errors", 0), result.get("rps", 0)
     print(f"{ok:,} requests, {errors} errors, {rps:,.0f}/s under cProfile")
+    if args.output:
+        profile.dump_stats(args.output)
     stats = pstats.Stats(profile).sort_stats(args.sort)
     stats.print_stats(args.top)
     return 0
