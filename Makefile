@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 MODEL_DIR ?= models
 
-.PHONY: run test lint data model bench bench-quick system clean
+.PHONY: run test lint data model bench bench-quick bench-10m system clean
 
 # the project is installed into the venv (editable), so that every program of the venv imports clv wherever it
 # is started: a `dask worker` in another folder, a notebook, a test's subprocess
@@ -79,6 +79,11 @@ bench: $(VENV)/.dev
 	$(PY) bench/bench_api.py
 	$(PY) bench/bench_reload.py
 	$(PY) bench/bench_scale.py
+
+## bench-10m: ten million customers generated, trained on and scored with the portfolio, stage by stage (about 42 GB
+## of disk, checked first; some twenty minutes on 2 cores)
+bench-10m: $(VENV)/.dev
+	$(PY) bench/bench_10m.py
 
 ## bench-quick: the short benchmarks (training, scoring 100,000 partitioned, the API) against this checkout and
 ## BASE (a git ref, default HEAD) in turns, with their ratios: `make bench-quick BASE=main~3`

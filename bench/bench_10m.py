@@ -1,0 +1,109 @@
+"""Ten million customers end to end on this machine: generate a partitioned bank, train on it, score every customer
+with the portfolio; the wall time, every process's peak memory and the disk used, stage by stage.
+
+    python bench/bench_10m.py [--customers 10000000] [--workers 2] [--keep DIR]
+
+Each stage is the real command line (`data_gen.py`, `model.py train`, `model.py score`) run as a fresh process tree,
+sampled as bench_scale.py samples it (bench/processes.py). Targets (issue 27): train and score together in at most
+8 minutes, everything in at most 15, every process at most 2 GB. The bank takes about 4 kB a customer on disk and the
+scores some 0.15 kB: the free disk is checked first, and too little is one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from common import verdict
+from processes import Run, mb, run
+
+BANK_BYTES = 4_200  # a customer's share of a generated partitioned bank (10,000,000 took 39 GB)
+SCORE_BYTES = 160  # a customer's row of scores, every horizon and the drivers, as Parquet
+MARGIN = 1.10
+PART_CUSTOMERS = 25_000
+TARGET_TRAIN_SCORE_S = 8 * 60
+TARGET_TOTAL_S = 15 * 60
+TARGET_PROCESS_BYTES = 2 * 2**30
+
+
+def disk_used(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def needed_bytes(customers: int) -> int:
+    return math.ceil(customers * (BANK_BYTES + SCORE_BYTES) * MARGIN)
+
+
+def show(step: Run, disk: int | None = None) -> str:
+    peaks = ", ".join(f"{role} {mb(step.peak(role))} (x{step.count(role)})" for role in step.roles())
+    written = "" if disk is None else f"; {disk / 2**30:.1f} GB on disk"
+    return f"{step.label}: {step.seconds:.0f} s, CPU {step.cpu_s:.0f} s; peaks {peaks}{written}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=10_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="write the bank, model and scores into DIR and keep them")
+    args = parser.parse_args()
+    n, workers = args.customers, args.workers
+    where = args.keep or Path(tempfile.gettempdir())
+    where.mkdir(parents=True, exist_ok=True)
+    free, needed = shutil.disk_usage(where).free, needed_bytes(n)
+    if free < needed:
+        print(
+            f"bench_10m: error: {where} has {free / 2**30:.1f} GB free; {n:,} customers need about "
+            f"{needed / 2**30:.1f} GB (the bank and its scores)",
+            file=sys.stderr,
+        )
+        return 2
+    partitions = max(1, math.ceil(n / PART_CUSTOMERS))
+    print(
+        f"{n:,} customers in {partitions:,} partitions, {workers} workers; {needed / 2**30:.1f} GB needed, "
+        f"{free / 2**30:.1f} GB free in {where}"
+    )
+    folder = Path(tempfile.mkdtemp(prefix="bench-10m-", dir=where)) if args.keep is None else args.keep
+    try:
+        logs = folder / "logs"
+        logs.mkdir(exist_ok=True)
+        bank, models, scores = folder / "bank", folder / "models", folder / "scores.parquet"
+        cluster = ["--workers", workers]
+        generate = ["data_gen.py", "--customers", n, "--partitions", partitions, "--out", bank, *cluster]
+        steps = [run("generate", generate, logs)]
+        if steps[-1].ok:
+            steps.append(run("train", ["model.py", "train", "--data-dir", bank, "--model-dir", models, *cluster], logs))
+        if steps[-1].ok:
+            score = ["model.py", "score", "--data-dir", bank, "--model-dir", models, "--output", scores, *cluster]
+            steps.append(run("score with the portfolio", [*score, "--scores-dir", folder / "runs"], logs))
+        print()
+        disks = {"generate": disk_used(bank) if bank.exists() else None}
+        disks["score with the portfolio"] = disk_used(scores) if scores.exists() else None
+        for step in steps:
+            print(show(step, disks.get(step.label)))
+            if not step.ok:
+                print(f"{step.label} failed:\n{step.log[-3000:]}")
+                return 1
+        if len(steps) < 3:
+            return 1
+        train_score = steps[1].seconds + steps[2].seconds
+        total = sum(step.seconds for step in steps)
+        largest = max(step.peak(role) for step in steps for role in step.roles())
+        print(f"\n{n:,} customers, {dt.date.today()}:")
+        met = verdict(train_score <= TARGET_TRAIN_SCORE_S)
+        print(f"  train and score: {train_score:.0f} s (target {TARGET_TRAIN_SCORE_S} s): {met}")
+        print(f"  everything: {total:.0f} s (target {TARGET_TOTAL_S} s): {verdict(total <= TARGET_TOTAL_S)}")
+        print(f"  scoring: {n / steps[2].seconds:,.0f} customers/s end to end")
+        print(f"  largest process: {mb(largest)} (target 2 GB): {verdict(largest <= TARGET_PROCESS_BYTES)}")
+        return 0
+    finally:
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
