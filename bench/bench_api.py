@@ -140,7 +140,7 @@ def report(args: argparse.Namespace) -> None:
             )
             print(
                 f"each level: {args.warmup:g} s warm-up, then {args.seconds:g} s or {args.max_requests:,} requests; "
-                f"the api and the servers it is compared with run {args.rounds} time(s) in turns\n"
+                f"the reference, the api and the servers it is compared with run {args.rounds} time(s) in turns\n"
             )
             rows = [run_level(ports, concurrency, args) for concurrency in args.concurrency]
         finally:
@@ -162,14 +162,16 @@ COMPARED = [  # (numerator, denominator, label): ratios of throughput printed at
 
 
 def run_level(ports: dict[str, tuple[subprocess.Popen, int]], concurrency: int, args: argparse.Namespace) -> tuple:
-    """The reference once, then the api and the servers it is compared with in turns, the order reversed
-    every other round (ABBA: no position wins)."""
+    """The reference, the api and the servers it is compared with in turns, the order reversed every other round
+    (ABBA: no position wins): every ratio is the median of ratios measured under the same load, the reference's
+    too, which matters on a machine shared with other work."""
     level = (concurrency, args.seconds, args.warmup, args.max_requests)
-    runs: Runs = {"reference": [run_load(*ports["reference"], "/predict", *level)]}
-    names = [name for name in ports if name != "reference"]
-    for turn in range(args.rounds if len(names) > 1 else 1):
+    runs: Runs = {}
+    names = ["reference", *(name for name in ports if name != "reference")]
+    for turn in range(args.rounds):
         for name in names if turn % 2 == 0 else names[::-1]:
-            runs.setdefault(name, []).append(run_load(*ports[name], "/predict/clv", *level))
+            path = "/predict" if name == "reference" else "/predict/clv"
+            runs.setdefault(name, []).append(run_load(*ports[name], path, *level))
     figures = "  ".join(f"{name} {median(r, 'rps'):,.0f}/s" for name, r in runs.items())
     ratios = "  ".join(f"{label} {ratio(runs, a, b):.2f}" for a, b, label in COMPARED if a in runs and b in runs)
     print(f"  concurrency {concurrency:>2}: {figures}\n{'':>17}{ratios}", flush=True)
@@ -181,8 +183,7 @@ def median(runs: list[dict], key: str) -> float:
 
 
 def ratio(runs: Runs, a: str, b: str) -> float:
-    """a's throughput over b's: the median of the round-by-round ratios, else of the medians (the reference
-    runs once)."""
+    """a's throughput over b's: the median of the round-by-round ratios."""
     if len(runs[a]) == len(runs[b]):
         return statistics.median(x["rps"] / y["rps"] for x, y in zip(runs[a], runs[b], strict=True))
     return median(runs[a], "rps") / median(runs[b], "rps")
