@@ -14,7 +14,7 @@ import queue
 import re
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -312,51 +312,63 @@ class PageFiles(StaticFiles):
         return response
 
 
-Handler = Callable[[Request], Coroutine[Any, Any, Response]]
-
-
 class LeanRoute(APIRoute):
-    """A route whose usual request takes a short way past FastAPI's request handling: a body sent as
-    application/json with no query string is parsed by orjson, validated by the route's own body field (the
-    TypeAdapter FastAPI validates it with), its one dependency is awaited and the endpoint called. Any other
-    request, a body that does not parse or validate, and an app with dependency overrides go FastAPI's own way,
-    which answers them as it always has (its 422s, its 400 for a body that is not UTF-8). The signature, and so
-    /openapi.json, is FastAPI's: the route declares a body, one dependency that takes the request alone, the
-    request, and query parameters with defaults."""
+    """A route whose usual request takes a short way past FastAPI's request handling: a POST with a body sent as
+    application/json and no query string is parsed by orjson and validated by the route's own body field (the
+    TypeAdapter FastAPI validates it with), its one dependency is awaited, the endpoint called and its response
+    sent. Any other request, a body that does not parse or validate (given back whole), and an app with
+    dependency overrides go FastAPI's own way, which answers them as it always has (its 422s, its 400 for a body
+    that is not UTF-8). An exception of the dependency or the endpoint goes to the app's handlers, as FastAPI's
+    own way sends it. The signature, and so /openapi.json, is FastAPI's: the route declares a body, one dependency
+    that takes the request alone, the request, and query parameters with defaults."""
 
-    def get_route_handler(self) -> Handler:
-        standard = super().get_route_handler()
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
         dependant = self.dependant
-        (body,) = dependant.body_params
-        (dependency,) = dependant.dependencies
+        (self.body,) = dependant.body_params
+        (self.dependency,) = dependant.dependencies
+        dependency = self.dependency
         own = dependency.dependencies or dependency.query_params or dependency.header_params or dependency.body_params
         if own or not inspect.iscoroutinefunction(dependency.call) or not dependency.request_param_name:
-            raise TypeError(f"{self.path}: LeanRoute's dependency must be an async function of the request alone")
+            raise TypeError(f"{path}: LeanRoute's dependency must be an async function of the request alone")
         if dependant.path_params or dependant.header_params or dependant.cookie_params:
-            raise TypeError(f"{self.path}: LeanRoute takes a body, one dependency, the request and query parameters")
+            raise TypeError(f"{path}: LeanRoute takes a body, one dependency, the request and query parameters")
         if any(param.field_info.is_required() for param in dependant.query_params):
-            raise TypeError(f"{self.path}: LeanRoute's query parameters need defaults")
-        defaults = {param.name: param.get_default() for param in dependant.query_params}
-        endpoint, request_name = dependant.call, dependant.request_param_name
-        loc = ("body",)
+            raise TypeError(f"{path}: LeanRoute's query parameters need defaults")
+        self.defaults = {param.name: param.get_default() for param in dependant.query_params}
 
-        async def handler(request: Request) -> Response:
-            scope = request.scope
-            if scope["query_string"] or not json_body(scope) or scope["app"].dependency_overrides:
-                return await standard(request)
-            try:
-                data = orjson.loads(await request.body())
-            except Exception:  # not JSON orjson reads, or the body did not arrive: FastAPI says which
-                return await standard(request)
-            value, errors = body.validate(data, loc=loc)
-            if errors:
-                return await standard(request)
-            values = {**defaults, body.name: value, dependency.name: await dependency.call(request)}
-            if request_name is not None:
-                values[request_name] = request
-            return await endpoint(**values)
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        usual = scope["method"] == "POST" and not scope["query_string"] and json_body(scope)
+        if not usual or scope["app"].dependency_overrides:
+            await super().handle(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            body = await request.body()
+        except Exception:  # the body did not arrive: FastAPI's own way says so
+            await super().handle(scope, receive, send)
+            return
+        response = await self.short_way(request, body)
+        if response is None:
+            whole: Message = {"type": "http.request", "body": body, "more_body": False}
+            await super().handle(scope, replay(whole, receive), send)
+            return
+        await response(scope, receive, send)
 
-        return handler
+    async def short_way(self, request: Request, body: bytes) -> Response | None:
+        """The endpoint's response, or None for a body that FastAPI's own way should answer."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        value, errors = self.body.validate(data, loc=("body",))
+        if errors:
+            return None
+        dependency, dependant = self.dependency, self.dependant
+        values = {**self.defaults, self.body.name: value, dependency.name: await dependency.call(request)}
+        if dependant.request_param_name is not None:
+            values[dependant.request_param_name] = request
+        return await dependant.call(**values)
 
 
 def json_body(scope: Scope) -> bool:
