@@ -180,7 +180,6 @@ class CompiledForest:
             parent = parent_of[node]
             credit[node] = credit[parent]
             credit[node, self.input_owner[self.feature[parent]]] += self.value[node] - self.value[parent]
-        self.credit = credit
         # a path splits on at most `depth` features: each node keeps those (feature, credit) pairs alone, padded with
         # zero credit, so that a row's attributions add a few numbers a tree instead of a whole row of features
         width = max(1, int((credit != 0).sum(axis=1).max()))
@@ -263,8 +262,6 @@ class CompiledForest:
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
         """Path attributions of the attributed ensemble: (rows, features); bias + sum = raw output."""
         mine = leaves[:, self.attributed]
-        if mine.shape[0] <= ROW_WALK_LIMIT:  # a served request's rows: one gather of whole rows of credit is quicker
-            return self.credit[mine].sum(axis=1)
         out = np.empty((leaves.shape[0], self.n_features))
         step = max(1, (1 << 20) // (mine.shape[1] * self.path_feature.shape[1]))  # rows per chunk: about 16 MB
         for start in range(0, mine.shape[0], step):
