@@ -76,7 +76,8 @@ class Lifetime:
     def monthly_survival(self, churn: np.ndarray) -> np.ndarray:
         """q: the probability of still being a customer a month on. Without a churn probability (NaN: a model
         that learned none because nobody left) a customer stays."""
-        keep = 1.0 - np.clip(np.nan_to_num(churn, nan=0.0), 0.0, 1.0 - 1e-9)  # a sure leaver still has a month
+        # NaN as 0 by where, not nan_to_num (four times slower on a served call's few rows; the clip makes them equal)
+        keep = 1.0 - np.clip(np.where(np.isnan(churn), 0.0, churn), 0.0, 1.0 - 1e-9)  # a sure leaver still has a month
         return keep ** (1.0 / self.churn_months)
 
     def _parts(self, point: np.ndarray, churn: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
