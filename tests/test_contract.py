@@ -118,6 +118,35 @@ def test_parquet_is_read_like_csv(folder: Path) -> None:
     assert len(tables["transactions"]) == len(frame)
 
 
+@pytest.mark.parametrize(
+    ("table", "column", "value", "rule"),
+    [
+        ("transactions", "amount", float("inf"), "is not a finite number"),
+        ("transactions", "amount", None, "is empty but required"),
+        ("transactions", "customer_id", None, "is empty but required"),
+        ("products", "start_date", None, "is empty but required"),
+        ("customer_metrics", "month", "2024-1", "is not a month (YYYY-MM)"),
+    ],
+)
+def test_a_typed_parquet_file_is_checked_as_a_csv_is(
+    folder: Path, table: str, column: str, value: object, rule: str
+) -> None:
+    """Parquet columns that keep their rule by type skip the row checks; one that breaks it is named by its row."""
+    dates = {"transactions": ["transaction_date"], "products": ["start_date", "end_date"]}.get(table, [])
+    frame = pd.read_csv(folder / f"{table}.csv", parse_dates=dates)
+    for name in dates:
+        frame[name] = frame[name].dt.date  # a Parquet date, as the generator writes it
+    frame[column] = frame[column].astype(object)
+    frame.loc[41, column] = value
+    if column == "month":
+        frame[column] = frame[column].astype("category")  # a dictionary column, whose labels are checked once
+    (folder / f"{table}.csv").unlink()
+    frame.to_parquet(folder / f"{table}.parquet")
+    message = refused(folder)
+    assert f"{table}.parquet: column '{column}' row 42:" in message, message
+    assert rule in message
+
+
 def test_the_cli_refuses_before_work_and_writes_nothing(folder: Path, model_dir: Path, tmp_path: Path) -> None:
     edit(folder / "transactions.csv", 9, "amount", "n.a.")
     output = tmp_path / "predictions.csv"

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
@@ -88,6 +89,35 @@ def fail(path: Path, column: str, mask: np.ndarray, raw: pd.Series, rule: str) -
         raise RowError(message, str(path), column, int(raw.index[position]), shown, rule)
 
 
+def _kept_by_type(path: Path | str, column: Column, values: pa.ChunkedArray) -> bool:
+    """Whether an Arrow column keeps its rule as it is, checked over whole arrays: a Parquet file's or a database's
+    typed column, a clean CSV one. Its pandas column is then what the row checks (_check_column) would return. False
+    sends it to them, which name the first row that breaks the rule, or convert it (text to numbers, ints with gaps)."""
+    kind, arrow = column.kind, values.type
+    if values.null_count and column.required and not column.nullable:
+        return False
+    if kind in ("int", "float") and pa.types.is_integer(arrow):
+        return not values.null_count  # whole and finite by its type; with gaps pandas makes floats of them
+    if kind == "float" and pa.types.is_floating(arrow):
+        infinite = pc.any(pc.is_inf(values)).as_py()
+        return not infinite and (column.nullable or not pc.any(pc.is_nan(values)).as_py())  # NaN is a gap to pandas
+    if kind == "date":
+        return pa.types.is_date(arrow)  # whole days by its type
+    if kind == "month":
+        if not pa.types.is_dictionary(arrow):
+            return False
+        labels = pa.chunked_array([chunk.dictionary for chunk in values.chunks], arrow.value_type)
+        return pc.all(pc.match_substring_regex(labels, f"^{MONTH}$")).as_py() in (True, None)  # None: no labels
+    if kind == "category":
+        if not (pa.types.is_dictionary(arrow) or pa.types.is_string(arrow) or pa.types.is_large_string(arrow)):
+            return False
+        seen = values.unique()
+        seen = seen.dictionary_decode() if pa.types.is_dictionary(seen.type) else seen
+        _warn_unknown(path, column, {str(value) for value in seen.to_pylist() if value is not None})
+        return True
+    return kind == "str"
+
+
 def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
     """Convert one column to its contract type, or raise naming the first row that breaks it."""
     present = values.notna().to_numpy()
@@ -144,19 +174,24 @@ def _months(path: Path, column: Column, values: pd.Series, present: np.ndarray) 
 
 
 def _categories(path: Path, column: Column, values: pd.Series, present: np.ndarray) -> pd.Series:
-    if column.enum is not None:
-        allowed = {m.value for m in column.enum}
-        seen = set(pd.Series(values.dropna().unique()).astype(str))
-        unknown = sorted(seen - allowed)
-        if unknown:
-            logger.warning(
-                "%s: column '%s' has values outside %s, scored as unknown: %s",
-                path,
-                column.name,
-                sorted(allowed),
-                unknown[:5],
-            )
+    _warn_unknown(path, column, set(pd.Series(values.dropna().unique()).astype(str)))
     return values
+
+
+def _warn_unknown(path: Path | str, column: Column, seen: set[str]) -> None:
+    """Values outside a category's members are scored as unknown, with a warning naming a few."""
+    if column.enum is None:
+        return
+    allowed = {m.value for m in column.enum}
+    unknown = sorted(seen - allowed)
+    if unknown:
+        logger.warning(
+            "%s: column '%s' has values outside %s, scored as unknown: %s",
+            path,
+            column.name,
+            sorted(allowed),
+            unknown[:5],
+        )
 
 
 def read_table(path: Path, name: str, threads: bool = True) -> pd.DataFrame:
@@ -174,11 +209,11 @@ def check_frame(path: Path | str, name: str, table: pa.Table, first_row: int = 0
     if extra:
         logger.warning("%s: ignoring columns not in the contract: %s", path, ", ".join(extra))
         table = table.drop_columns(extra)
-    frame = table.to_pandas(date_as_object=False)
+    frame = table.to_pandas(date_as_object=False, split_blocks=True)  # a block a column: no copy into 2-D blocks
     if first_row:
         frame.index = pd.RangeIndex(first_row, first_row + len(frame))
     for column in contract.values():
-        if column.name in frame:
+        if column.name in frame and not _kept_by_type(path, column, table.column(column.name)):
             frame[column.name] = _check_column(path, column, frame[column.name])
     _check_key(path, name, frame)
     return frame
