@@ -24,6 +24,7 @@ from clv.data.bank import (
 from clv.data.schema import FAMILIES, LEDGER_PARTS, ProductType
 
 WINDOWS = (30, 90, 365)
+BANDS = (30, 90, 180)  # a year's transactions by age: under 30 days, 30 to 90, 90 to 180, 180 to 365
 TREND_TYPES = ("Deposit", "Withdrawal", "Bill Payment", "Card Purchase", "Transfer")
 
 LEDGER_FEATURES: tuple[str, ...] = (
@@ -178,31 +179,46 @@ def _transaction_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]
     cust, age, amount = x["cust"][year], t - day[year], x["amount"][year]
     kind, channel = x["type"][year], x["channel"][year]
     inflow, outflow = np.maximum(amount, 0), np.maximum(-amount, 0)
+    # counts in one pass each, by customer and age band, type or channel; sums of amounts keep a pass a window, so
+    # that each adds its rows in the same order whatever the bands
+    bands = _counts(cust, np.searchsorted(BANDS, age, side="right"), len(BANDS) + 1, n).cumsum(axis=1)
     for w in WINDOWS:
         sel = age < w
         c = cust[sel]
-        out[f"txn_count_{w}d"] = per_customer(c, n)
+        out[f"txn_count_{w}d"] = bands[:, BANDS.index(w) if w in BANDS else -1]
         out[f"inflow_{w}d"] = per_customer(c, n, inflow[sel])
         out[f"outflow_{w}d"] = per_customer(c, n, outflow[sel])
     recent = age < 90
+    kinds = _counts(cust[recent], kind[recent], len(TYPE_CODES), n)
     for name in TREND_TYPES:
-        out[f"count_90d_{name}"] = per_customer(cust[recent & (kind == TYPE_CODES[name])], n)
+        out[f"count_90d_{name}"] = kinds[:, TYPE_CODES[name]]
     months_back = (age // 30.4375).astype(np.int64)
-    active = np.bincount(cust * 13 + months_back, minlength=n * 13).reshape(n, 13) > 0
+    active = _counts(cust, months_back, 13, n) > 0
     out["active_months_12m"] = active[:, :12].sum(axis=1).astype(np.float64)
     count_365 = out["txn_count_365d"]
+    channels = _counts(cust, channel, len(CHANNEL_CODES), n)
     with np.errstate(divide="ignore", invalid="ignore"):
-        known_channel = per_customer(cust[channel >= 0], n)
-        branch = per_customer(cust[channel == CHANNEL_CODES["Branch"]], n)
-        digital = per_customer(cust[(channel == CHANNEL_CODES["Online"]) | (channel == CHANNEL_CODES["Mobile"])], n)
+        known_channel = channels.sum(axis=1)
+        branch = channels[:, CHANNEL_CODES["Branch"]]
+        digital = channels[:, CHANNEL_CODES["Online"]] + channels[:, CHANNEL_CODES["Mobile"]]
         out["branch_share_365d"] = np.where(known_channel > 0, branch / known_channel, np.nan)
         out["digital_share_365d"] = np.where(known_channel > 0, digital / known_channel, np.nan)
     previous = (age >= 90) & (age < 180)
-    out["count_trend_90d"] = np.log1p(out["txn_count_90d"]) - np.log1p(per_customer(cust[previous], n))
+    out["count_trend_90d"] = np.log1p(out["txn_count_90d"]) - np.log1p(
+        bands[:, BANDS.index(180)] - out["txn_count_90d"]
+    )
     out["inflow_trend_90d"] = np.log1p(out["inflow_90d"]) - np.log1p(per_customer(cust[previous], n, inflow[previous]))
     out["count_trend_90d"][count_365 == 0] = np.nan
     out["inflow_trend_90d"][count_365 == 0] = np.nan
     return out
+
+
+def _counts(cust: np.ndarray, code: np.ndarray, codes: int, n: int) -> np.ndarray:
+    """Rows a customer has of each code 0..codes-1, (n, codes); a negative code (unknown) is not counted."""
+    known = code >= 0
+    if not known.all():
+        cust, code = cust[known], code[known]
+    return np.bincount(cust * codes + code, minlength=n * codes).reshape(n, codes).astype(np.float64)
 
 
 def _ledger_features(bank: Bank, t: float, n: int, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
