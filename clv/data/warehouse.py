@@ -24,13 +24,13 @@ import pyarrow.compute as pc
 from clv.common import dates
 from clv.data.bank import Bank, bank_from_tables
 from clv.data.contract import KEYS, DataContractError, DuplicateKeyError, RowError, check_frame, check_read
+from clv.data.defaults import PARTITION_CUSTOMERS
 from clv.data.location import WarehouseURL
 from clv.data.postgres import Snapshot, WarehouseError, failing_as_one_line, reading, rows, table_columns
 from clv.data.schema import REQUIRED_TABLES, TABLES
 
 logger = logging.getLogger(__name__)
 
-PARTITION_CUSTOMERS = 25_000  # as clv.data.layout's: a part is read, checked and scored in well under 1 GB
 NEEDED = ("customers", *REQUIRED_TABLES)  # customers: the parts are ranges of its ids
 
 
