@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import fcntl
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,28 +45,46 @@ def example() -> dict:
     return copy.deepcopy(EXAMPLE)
 
 
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], object]) -> Path:
+    """The folder `name`, made by `make` once for the whole run: under pytest-xdist the first worker to ask makes
+    it in the run's folder, which every worker's folder lies in, and the others wait for it and read it. Deterministic
+    things only (a fixed seed), and read-only: each worker would otherwise have made the same one itself."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    out, done = root / name, root / f"{name}.done"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, even if this worker dies
+        if not done.exists():
+            shutil.rmtree(out, ignore_errors=True)  # a half-made one of a worker that died
+            out.mkdir()
+            make(out)
+            done.touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def bank_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated bank (1,200 customers, 2021-2024, with the oracle)."""
-    out = tmp_path_factory.mktemp("bank")
-    generator.write_tables(generator.simulate(SMALL_BANK), out, config=SMALL_BANK)
-    return out
+    return shared(
+        tmp_path_factory,
+        "bank",
+        lambda out: generator.write_tables(generator.simulate(SMALL_BANK), out, config=SMALL_BANK),
+    )
 
 
 @pytest.fixture(scope="session")
 def model_dir(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model trained on the small bank; treat it as read-only (copy it to change it)."""
-    out = tmp_path_factory.mktemp("models")
-    train_and_save(bank_dir, out)
-    return out
+    return shared(tmp_path_factory, "models", lambda out: train_and_save(bank_dir, out))
 
 
 @pytest.fixture(scope="session")
 def six_month_model(bank_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model of the small bank for a horizon of 6 months at 5% a year."""
-    out = tmp_path_factory.mktemp("six_months")
-    train_and_save(bank_dir, out, horizon_months=6, discount_rate=0.05)
-    return out
+    return shared(
+        tmp_path_factory, "six_months", lambda out: train_and_save(bank_dir, out, horizon_months=6, discount_rate=0.05)
+    )
 
 
 @pytest.fixture(scope="session")
