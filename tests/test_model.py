@@ -132,6 +132,25 @@ def test_a_trained_model_is_rebuilt_by_clone_and_fit_on_its_training_rows(
                 np.testing.assert_array_equal(a, b)
 
 
+def test_a_band_of_fewer_customers_leaves_the_point_model_as_it_was(
+    bank_dir: Path, loaded: artifacts.LoadedModel, rebuilt: BankingCLVModel, rows: Rows
+) -> None:
+    """`max_band_customers` below the customers learned from: the quantile boosters and the churn classifier learn
+    from that many (other trees), the point model from all of them (the same trees, the same answers)."""
+    meta = loaded.metadata
+    config = TrainingConfig(seed=meta.seed, horizon_months=meta.horizon_months, discount_rate=meta.discount_rate)
+    learned = gather_learning_rows(open_bank(bank_dir), LocalRunner(), meta.rows.cutoffs, config)
+    fewer = clone(rebuilt).set_params(max_band_customers=100)
+    fewer.fit(learned.X, learned.y, groups=learned.customer_id, churned=churn_labels(learned.churned))
+    assert rebuilt.max_band_customers >= np.unique(learned.customer_id).size > 4 * 100
+    np.testing.assert_array_equal(fewer.predict(rows.X), rebuilt.predict(rows.X))
+    assert not np.array_equal(fewer.predict_interval(rows.X)[0], rebuilt.predict_interval(rows.X)[0])
+    assert not np.array_equal(fewer.predict_churn(rows.X), rebuilt.predict_churn(rows.X))
+    assert fewer.quantiles_[0][-1].estimators_[0, 0].tree_.n_node_samples[0] < (
+        rebuilt.quantiles_[0][-1].estimators_[0, 0].tree_.n_node_samples[0] / 2
+    )
+
+
 # ---- artifacts -----------------------------------------------------------------------------------
 
 

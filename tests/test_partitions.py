@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,9 @@ from clv.data.contract import KEYS, DataContractError, read_bank, read_tables
 from clv.data.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, partition_of
 from clv.data.prepare import prepare
 from clv.model import artifacts
+from clv.model.config import MAX_TRAIN_CUSTOMERS, TRAIN_CUSTOMERS_FLOOR, TrainingConfig
 from clv.model.evaluation import evaluate_saved
-from clv.model.protocol import held_out, rows_at
+from clv.model.protocol import Rows, gather_learning_rows, held_out, rows_at
 from clv.model.training import train_and_save
 from clv.synthetic import generator
 from tests.servers import run_script
@@ -333,6 +335,53 @@ def test_training_on_a_partitioned_bank_holds_out_the_customers_of_the_whole_ban
     again = evaluate_saved(artifacts.load(path).model, meta, prepared, runner=LocalRunner())
     assert again["evaluated_on"] == "held-out customers of the training data"
     assert again["metrics"]["model"]["normalized_gini"] == pytest.approx(meta.metrics.model.normalized_gini)
+
+
+def test_the_training_sample_is_drawn_from_every_part_the_same_whatever_the_layout(
+    bank_dir: Path, prepared: Path, loaded: artifacts.LoadedModel
+) -> None:
+    """A bank with more training customers than the sample wants: every part gives its share, none of them held out,
+    each row the one the whole part gives its customer; the same customers from the flat folder and from its parts,
+    and again on a second run; a larger sample holds the smaller one."""
+    meta = loaded.metadata
+    config = TrainingConfig(seed=meta.seed, max_train_customers=200)
+    source = open_bank(prepared)
+    drawn = gather_learning_rows(source, LocalRunner(), meta.rows.cutoffs, config)
+    learners = np.unique(drawn.customer_id)
+    assert learners.size == 200 and not held_out(learners, meta.seed).any()
+    rule = source.manifest
+    parts = partition_of(learners, rule.partitions, rule.rule, rule.bounds)
+    assert set(parts) == set(range(PARTS)) and np.bincount(parts).min() > 200 / PARTS / 2
+    flat = gather_learning_rows(open_bank(bank_dir), LocalRunner(), meta.rows.cutoffs, config)
+    again = gather_learning_rows(source, LocalRunner(), meta.rows.cutoffs, config)
+    for other in (flat, again):
+        assert np.array_equal(np.unique(other.customer_id), learners) and other.y.size == drawn.y.size
+    larger = gather_learning_rows(source, LocalRunner(), meta.rows.cutoffs, replace(config, max_train_customers=400))
+    assert np.unique(larger.customer_id).size == 400
+    whole = Rows.concat(
+        [
+            rows_at(source.load(part)[0], meta.rows.cutoffs, meta.horizon_months, meta.discount_rate)
+            for part in source.parts
+        ]
+    )
+    mine = np.isin(whole.customer_id, learners)
+    order = np.lexsort((whole.customer_id[mine], whole.cutoff[mine]))
+    expected = whole.take(np.flatnonzero(mine)[order])
+    order = np.lexsort((drawn.customer_id, drawn.cutoff))
+    got = drawn.take(order)
+    pd.testing.assert_frame_equal(got.X, expected.X)
+    np.testing.assert_array_equal(got.y, expected.y)
+    np.testing.assert_array_equal(got.churned, expected.churned)
+
+
+def test_the_training_sample_grows_with_the_bank() -> None:
+    """The floor for a small bank (the default bank learns from every training customer), a share of a larger one,
+    the ceiling for the largest; a number given is kept."""
+    rule = TrainingConfig()
+    assert rule.learners(10_000) == rule.learners(600) == TRAIN_CUSTOMERS_FLOOR
+    sizes = [rule.learners(n) for n in (1_000_000, 3_000_000, 10_000_000, 100_000_000)]
+    assert sizes[0] > TRAIN_CUSTOMERS_FLOOR and sizes == sorted(sizes) and sizes[-1] == MAX_TRAIN_CUSTOMERS
+    assert TrainingConfig(max_train_customers=500).learners(10_000_000) == 500
 
 
 # ---- faults: a broken, wrong or misplaced partition ----------------------------------------------

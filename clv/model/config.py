@@ -10,7 +10,11 @@ from clv.common import dates
 from clv.data.defaults import DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.model.lifetime import Lifetime
 
-MAX_TRAIN_CUSTOMERS = 15_000  # past this the held-out metrics stop improving; the fit time does not
+# customers learned from (docs/protocol.md#the-training-sample): a share of the bank, never fewer than the floor (every
+# training customer of a bank of up to about 25,000) and never more than the ceiling (the fit's time and memory)
+TRAIN_CUSTOMERS_FLOOR = 15_000
+TRAIN_CUSTOMERS_SHARE = 0.02
+MAX_TRAIN_CUSTOMERS = 60_000
 MIN_LEARNERS = 40  # fewer customers to learn from than this, and training refuses the bank
 
 
@@ -37,7 +41,8 @@ class TrainingConfig:
     horizons : the months of value predictions carry beside the headline, each judged where the data reaches.
     seed : the one seed of the split, the samples, the fit and the importance.
     extra_cutoffs : earlier quarters training also learns from, besides the cutoff.
-    max_train_customers : training customers learned from at most (a seeded sample past it).
+    max_train_customers : training customers learned from at most (a seeded sample past it); None: as many as the
+        bank's size calls for (`learners`).
     model_params : BankingCLVModel hyperparameters other than its defaults.
     """
 
@@ -48,7 +53,7 @@ class TrainingConfig:
     horizons: tuple[int, ...] = HORIZONS
     seed: int = 42
     extra_cutoffs: int = 1
-    max_train_customers: int = MAX_TRAIN_CUSTOMERS
+    max_train_customers: int | None = None
     model_params: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
@@ -64,7 +69,7 @@ class TrainingConfig:
             raise TrainingConfigError("horizons", text, f"each horizon must be 1 to {MAX_HORIZON} months")
         if self.extra_cutoffs < 0:
             raise TrainingConfigError("extra_cutoffs", self.extra_cutoffs, "must be 0 or more")
-        if self.max_train_customers < MIN_LEARNERS:
+        if self.max_train_customers is not None and self.max_train_customers < MIN_LEARNERS:
             raise TrainingConfigError(
                 "max_train_customers", self.max_train_customers, f"must be {MIN_LEARNERS} or more"
             )
@@ -78,6 +83,13 @@ class TrainingConfig:
     def label_months(self) -> int:
         """The months after a cutoff its labels need: the longer of the value's and the churn label's."""
         return max(self.horizon_months, self.churn_label_months)
+
+    def learners(self, customers: int) -> int:
+        """The training customers to learn from at most, in a bank of `customers`: `max_train_customers` when given,
+        else TRAIN_CUSTOMERS_SHARE of the bank, at least TRAIN_CUSTOMERS_FLOOR and at most MAX_TRAIN_CUSTOMERS."""
+        if self.max_train_customers is not None:
+            return self.max_train_customers
+        return min(MAX_TRAIN_CUSTOMERS, max(TRAIN_CUSTOMERS_FLOOR, round(TRAIN_CUSTOMERS_SHARE * customers)))
 
     @property
     def lifetime(self) -> Lifetime:

@@ -12,18 +12,17 @@ import numpy as np
 import pandas as pd
 
 from clv.common import dates
-from clv.common.cluster import Runner
-from clv.data.defaults import CHURN_MONTHS, JUDGED_HORIZON
+from clv.data.defaults import JUDGED_HORIZON
 from clv.data.layout import Source
 from clv.model import conformal, metrics
 from clv.model.card import Evaluation, HorizonMetrics, MetricSet
 from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import last12_baseline
 from clv.model.lifetime import Lifetime
-from clv.model.protocol import HELD_OUT_SHARE, calibrating, data_start, default_cutoff, first_parts, held_out, rows_at
+from clv.model.protocol import Rows, data_start, default_cutoff
 
 HISTORY_MONTHS = 12  # a cutoff a horizon is judged at needs a year of features before it
-HORIZON_CUSTOMERS = 50_000  # held-out customers a longer horizon is judged on at most (parts are random samples)
+HORIZON_CUSTOMERS = 50_000  # held-out customers a longer horizon is fitted and judged on at most, from every part
 
 
 @dataclass(frozen=True)
@@ -34,25 +33,28 @@ class FittedHorizons:
     entries: list[HorizonMetrics]
 
 
-def horizon_scores(
-    source: Source,
-    part: str,
-    model: BankingCLVModel,
-    cutoff: dt.date,
-    months: int,
-    discount_rate: float,
-    seed: int,
-    churn_months: int = CHURN_MONTHS,
+def judged_at(source: Source, lifetime: Lifetime, cutoff: dt.date) -> dict[int, dt.date]:
+    """The longer horizons judged, each with the cutoff it is judged at: the training cutoff when the data runs that
+    many months past it, else the latest cutoff the data allows if it leaves a year of history before it (a horizon
+    past that is extrapolated). JUDGED_HORIZON is judged too when it lies between the headline and the longest."""
+    earliest = dates.add_months(data_start(source), HISTORY_MONTHS)
+    asked = {*lifetime.horizons[1:]}
+    if lifetime.headline < JUDGED_HORIZON <= lifetime.longest:
+        asked.add(JUDGED_HORIZON)
+    at = {months: min(cutoff, default_cutoff(source.last_day, months)) for months in sorted(asked)}
+    return {months: day for months, day in at.items() if day >= earliest}
+
+
+def horizon_frame(
+    model: BankingCLVModel, rows: Rows, months: int, discount_rate: float, calibrates: np.ndarray
 ) -> pd.DataFrame:
-    """A part's held-out customers at `cutoff`, over `months`: the realized value; the model's headline value, band
-    and churn probability, with and without the ledger; the naive annuity; and whether the customer calibrates the
-    horizon or judges it."""
-    rows = rows_at(source.load(part)[0], [cutoff], months, discount_rate, churn_months)
-    rows = rows.take(held_out(rows.customer_id, seed))
+    """Held-out rows at a horizon's cutoff, over `months`: the realized value; the model's headline value, band and
+    churn probability, with and without the ledger; the naive annuity; and whether the customer calibrates the
+    horizon (`calibrates`) or judges it."""
     frame = {
         "customer_id": rows.customer_id,
         "actual": rows.y,
-        "calibrates": calibrating(rows.customer_id, seed),
+        "calibrates": calibrates,
         "annuity": last12_baseline(rows.X, months, discount_rate),
     }
     for prefix, X in (("", rows.X), ("blind_", model.without_ledger(rows.X))):
@@ -62,45 +64,19 @@ def horizon_scores(
 
 
 def fit_horizons(
-    source: Source,
-    runner: Runner,
     model: BankingCLVModel,
     lifetime: Lifetime,
     cutoff: dt.date,
-    seed: int,
+    at: dict[int, dt.date],
+    scores: dict[int, pd.DataFrame],
     headline: Evaluation,
 ) -> FittedHorizons:
     """Fit `lifetime` (its horizons, unmeasured) to the fitted `model`'s answers, and judge each horizon, on what
-    happened after a cutoff the data reaches that far (the training cutoff, or an earlier one): half the held-out
-    customers fitting, the other half judging against the naive annuity. The stayer's margin reversion is fitted at
-    the longest such horizon; each horizon's interval margin at its own. A horizon past the data is extrapolated:
-    its margin is the longest measured one's, scaled by their bands' spread. `headline` is the held-out evaluation
-    at the training cutoff: the headline horizon's entry."""
-    earliest = dates.add_months(data_start(source), HISTORY_MONTHS)
-    asked = {*lifetime.horizons[1:]}
-    if lifetime.headline < JUDGED_HORIZON <= lifetime.longest:
-        asked.add(JUDGED_HORIZON)
-    scores, at = {}, {}
-    parts = first_parts(source, HORIZON_CUSTOMERS / HELD_OUT_SHARE)
-    for months in sorted(asked):
-        at[months] = min(cutoff, default_cutoff(source.last_day, months))
-        if at[months] < earliest:
-            continue
-        frames = runner.map(
-            horizon_scores,
-            source,
-            parts,
-            label=f"{months}-month value",
-            model=runner.share(model),
-            cutoff=at[months],
-            months=months,
-            discount_rate=lifetime.discount_rate,
-            seed=seed,
-            churn_months=lifetime.churn_months,
-        )
-        scores[months] = pd.concat(frames, ignore_index=True).sort_values(
-            "customer_id", kind="stable", ignore_index=True
-        )
+    happened after a cutoff the data reaches that far (`at`, from `judged_at`; `scores`, the held-out customers'
+    `horizon_frame` there): half the held-out customers fitting, the other half judging against the naive annuity.
+    The stayer's margin reversion is fitted at the longest such horizon; each horizon's interval margin at its own. A
+    horizon past the data is extrapolated: its margin is the longest measured one's, scaled by their bands' spread.
+    `headline` is the held-out evaluation at the training cutoff: the headline horizon's entry."""
     longest = max((m for m in scores if m > lifetime.headline), default=None)
     if longest is not None:
         fit = scores[longest][scores[longest]["calibrates"]]

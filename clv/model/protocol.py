@@ -1,15 +1,16 @@
 """The honest protocol's split (docs/protocol.md): cutoffs whose labels are complete, features as of a cutoff with
 labels from the months after, and customers split 80/20 by a hash of their id, whatever part holds them.
 
-Work on the bank goes part by part through a runner (clv.common.cluster, over the parts of clv.data.layout): the rows
-to learn from come from the first parts up to the training cap.
+Work on the bank goes part by part through a runner (clv.common.cluster, over the parts of clv.data.layout): every part
+gives the rows of its share of the customers to learn from, drawn by the same hash, as many as the bank's size calls
+for (`TrainingConfig.learners`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,12 @@ from clv.model.labels import churned, eligible, future_value
 logger = logging.getLogger(__name__)
 
 HELD_OUT_SHARE = 0.2
+# customers drawn per learner wanted: not every training customer is eligible at the cutoff (joined by then and not
+# gone: about 0.7 of them on the generated bank), and the draw is trimmed to the number wanted on the client
+DRAW_MARGIN = 1.6
+# held-out customers judged at most, drawn from every part by the hash: beyond this many the metrics are as precise as
+# they need to be, and their rows would crowd the client
+JUDGED_CUSTOMERS = 250_000
 
 
 @dataclass
@@ -112,20 +119,60 @@ def held_out(customer_id: np.ndarray, seed: int, share: float = HELD_OUT_SHARE) 
     return _fraction(customer_id, seed) < share
 
 
-def calibrating(customer_id: np.ndarray, seed: int) -> np.ndarray:
-    """Of the held-out customers, the half that measures the longer horizons' margins; the other half judges them."""
-    return _fraction(customer_id, seed) < HELD_OUT_SHARE / 2
+def judged_share(customers: int, at_most: int = JUDGED_CUSTOMERS) -> float:
+    """The share of a bank's held-out customers judged so that about `at_most` are: all of them in a smaller bank."""
+    return min(1.0, at_most / (HELD_OUT_SHARE * max(customers, 1)))
 
 
-def first_parts(source: Source, customers: float) -> list[str]:
-    """The first parts that hold `customers` between them (all of them in a smaller bank)."""
-    parts, held = [], 0
-    for part in source.parts:
-        parts.append(part)
-        held += source.customers_in([part])
-        if held >= customers:
-            break
-    return parts
+def judged(customer_id: np.ndarray, seed: int, share: float = 1.0) -> np.ndarray:
+    """Rows of the held-out customers judged: `share` of them, by the same hash, in any part."""
+    return held_out(customer_id, seed, HELD_OUT_SHARE * share)
+
+
+def calibrating(customer_id: np.ndarray, seed: int, share: float = 1.0) -> np.ndarray:
+    """Of the held-out customers judged (`share` of them), the half that measures the longer horizons' margins; the
+    other half judges them."""
+    return _fraction(customer_id, seed) < HELD_OUT_SHARE / 2 * share
+
+
+def only(bank: Bank, keep: np.ndarray) -> Bank:
+    """The customers `keep` marks, with their rows of every table, in their order. A customer's features and labels
+    read only its own rows, so they are the same here as in the whole bank, for a fraction of the work."""
+    if keep.all():
+        return bank
+    position = np.cumsum(keep) - 1
+
+    def rows(table: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        if not table:
+            return table
+        mine = keep[table["cust"]]
+        return {
+            name: position[values[mine]].astype(values.dtype) if name == "cust" else values[mine]
+            for name, values in table.items()
+        }
+
+    values = {}
+    for name in (f.name for f in fields(Bank)):
+        value = getattr(bank, name)
+        if isinstance(value, np.ndarray):  # a column of the customers
+            value = value[keep]
+        elif isinstance(value, dict):  # a table
+            value = rows(value)
+        values[name] = value
+    return Bank(**values)
+
+
+def learning_share(customers: int, learners: int) -> float:
+    """The share of a bank's training customers drawn from each part to give `learners` customers to learn from:
+    all of them in a bank whose training customers are not many more than that."""
+    return min(1.0, DRAW_MARGIN * learners / ((1 - HELD_OUT_SHARE) * max(customers, 1)))
+
+
+def drawn(customer_id: np.ndarray, seed: int, share: float) -> np.ndarray:
+    """The training customers (those not held out) drawn to learn from: `share` of them, by the hash that splits
+    them from the held-out ones, so a customer's fate depends only on its id, the seed and the share, in any part."""
+    place = _fraction(customer_id, seed)
+    return (place >= HELD_OUT_SHARE) & (place < HELD_OUT_SHARE + (1 - HELD_OUT_SHARE) * share)
 
 
 def learning_rows(
@@ -136,36 +183,42 @@ def learning_rows(
     discount_rate: float,
     seed: int,
     churn_months: int = CHURN_MONTHS,
+    share: float = 1.0,
 ) -> Rows:
-    """A part's rows of the customers training learns from (those not held out), at every cutoff."""
-    rows = rows_at(source.load(part)[0], cutoffs, horizon_months, discount_rate, churn_months)
-    return rows.take(~held_out(rows.customer_id, seed))
+    """A part's rows of the customers training draws to learn from (`share` of those not held out), at every
+    cutoff; only theirs are built."""
+    bank = source.load(part)[0]
+    bank = only(bank, drawn(bank.customer_id, seed, share))
+    return rows_at(bank, cutoffs, horizon_months, discount_rate, churn_months)
+
+
+def learned(rows: Rows, cap: int, seed: int) -> Rows:
+    """The rows of the customers drawn, or of a seeded sample of `cap` of them when more were drawn."""
+    learners = np.unique(rows.customer_id)
+    if learners.size <= cap:
+        return rows
+    keep = np.random.default_rng(seed).choice(learners, cap, replace=False)
+    return rows.take(np.isin(rows.customer_id, keep))
 
 
 def gather_learning_rows(source: Source, runner: Runner, cutoffs: list[dt.date], config: TrainingConfig) -> Rows:
-    """Training rows at `cutoffs` from whole parts, in order, up to `config.max_train_customers` customers (a random
-    sample: parts are), then a seeded sample of that many customers when the parts hold more."""
-    cap = config.max_train_customers
-    parts = first_parts(source, cap * 1.05 / (1 - HELD_OUT_SHARE))  # a part trains on (1 - HELD_OUT_SHARE) of its own
-    rows = Rows.concat(
-        runner.map(
-            learning_rows,
-            source,
-            parts,
-            label="learning rows",
-            cutoffs=cutoffs,
-            horizon_months=config.horizon_months,
-            discount_rate=config.discount_rate,
-            seed=config.seed,
-            churn_months=config.churn_label_months,
-        )
+    """Training rows at `cutoffs` of the customers to learn from, as training draws them: as many as the bank's size
+    calls for (`TrainingConfig.learners`), each part giving its share, by the hash of the split; then a seeded sample
+    of that many customers when the draw holds more."""
+    customers = source.customers_in(source.parts)
+    cap = config.learners(customers)
+    parts = runner.map(
+        learning_rows,
+        source,
+        label="learning rows",
+        cutoffs=cutoffs,
+        horizon_months=config.horizon_months,
+        discount_rate=config.discount_rate,
+        seed=config.seed,
+        churn_months=config.churn_label_months,
+        share=learning_share(customers, cap),
     )
-    learners = np.unique(rows.customer_id)
-    if learners.size > cap:
-        keep = np.random.default_rng(config.seed).choice(learners, cap, replace=False)
-        rows = rows.take(np.isin(rows.customer_id, keep))
-        logger.info("learning from %d of %d training customers", cap, learners.size)
-    return rows
+    return learned(Rows.concat(parts), cap, config.seed)
 
 
 def churn_labels(churned: np.ndarray) -> np.ndarray | None:

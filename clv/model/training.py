@@ -1,6 +1,6 @@
-"""Training, end to end (docs/protocol.md): the rows to learn from (clv.model.protocol), the fit, the held-out
-judging (clv.model.evaluation), the longer horizons (clv.model.horizons), the importance and the drift profile, and
-the saved version."""
+"""Training, end to end (docs/protocol.md): one read of every part for the rows to learn from (clv.model.protocol)
+and the held-out rows to judge on, the fit, the held-out judging (clv.model.evaluation), the longer horizons
+(clv.model.horizons), the importance and the drift profile, and the saved version."""
 
 from __future__ import annotations
 
@@ -17,16 +17,36 @@ import pandas as pd
 from clv.common import dates
 from clv.common.cluster import LocalRunner, Runner
 from clv.data.contract import DataContractError
-from clv.data.layout import open_bank
+from clv.data.layout import Source, open_bank
 from clv.model import artifacts
 from clv.model.card import Evaluation, HorizonMetrics, Importance, ModelMetadata, RowCounts
-from clv.model.config import MIN_LEARNERS, TrainingConfig
+from clv.model.config import MIN_LEARNERS, TRAIN_CUSTOMERS_FLOOR, TrainingConfig
 from clv.model.estimator import BankingCLVModel
-from clv.model.evaluation import evaluate, global_importance, judge
+from clv.model.evaluation import (
+    evaluate,
+    global_importance,
+    held_out_frame,
+    held_out_rows,
+    importance_rows,
+    importance_share,
+    in_order,
+)
 from clv.model.features import LEDGER_FEATURES
-from clv.model.horizons import against_oracle, fit_horizons
+from clv.model.horizons import HORIZON_CUSTOMERS, against_oracle, fit_horizons, horizon_frame, judged_at
 from clv.model.monitoring import Profile, reference_profile
-from clv.model.protocol import check_cutoff, churn_labels, gather_learning_rows
+from clv.model.protocol import (
+    Rows,
+    calibrating,
+    check_cutoff,
+    churn_labels,
+    drawn,
+    judged,
+    judged_share,
+    learned,
+    learning_share,
+    only,
+    rows_at,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,42 +91,107 @@ class TrainResult:
         }
 
 
+@dataclass(frozen=True)
+class PartRows:
+    """What one part gives training, from one read of it: the rows of the customers it draws to learn from, at every
+    learning cutoff; those of its held-out customers judged, at the cutoff, with the oracle's columns; and those of
+    its held-out customers the longer horizons are judged on, at each horizon's cutoff."""
+
+    learning: Rows
+    judged: Rows
+    oracle: dict[str, np.ndarray]
+    horizons: dict[int, Rows]
+
+
+@dataclass(frozen=True)
+class Shares:
+    """The share of the training customers drawn to learn from, of the held-out customers judged at the cutoff, and
+    of those the longer horizons are judged on: every part gives that share of its own, by the hash of the split."""
+
+    learning: float
+    judged: float
+    horizons: float
+
+
+def part_rows(
+    source: Source,
+    part: str,
+    config: TrainingConfig,
+    cutoffs: list[dt.date],
+    horizons: dict[int, dt.date],
+    shares: Shares,
+) -> PartRows:
+    """A part's rows for training (`PartRows`), from one read: only the customers drawn are built."""
+    bank, oracle = source.load(part)
+    seed, rate, churn_months = config.seed, config.discount_rate, config.churn_label_months
+    mine = only(bank, drawn(bank.customer_id, seed, shares.learning))
+    learning = rows_at(mine, cutoffs, config.horizon_months, rate, churn_months)
+    mine = only(bank, judged(bank.customer_id, seed, shares.judged))
+    rows, columns = held_out_rows(mine, oracle, cutoffs[0], config.horizon_months, rate, churn_months)
+    mine = only(bank, judged(bank.customer_id, seed, shares.horizons))
+    later = {months: rows_at(mine, [at], months, rate, churn_months) for months, at in horizons.items()}
+    return PartRows(learning, rows, columns, later)
+
+
 def train(
     data_dir: Path, config: TrainingConfig | None = None, runner: Runner | None = None, **options: Any
 ) -> TrainResult:
     """Train on 80% of customers at the cutoff (and `extra_cutoffs` earlier quarters), judge on the rest. The churn
     probability is of leaving within `churn_months`, by default the value's horizon; the value extends to `horizons`
     (clv.model.lifetime), each judged where the data reaches. `options` are TrainingConfig's fields, for a config
-    made here: `train(folder, horizon_months=6)`."""
+    made here: `train(folder, horizon_months=6)`.
+
+    Every part is read once: it gives its share of the customers to learn from (as many as the bank's size calls
+    for, `TrainingConfig.learners`), of the held-out customers judged and of those the longer horizons are judged
+    on; the client fits on the first and judges on the others."""
     config = _config(config, options)
     started = time.perf_counter()
     source, runner = open_bank(data_dir), runner or LocalRunner()
     cutoff = check_cutoff(source, config.cutoff, config.label_months)
     cutoffs = config.learning_cutoffs(cutoff)
-    rows = gather_learning_rows(source, runner, cutoffs, config)
+    customers = source.customers_in(source.parts)
+    cap = config.learners(customers)
+    shares = Shares(
+        learning=learning_share(customers, cap),
+        judged=judged_share(customers),
+        horizons=judged_share(customers, HORIZON_CUSTOMERS),
+    )
+    at = judged_at(source, config.lifetime, cutoff)
+    parts = runner.map(part_rows, source, label="rows", config=config, cutoffs=cutoffs, horizons=at, shares=shares)
+    rows = learned(Rows.concat([part.learning for part in parts]), cap, config.seed)
+    each = importance_share(len(parts))
+    sample = Rows.concat([importance_rows(part.judged, config.seed, each) for part in parts])
+    held = Rows.concat([part.judged for part in parts])
+    oracle = {name: np.concatenate([part.oracle[name] for part in parts]) for name in parts[0].oracle}
+    later = {months: Rows.concat([part.horizons[months] for part in parts]) for months in at}
+    del parts  # the client keeps one copy of the rows
     learners = np.unique(rows.customer_id).size
     if learners < MIN_LEARNERS:
         raise DataContractError(
             f"{data_dir}: only {learners} customers to learn from at {cutoff} (80% of those who had joined and "
             f"not left); need {MIN_LEARNERS} or more"
         )
-    logger.info("rows of %d customers at %d cutoffs in %.1f s", learners, len(cutoffs), time.perf_counter() - started)
-    model = BankingCLVModel(random_state=config.seed, ledger_features=LEDGER_FEATURES, **config.model_params)
+    logger.info(
+        "rows of %d customers of %d (%.1f%% of each part's training customers drawn) at %d cutoffs in %.1f s",
+        learners,
+        customers,
+        100 * shares.learning,
+        len(cutoffs),
+        time.perf_counter() - started,
+    )
+    # the band and the churn probability learn from the floor's worth of customers: the point model from them all
+    params = {"max_band_customers": TRAIN_CUSTOMERS_FLOOR, **config.model_params}
+    model = BankingCLVModel(random_state=config.seed, ledger_features=LEDGER_FEATURES, **params)
     model.fit(rows.X, rows.y, groups=rows.customer_id, churned=churn_labels(rows.churned))
     logger.info("fitted in %.1f s", time.perf_counter() - started)
     train_mean = float(rows.y[rows.cutoff == dates.to_day(cutoff)].mean())
-    scores, sample = judge(
-        source,
-        runner,
-        model,
-        cutoff,
-        config.horizon_months,
-        config.discount_rate,
-        config.seed,
-        churn_months=config.churn_label_months,
-    )
+    scores = in_order([held_out_frame(model, held, oracle, config.horizon_months, config.discount_rate)])
     evaluation = evaluate(scores, train_mean)
-    fitted = fit_horizons(source, runner, model, config.lifetime, cutoff, config.seed, evaluation)
+    judged_later = {}
+    for months, then in later.items():
+        calibrates = calibrating(then.customer_id, config.seed, shares.horizons)
+        judged_later[months] = in_order([horizon_frame(model, then, months, config.discount_rate, calibrates)])
+    fitted = fit_horizons(model, config.lifetime, cutoff, at, judged_later, evaluation)
     # a parameter set once the longer horizons are measured on the fitted model's answers: no tree depends on it
     model.set_params(lifetime=fitted.lifetime)
     horizons = against_oracle(fitted.entries, fitted.lifetime, scores)
