@@ -1,20 +1,28 @@
 """Benchmark of the model's targets (issue 3): held-out accuracy on the default bank, training time at
-10,000 and 100,000 customers, and one customer from request to number in process.
+10,000 and 100,000 customers, and one customer from request to number in process; and (issue 27) training on a large
+partitioned bank generated before: the training sample's size, the held-out metrics against the naive baselines at
+every judged horizon, the training time and every process's peak memory.
 
 Run `python bench/bench_model.py` (a few minutes on 2 cores; `--skip-large` leaves out 100,000 customers).
+`python bench/bench_model.py --bank /work/b1m [--workers 2]` runs `model.py train` on that bank alone, as a fresh
+process tree (bench/processes.py), and judges it; make the bank with `python data_gen.py --customers 1000000
+--partitions 40 --out /work/b1m --workers 2`.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import logging
+import re
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from common import peak_gb, verdict
+from processes import mb, run
 
 from clv.cli_tables import churn_table, horizons_table, metrics_table
 from clv.common import dates
@@ -39,6 +47,8 @@ TARGET_CHURN_SKILL_RATIO = 0.9  # of the oracle's Brier skill
 TARGET_HORIZON_GINI = 0.95  # against the oracle's expected value at every horizon: the truth's own Gini is 1
 TARGET_HORIZON_COVERAGE = (0.77, 0.83)  # of the generated bank's realized values, where judged
 TARGET_36_COVERAGE = (0.75, 0.85)  # the 36-month value on what really happened, against the naive annuity
+TARGET_BANK_TRAIN_S = 120.0  # training on a large bank: a small part of its train-and-score budget (issue 27)
+TARGET_PROCESS_BYTES = 2 * 2**30
 
 
 class Stages(logging.Handler):
@@ -194,6 +204,69 @@ def large(work: Path, customers: int) -> list[tuple[str, bool]]:
     return [(f"{customers:,} customers end to end < {TARGET_LARGE_S:.0f} s ({wall:.1f} s)", wall < TARGET_LARGE_S)]
 
 
+def on_bank(bank: Path, workers: int, work: Path) -> list[tuple[str, bool]]:
+    """`model.py train` on a partitioned bank generated before, as a fresh process tree: the training sample's size,
+    where the time goes, every process's peak memory, and the held-out metrics against the naive baselines."""
+    customers = json.loads((bank / "manifest.json").read_text())["tables"]["customers"]
+    print(f"\n== 4. training on {bank}: {customers:,} customers, {workers} workers ==", flush=True)
+    logs, models = work / "logs", work / "bank_models"
+    logs.mkdir(exist_ok=True)
+    done = run(
+        f"train on {customers:,}",
+        ["model.py", "train", "--data-dir", bank, "--model-dir", models, "--workers", workers],
+        logs,
+    )
+    if not done.ok:
+        return [(f"train on {bank}", False)]
+    meta = artifacts.read_metadata(models / artifacts.LATEST).model_dump(mode="json")
+    drawn = re.search(r"rows of (\d+) customers", done.log)
+    learners = int(drawn.group(1)) if drawn else None
+    print(
+        f"  learned from {learners or 0:,} customers ({meta['rows']['train']:,} rows at {len(meta['rows']['cutoffs'])} "
+        f"cutoffs); judged on {meta['test_customers']:,} held-out customers; train() alone {meta['seconds']} s"
+    )
+    print("  where the time goes (the command's log, seconds after it started):")
+    for at, message in done.timeline:
+        print(f"    {at:7.1f} s  {message[:110]}")
+    peaks = {role: done.peak(role) for role in done.roles()}
+    print("  peak memory: " + ", ".join(f"{role} {mb(peak)} (x{done.count(role)})" for role, peak in peaks.items()))
+    print(metrics_table(meta["metrics"]))
+    print(
+        "\n  the lowest deciles (mean predicted, mean actual): "
+        + "; ".join(f"{d['decile']}: {d['mean_predicted']:.1f}, {d['mean_actual']:.1f}" for d in meta["deciles"][:3])
+    )
+    print(horizons_table(meta["horizons"]))
+    checks = [
+        (
+            f"train on {customers:,} <= {TARGET_BANK_TRAIN_S:.0f} s ({done.seconds:.1f} s, load {done.load_before:.1f} "
+            "before)",
+            done.seconds <= TARGET_BANK_TRAIN_S,
+        ),
+        (
+            f"every process <= {mb(TARGET_PROCESS_BYTES)} ({mb(max(peaks.values()))})",
+            max(peaks.values()) <= TARGET_PROCESS_BYTES,
+        ),
+    ]
+    for h in meta["horizons"]:
+        if not h["judged"] or h["months"] not in (12, 36):
+            continue
+        model, naive = h["model"], h["baseline_annuity"]
+        name = "last-12-months baseline" if h["months"] == meta["horizon_months"] else "naive annuity"
+        checks += [
+            (
+                f"{h['months']}-month decile MAPE beats the {name} ({model['decile_mape']:.3f} vs "
+                f"{naive['decile_mape']:.3f})",
+                model["decile_mape"] < naive["decile_mape"],
+            ),
+            (
+                f"{h['months']}-month Gini beats the {name} ({model['normalized_gini']:.3f} vs "
+                f"{naive['normalized_gini']:.3f})",
+                model["normalized_gini"] > naive["normalized_gini"],
+            ),
+        ]
+    return checks
+
+
 def one_customer(model_dir: Path, runs: int) -> list[tuple[str, bool]]:
     print("\n== 2. one customer from request to number, in process ==", flush=True)
     loaded = artifacts.load(model_dir)
@@ -241,10 +314,18 @@ def main() -> None:
     parser.add_argument("--large-customers", type=int, default=100_000)
     parser.add_argument("--skip-large", action="store_true", help="leave out the 100,000-customer run")
     parser.add_argument("--runs", type=int, default=1_000, help="runs of the one-customer timing")
+    parser.add_argument("--bank", type=Path, help="a partitioned bank generated before: train on it alone and judge it")
+    parser.add_argument("--workers", type=int, default=2, help="Dask workers training on --bank (default 2)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     with tempfile.TemporaryDirectory(prefix="bench_model_") as tmp:
         work = Path(tmp)
+        if args.bank:
+            checks = on_bank(args.bank, args.workers, work)
+            print("\n== targets of issue 27 ==")
+            for text, ok in checks:
+                print(f"  {verdict(ok):6s}  {text}")
+            return
         model_dir, checks = accuracy(work)
         checks += one_customer(model_dir, args.runs)
         if not args.skip_large:

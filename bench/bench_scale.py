@@ -187,8 +187,12 @@ def measure_size(customers: int, per_partition: int, store: Path, work: Path, mo
     if train.ok:
         meta = latest_metadata(trained_dir)
         size["gini"], size["test_customers"] = meta["metrics"]["model"]["normalized_gini"], meta["test_customers"]
+        drawn = re.search(r"rows of (\d+) customers", train.log)
+        size["learners"] = int(drawn.group(1)) if drawn else None
+        mape, naive = (meta["metrics"][name]["decile_mape"] for name in ("model", "baseline_last12"))
         train.figure = (
-            f"held-out Gini {size['gini']:.4f} on {size['test_customers']:,} customers; "
+            f"learned from {size['learners'] or 0:,} customers; held-out Gini {size['gini']:.4f}, decile MAPE "
+            f"{mape:.3f} (last-12 {naive:.3f}) on {size['test_customers']:,} customers; "
             f"train() alone {meta['seconds']} s"
         )
     if store == work:  # one bank on disk at a time
