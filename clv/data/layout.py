@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 GENERATED = "generator.json"  # beside a flat synthetic bank's tables: the generator's settings
-PARTITION_CUSTOMERS = 25_000  # a part of this size is read, checked and scored in well under 1 GB
 LAYOUT_VERSION = 1
 ORACLE = "oracle_clv"
 
