@@ -14,7 +14,7 @@ from clv.model.lifetime import Lifetime
 # training customer of a bank of up to about 25,000) and never more than the ceiling (the fit's time and memory)
 TRAIN_CUSTOMERS_FLOOR = 15_000
 TRAIN_CUSTOMERS_SHARE = 0.02
-MAX_TRAIN_CUSTOMERS = 60_000
+MAX_TRAIN_CUSTOMERS = 40_000
 MIN_LEARNERS = 40  # fewer customers to learn from than this, and training refuses the bank
 
 
