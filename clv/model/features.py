@@ -215,6 +215,7 @@ def _transaction_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]
 
 def _counts(cust: np.ndarray, code: np.ndarray, codes: int, n: int) -> np.ndarray:
     """Rows a customer has of each code 0..codes-1, (n, codes); a negative code (unknown) is not counted."""
+    code = code.astype(np.int64, copy=False)  # a request without transactions gives an empty float array
     known = code >= 0
     if not known.all():
         cust, code = cust[known], code[known]
