@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
+from scipy import sparse
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.tree._tree import NODE_DTYPE, Tree
@@ -180,8 +181,10 @@ class CompiledForest:
             parent = parent_of[node]
             credit[node] = credit[parent]
             credit[node, self.input_owner[self.feature[parent]]] += self.value[node] - self.value[parent]
+        # many rows add the ensemble's nodes' credits whole, in one sparse product
+        self.credit_first, self.node_credit = self.roots[first], credit[self.roots[first] : end].copy()
         # a path splits on at most `depth` features: each node keeps those (feature, credit) pairs alone, padded with
-        # zero credit, so that a row's attributions add a few numbers a tree instead of a whole row of features
+        # zero credit, so that a few rows' attributions add a few numbers a tree instead of a whole row of features
         width = max(1, int((credit != 0).sum(axis=1).max()))
         self.path_feature = np.argsort(credit == 0, axis=1, kind="stable")[:, :width]
         self.path_credit = np.take_along_axis(credit, self.path_feature, axis=1)
@@ -221,7 +224,11 @@ class CompiledForest:
             Z = np.ascontiguousarray(Z)
             trees = self.trees if picked is None else [self.trees[i] for i in picked]
             roots = self.roots if picked is None else self.roots[picked]
-            return np.column_stack([tree.apply(Z) for tree in trees]) + roots  # local ids to global
+            # int32 ids, written in place a tree at a time: half the memory of stacking each tree's int64 answer
+            leaves = np.empty((Z.shape[0], len(trees)), np.int32)
+            for column, (tree, root) in enumerate(zip(trees, roots, strict=True)):
+                leaves[:, column] = tree.apply(Z) + root  # local ids to global
+            return leaves
         # a few rows walk every tree at once, by flat gathers over the walk's arrays: a node is 2 x its id there, and
         # 2 x id + 1 when the row goes left, so that one gather gives the next node
         children, feature, threshold, roots = self._walk
@@ -260,8 +267,19 @@ class CompiledForest:
         return out
 
     def contributions(self, leaves: np.ndarray) -> np.ndarray:
-        """Path attributions of the attributed ensemble: (rows, features); bias + sum = raw output."""
+        """Path attributions of the attributed ensemble: (rows, features); bias + sum = raw output.
+
+        Many rows take one sparse product: rows by the ensemble's nodes, a 1 at each row's leaf in each tree, times
+        each node's credits. A few rows add their paths' credits by bincount, without building the matrix. Both add
+        a row's trees in tree order, so they give the same bits."""
         mine = leaves[:, self.attributed]
+        if mine.shape[0] > ROW_WALK_LIMIT:
+            rows, trees = mine.shape
+            first, nodes = self.credit_first, self.node_credit.shape[0]
+            hits = sparse.csr_array(
+                (np.ones(mine.size), (mine - first).ravel(), np.arange(0, mine.size + 1, trees)), shape=(rows, nodes)
+            )
+            return hits @ self.node_credit
         out = np.empty((leaves.shape[0], self.n_features))
         step = max(1, (1 << 20) // (mine.shape[1] * self.path_feature.shape[1]))  # rows per chunk: about 16 MB
         for start in range(0, mine.shape[0], step):
