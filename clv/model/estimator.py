@@ -7,7 +7,6 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -15,7 +14,6 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils import Tags
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -23,11 +21,10 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from clv.data.defaults import INTERVAL_LEVEL
 from clv.model import conformal
 from clv.model.attributions import rescale, top_drivers
+from clv.model.fitting import TARGETS, band_rows, learnable, ledger_columns, platt, resolve_target
 from clv.model.lifetime import Lifetime
 from clv.model.trees import CompiledForest
 
-TARGETS = ("auto", "squared_error", "log", "two_part")
-ZERO_HEAVY = 0.10  # share of zero labels from which "auto" fits the two-part model
 # the churn classifier's own shape: a rarer, noisier label than the value wants shallower trees, larger leaves and
 # fewer of them (on the generated bank's held-out customers: AUC 0.659 against 0.649, Brier skill 0.047 against
 # 0.040, for the value's shape; in half the fitting time)
@@ -129,11 +126,11 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         if churn is not None and churn.shape != (len(y),):
             raise ValueError(f"churned has shape {churn.shape}; it needs one label per row of X, ({len(y)},)")
         X, y = validate_data(self, X, y, dtype=np.float64, ensure_all_finite="allow-nan", y_numeric=True)
-        self.ledger_columns_ = self._ledger_columns()
+        self.ledger_columns_ = ledger_columns(self.ledger_features, getattr(self, "feature_names_in_", None))
         calibrate = conformal.held_back(X.shape[0], groups, self.calibration_share, self.random_state)
-        churn = None if churn is None else self._learnable(churn, calibrate)
-        self.target_ = self._resolve_target(y)
-        band = self._band_rows(groups, calibrate)
+        churn = None if churn is None else learnable(churn, calibrate)
+        self.target_ = resolve_target(self.target, y)
+        band = band_rows(groups, calibrate, self.max_band_customers, self.random_state)
         if self.ledger_columns_.size and not np.isnan(X[:, self.ledger_columns_]).all():
             X_fit, y_fit, band_fit = np.vstack([X, self._mask(X)]), np.tile(y, 2), np.tile(band, 2)
             churn_fit = None if churn is None else np.tile(churn, 2)
@@ -157,50 +154,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self._compile()
         self.margin_ = self._conformal_margins(X[calibrate], y[calibrate])
         if self.churn_ is not None:
-            self.churn_calibration_ = self._churn_calibration(X[calibrate], churn[calibrate])
+            self.churn_calibration_ = platt(self.forest_, self._kinds(X[calibrate]), churn[calibrate])
         return self
-
-    def _band_rows(self, groups, calibrate: np.ndarray) -> np.ndarray:
-        """Rows the quantile boosters and the churn classifier learn from: those not held back to calibrate, of at
-        most `max_band_customers` customers (a seeded sample)."""
-        proper = ~calibrate
-        if self.max_band_customers is None:
-            return proper
-        groups = np.arange(calibrate.size) if groups is None else np.asarray(groups)
-        customers = np.unique(groups[proper])
-        if customers.size <= self.max_band_customers:
-            return proper
-        chosen = np.random.default_rng(self.random_state).choice(customers, self.max_band_customers, replace=False)
-        return proper & np.isin(groups, chosen)
-
-    def _ledger_columns(self) -> np.ndarray:
-        """Positions of `ledger_features` among the columns fit saw."""
-        if isinstance(self.ledger_features, str):
-            raise TypeError(f"ledger_features must be a tuple of column names, got the string {self.ledger_features!r}")
-        names = list(self.ledger_features)
-        if not names:
-            return np.zeros(0, np.intp)
-        columns = getattr(self, "feature_names_in_", None)
-        if columns is None:
-            raise ValueError(
-                f"ledger_features names {len(names)} columns, so fit needs X as a pandas DataFrame with string "
-                "column names; got X without column names"
-            )
-        position = {name: j for j, name in enumerate(columns)}
-        missing = [name for name in names if name not in position]
-        if missing:
-            raise ValueError(f"ledger_features not among the columns of X: {missing}")
-        return np.array([position[name] for name in names], np.intp)
-
-    def _resolve_target(self, y: np.ndarray) -> str:
-        zero = np.mean(y == 0)
-        if self.target == "auto":
-            return "two_part" if ZERO_HEAVY <= zero < 1 else "squared_error"
-        if self.target == "two_part" and zero in (0, 1):
-            raise ValueError(
-                f"target='two_part' needs zero and non-zero labels; {zero:.0%} are zero (use 'auto' or 'squared_error')"
-            )
-        return self.target
 
     def _booster(self, kind: type = GradientBoostingRegressor, **loss: object) -> GradientBoostingRegressor:
         return kind(
@@ -232,18 +187,6 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             self._booster(), X[nonzero], y[nonzero]
         )
 
-    @staticmethod
-    def _learnable(churned: np.ndarray, calibrate: np.ndarray) -> np.ndarray | None:
-        """The churn labels, or None (no churn probability, with a warning) when the rows fitted or the rows held
-        back to calibrate lack customers who left or who stayed: a small bank, or one where nobody left."""
-        for name, part in (("fitted", churned[~calibrate]), ("held back", churned[calibrate])):
-            known = part[~np.isnan(part)]
-            if np.unique(known).size < 2:
-                message = f"no churn probability: the {known.size} churn labels of the rows {name} are all alike"
-                warnings.warn(f"{message}; they need customers who left and customers who stayed", stacklevel=3)
-                return None
-        return churned
-
     def _fit_churn(self, X: np.ndarray, churned: np.ndarray) -> Pipeline:
         known = ~np.isnan(churned)
         classifier = GradientBoostingClassifier(
@@ -251,24 +194,15 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         )
         return self._pipeline(classifier, X[known], churned[known] == 1)
 
-    def _churn_calibration(self, X: np.ndarray, churned: np.ndarray) -> dict[str, tuple[float, float]]:
-        """Platt scaling of the classifier's raw output on the held-back rows, apart for rows with and without a
-        ledger. (Isotonic regression, tried on the generated bank, gave a worse Brier score and put a few
-        customers at exactly 1: a step function over a few thousand rows.)"""
-        known = ~np.isnan(churned)
-        rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
-        calibration = {}
-        for name, part in rows.items():
-            raw = self.forest_.evaluate(part[known], contributions=False)[0][:, -1:]
-            fitted = LogisticRegression(C=1e6).fit(raw, churned[known] == 1)  # next to no penalty: 2 parameters
-            calibration[name] = (float(fitted.coef_[0, 0]), float(fitted.intercept_[0]))
-        return calibration
+    def _kinds(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """The held-back rows as each kind of row the calibrations are apart for: with their ledger and without it
+        (masked), or all alike for a model fitted without a ledger."""
+        return {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
 
     def _conformal_margins(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """CQR (Romano et al. 2019) on the held-back rows, apart for rows with and without a ledger."""
-        rows = {"ledger": X, "no_ledger": self._mask(X)} if self.ledger_columns_.size else {"all": X}
         margin = {}
-        for name, part in rows.items():
+        for name, part in self._kinds(X).items():
             _, lo, hi, _, _ = self._outputs(part, contributions=False, calibrated=False)
             margin[name] = conformal.margin(y, lo, hi, self.interval_level)
         return margin

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from clv.model.estimator import TARGETS, BankingCLVModel
+from clv.model.estimator import BankingCLVModel
+from clv.model.fitting import TARGETS
 from clv.model.lifetime import Lifetime
 from clv.model.trees import CompiledForest
 
