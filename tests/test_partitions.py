@@ -460,6 +460,28 @@ def test_a_value_that_breaks_the_contract_is_named_by_partition_file_and_row(
     assert no_output(tmp_path / "out")
 
 
+def test_a_load_of_some_customers_checks_the_whole_part_and_builds_theirs_alone(bank: Path) -> None:
+    """Training loads a part for the customers it draws: a bank of theirs alone, dated as the part (of nobody: an
+    empty one); every row of the part is still checked, a bad one named where its customer is not drawn."""
+    source = open_bank(bank)
+    part = source.parts[2]
+    full = source.load(part)[0]
+    some = full.customer_id[::7]
+    mine = source.load(part, keep=lambda ids: np.isin(ids, some))[0]
+    assert np.array_equal(mine.customer_id, some) and mine.snapshot_day == full.snapshot_day
+    days = full.transactions["day"][np.isin(full.customer_id[full.transactions["cust"]], some)]
+    assert np.array_equal(mine.transactions["day"], days)
+    nobody = source.load(part, keep=lambda ids: np.zeros(ids.size, bool))[0]
+    assert nobody.size == 0 and nobody.transactions["day"].size == 0 and nobody.snapshot_day == full.snapshot_day
+    path = bank / "transactions" / f"{part}.parquet"
+    table = pq.read_table(path)
+    amount = table["amount"].to_numpy().copy()
+    amount[41] = np.inf
+    write_flawed(table.set_column(table.schema.get_field_index("amount"), "amount", pa.array(amount)), path)
+    with pytest.raises(DataContractError, match=r"column 'amount' row 42: 'inf' is not a finite number"):
+        open_bank(bank).load(part, keep=lambda ids: np.zeros(ids.size, bool))  # the manifest has the new file
+
+
 def move_customer(bank: Path, customer: int, tables: tuple[str, ...], keep: bool = False) -> dict[str, int]:
     """Put a customer's rows of `tables` from part 0 at the end of part 1 (a copy when `keep`); the row of
     part 1 where each table's first moved row now is (1-based)."""

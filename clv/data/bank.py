@@ -6,13 +6,14 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from clv.common import dates
-from clv.data.contract import dense_ids, month_numbers, read_bank
+from clv.data.contract import data_last_day, dense_ids, month_numbers, read_bank
 from clv.data.schema import (
     FAMILIES,
     LEDGER_COLUMNS,
@@ -37,6 +38,9 @@ CHANNEL_CODES = codes(Channel)
 STATUS_CODES = codes(ProductStatus)
 FAMILY_OF_TYPE = np.array([FAMILIES.index(PRODUCT_FAMILY[t]) for t in ProductType])
 CLOSED = STATUS_CODES[ProductStatus.CLOSED]
+
+# which customers a load keeps: their ids in, a mask over them out
+Keep = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -100,11 +104,47 @@ def load_bank(data_dir: Path) -> Bank:
     return bank_from_tables(read_bank(data_dir))
 
 
-def bank_from_tables(tables: dict[str, pd.DataFrame]) -> Bank:
-    """The tables the contract read (by name) as a Bank."""
+def bank_from_tables(tables: dict[str, pd.DataFrame], keep: Keep | None = None) -> Bank:
+    """The tables the contract read (by name) as a Bank; with `keep`, of the customers it picks alone (their rows
+    of every table, in their order), built without the others'."""
+    snapshot_day = None
+    if keep is not None:  # the balances describe the whole tables' last date, whoever is kept (none, maybe)
+        snapshot_day = float(data_last_day(tables))
+        tables = {name: frame[keep(frame["customer_id"].to_numpy(np.int64))] for name, frame in tables.items()}
     return bank_from_frames(
-        tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
+        tables.get("customers"),
+        tables["transactions"],
+        tables.get("products"),
+        tables.get("customer_metrics"),
+        snapshot_day,
     )
+
+
+def only(bank: Bank, keep: np.ndarray) -> Bank:
+    """The customers `keep` marks, with their rows of every table, in their order. A customer's features and labels
+    read only its own rows, so they are the same here as in the whole bank, for a fraction of the work."""
+    if keep.all():
+        return bank
+    position = np.cumsum(keep) - 1
+
+    def rows(table: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+        if not table:
+            return table
+        mine = keep[table["cust"]]
+        return {
+            name: position[values[mine]].astype(values.dtype) if name == "cust" else values[mine]
+            for name, values in table.items()
+        }
+
+    values = {}
+    for name in (f.name for f in fields(Bank)):
+        value = getattr(bank, name)
+        if isinstance(value, np.ndarray):  # a column of the customers
+            value = value[keep]
+        elif isinstance(value, dict):  # a table
+            value = rows(value)
+        values[name] = value
+    return Bank(**values)
 
 
 def _codes(values: pd.Series | None, categories: list[str], n: int) -> np.ndarray:
@@ -161,9 +201,10 @@ def bank_from_frames(
     transactions: pd.DataFrame,
     products: pd.DataFrame | None = None,
     ledger: pd.DataFrame | None = None,
+    snapshot_day: float | None = None,
 ) -> Bank:
     """Whole tables (as read by clv.data.contract) to a Bank. Customers come from customers.csv or, without
-    it, from the transactions."""
+    it, from the transactions. The products' balances describe `snapshot_day`, by default the tables' last date."""
     if customers is None or customers.empty:
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
     ids = customers["customer_id"].to_numpy(np.int64)
@@ -203,7 +244,7 @@ def bank_from_frames(
             **{c: _num(ledger, c) for c in ledger.columns if c not in ("customer_id", "month")},
         }
     # product balances are those at the end of the data: never read them as of an earlier date
-    bank.snapshot_day = float(bank.last_day())
+    bank.snapshot_day = float(bank.last_day()) if snapshot_day is None else snapshot_day
     return bank
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from clv.common import dates
 from clv.common.io import atomic_path, fingerprint, sha256, write_json
-from clv.data.bank import Bank, bank_from_tables, load_bank
+from clv.data.bank import Bank, Keep, bank_from_tables, load_bank, only
 from clv.data.contract import DataContractError, find_table, read_tables
 from clv.data.location import Location, WarehouseURL, parse_location
 from clv.data.schema import TABLES
@@ -140,10 +140,12 @@ class FlatBank:
     def parts(self) -> list[str]:
         return [""]
 
-    def load(self, part: str = "") -> tuple[Bank, Oracle | None]:
-        """The part's Bank, and the oracle's expected values when the folder has them."""
+    def load(self, part: str = "", keep: Keep | None = None) -> tuple[Bank, Oracle | None]:
+        """The part's Bank (of the customers `keep` picks, when given), and the oracle's expected values when the
+        folder has them."""
         files = sorted(self.data_dir.glob("*.*"))
-        return _read_flat(self.data_dir, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        bank, oracle = _read_flat(self.data_dir, tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        return (bank if keep is None else only(bank, keep(bank.customer_id))), oracle
 
     @functools.cached_property
     def last_day(self) -> int:
@@ -232,13 +234,15 @@ class PartitionedBank:
         listed = next(p for p in self.manifest.parts if p.name == part).rows
         return {name: self.data_dir / name / f"{part}.parquet" for name in listed if name != ORACLE}
 
-    def load(self, part: str) -> tuple[Bank, Oracle | None]:
+    def load(self, part: str, keep: Keep | None = None) -> tuple[Bank, Oracle | None]:
+        """The part's Bank, every file checked whole: of the customers `keep` picks alone, when given (the others'
+        rows are dropped before the Bank is built); and the oracle's expected values when the bank has them."""
         index = self.parts.index(part)
         rule, count, bounds = self.manifest.rule, self.manifest.partitions, self.manifest.bounds
         paths = self.paths(part)
         self.verify(part, paths)
         tables = read_tables(paths, self.last_day, lambda ids: partition_of(ids, count, rule, bounds) == index)
-        bank = bank_from_tables(tables)
+        bank = bank_from_tables(tables, keep)
         bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
         oracle = self.data_dir / ORACLE / f"{part}.parquet"
         if not oracle.exists():

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from clv.common import dates
-from clv.data.bank import Bank, bank_from_tables
+from clv.data.bank import Bank, Keep, bank_from_tables
 from clv.data.contract import KEYS, DataContractError, DuplicateKeyError, RowError, check_frame, check_read
 from clv.data.defaults import PARTITION_CUSTOMERS
 from clv.data.location import WarehouseURL
@@ -156,9 +156,10 @@ class WarehouseBank:
                     tables[name] = contract_types(name, cursor.fetch_arrow_table(), numeric, self.label(name))
         return tables
 
-    def load(self, part: str) -> tuple[Bank, None]:
-        """The part's Bank, checked by the data contract; a bad row is named by its table, column and key."""
-        bank = bank_from_tables(self.checked(part)[1])
+    def load(self, part: str, keep: Keep | None = None) -> tuple[Bank, None]:
+        """The part's Bank, checked by the data contract (a bad row is named by its table, column and key): of the
+        customers `keep` picks alone, when given."""
+        bank = bank_from_tables(self.checked(part)[1], keep)
         bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
         return bank, None
 

@@ -21,7 +21,7 @@ from clv.data.layout import Oracle, Source, open_bank
 from clv.model import metrics
 from clv.model.card import ChurnMetrics, Evaluation, Importance, ModelMetadata
 from clv.model.estimator import BankingCLVModel
-from clv.model.protocol import Rows, judged, judged_share, only, rows_at
+from clv.model.protocol import Rows, judged, judged_share, rows_at
 
 IMPORTANCE_ROWS = 2_000  # held-out rows permutation importance shuffles
 
@@ -113,9 +113,8 @@ def held_out_scores(
 ) -> tuple[pd.DataFrame, Rows]:
     """A part's held-out customers judged at the cutoff (`share` of them, by the hash; every customer when `seed` is
     None) as the columns of `held_out_frame`, and a seeded sample of their rows, for permutation importance."""
-    bank, oracle = source.load(part)
-    if seed is not None:  # only theirs are built
-        bank = only(bank, judged(bank.customer_id, seed, share))
+    # only theirs are built
+    bank, oracle = source.load(part, keep=None if seed is None else lambda ids: judged(ids, seed, share))
     rows, columns = held_out_rows(bank, oracle, cutoff, horizon_months, discount_rate, churn_months)
     return held_out_frame(model, rows, columns, horizon_months, discount_rate), importance_rows(rows, seed, sample)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -135,33 +135,6 @@ def calibrating(customer_id: np.ndarray, seed: int, share: float = 1.0) -> np.nd
     return _fraction(customer_id, seed) < HELD_OUT_SHARE / 2 * share
 
 
-def only(bank: Bank, keep: np.ndarray) -> Bank:
-    """The customers `keep` marks, with their rows of every table, in their order. A customer's features and labels
-    read only its own rows, so they are the same here as in the whole bank, for a fraction of the work."""
-    if keep.all():
-        return bank
-    position = np.cumsum(keep) - 1
-
-    def rows(table: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
-        if not table:
-            return table
-        mine = keep[table["cust"]]
-        return {
-            name: position[values[mine]].astype(values.dtype) if name == "cust" else values[mine]
-            for name, values in table.items()
-        }
-
-    values = {}
-    for name in (f.name for f in fields(Bank)):
-        value = getattr(bank, name)
-        if isinstance(value, np.ndarray):  # a column of the customers
-            value = value[keep]
-        elif isinstance(value, dict):  # a table
-            value = rows(value)
-        values[name] = value
-    return Bank(**values)
-
-
 def learning_share(customers: int, learners: int) -> float:
     """The share of a bank's training customers drawn from each part to give `learners` customers to learn from:
     all of them in a bank whose training customers are not many more than that."""
@@ -187,8 +160,7 @@ def learning_rows(
 ) -> Rows:
     """A part's rows of the customers training draws to learn from (`share` of those not held out), at every
     cutoff; only theirs are built."""
-    bank = source.load(part)[0]
-    bank = only(bank, drawn(bank.customer_id, seed, share))
+    bank = source.load(part, keep=lambda ids: drawn(ids, seed, share))[0]
     return rows_at(bank, cutoffs, horizon_months, discount_rate, churn_months)
 
 

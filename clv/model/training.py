@@ -16,6 +16,7 @@ import pandas as pd
 
 from clv.common import dates
 from clv.common.cluster import LocalRunner, Runner
+from clv.data.bank import only
 from clv.data.contract import DataContractError
 from clv.data.layout import Source, open_bank
 from clv.model import artifacts
@@ -44,7 +45,6 @@ from clv.model.protocol import (
     judged_share,
     learned,
     learning_share,
-    only,
     rows_at,
 )
 
@@ -122,8 +122,11 @@ def part_rows(
     shares: Shares,
 ) -> PartRows:
     """A part's rows for training (`PartRows`), from one read: only the customers drawn are built."""
-    bank, oracle = source.load(part)
     seed, rate, churn_months = config.seed, config.discount_rate, config.churn_label_months
+    # the held-out customers judged at the cutoff and those the longer horizons are judged on: the larger share
+    # holds the smaller, by the same hash
+    held = max(shares.judged, shares.horizons)
+    bank, oracle = source.load(part, keep=lambda ids: drawn(ids, seed, shares.learning) | judged(ids, seed, held))
     mine = only(bank, drawn(bank.customer_id, seed, shares.learning))
     learning = rows_at(mine, cutoffs, config.horizon_months, rate, churn_months)
     mine = only(bank, judged(bank.customer_id, seed, shares.judged))
