@@ -9,7 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from clv.batch.runs import score_run
 from clv.batch.scoring import write_scores
 from clv.common.cluster import DaskRunner, LocalRunner, runner
 from clv.data import prepare as prepare_module
+from clv.data.bank import Bank, bank_from_tables, only
 from clv.data.contract import KEYS, DataContractError, read_bank, read_tables
 from clv.data.layout import MANIFEST, ORACLE, Manifest, PartitionedBank, open_bank, partition_of
 from clv.data.prepare import prepare
@@ -458,6 +459,36 @@ def test_a_value_that_breaks_the_contract_is_named_by_partition_file_and_row(
         write_scores(open_bank(bank), run, loaded.predictor, None, tmp_path / "out" / "scores.csv")
     assert str(caught.value) == f"{path}: column 'amount' row 42: 'inf' is not a finite number"
     assert no_output(tmp_path / "out")
+
+
+def same_bank(mine: Bank, theirs: Bank) -> None:
+    """Every field of two banks equal: each column, each table's arrays (NaN where NaN), a missing table on both."""
+    for name in (f.name for f in fields(Bank)):
+        a, b = getattr(mine, name), getattr(theirs, name)
+        if isinstance(a, dict) or isinstance(b, dict):
+            assert a is not None and b is not None and a.keys() == b.keys(), name
+            for column in a:
+                assert np.array_equal(a[column], b[column], equal_nan=a[column].dtype.kind == "f"), (name, column)
+        elif isinstance(a, np.ndarray):
+            assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), name
+        else:
+            assert a == b or (a is None and b is None), name
+
+
+@pytest.mark.parametrize("picked", ["every 7th", "without a ledger", "nobody"])
+def test_a_bank_of_some_customers_is_the_whole_banks_cut(generated: Path, picked: str) -> None:
+    """Building the kept customers' bank from the part's tables gives what cutting the whole part's bank gives, table
+    for table: also for customers with no row of a table the part has (an empty table, not none)."""
+    source = open_bank(generated)
+    tables = read_tables(source.paths(source.parts[1]), source.last_day)
+    ids = tables["customers"]["customer_id"].to_numpy(np.int64)
+    some = {"every 7th": ids[::7], "without a ledger": ids[:5], "nobody": ids[:0]}[picked]
+    if picked == "without a ledger":
+        ledger = tables["customer_metrics"]
+        tables["customer_metrics"] = ledger[~ledger["customer_id"].isin(some)]
+    keep = lambda values: np.isin(values, some)  # noqa: E731
+    whole = bank_from_tables(tables)
+    same_bank(bank_from_tables(tables, keep), only(whole, keep(whole.customer_id)))
 
 
 def test_a_load_of_some_customers_checks_the_whole_part_and_builds_theirs_alone(bank: Path) -> None:

@@ -4,9 +4,9 @@ several requests at once (`concat_banks`). Features and labels read a `Bank`, ne
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -22,10 +22,10 @@ from clv.data.schema import (
     Channel,
     LedgerMonthIn,
     ProductIn,
-    TransactionIn,
     ProductStatus,
     ProductType,
     Region,
+    TransactionIn,
     TransactionType,
     codes,
 )
@@ -107,16 +107,24 @@ def load_bank(data_dir: Path) -> Bank:
 def bank_from_tables(tables: dict[str, pd.DataFrame], keep: Keep | None = None) -> Bank:
     """The tables the contract read (by name) as a Bank; with `keep`, of the customers it picks alone (their rows
     of every table, in their order), built without the others'."""
-    snapshot_day = None
-    if keep is not None:  # the balances describe the whole tables' last date, whoever is kept (none, maybe)
-        snapshot_day = float(data_last_day(tables))
-        tables = {name: frame[keep(frame["customer_id"].to_numpy(np.int64))] for name, frame in tables.items()}
+    if keep is None:
+        return bank_from_frames(
+            tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
+        )
+    # as `only` cuts the whole tables' bank: a table without rows is none; one with rows stays a table, though the
+    # kept customers have none of them; and the last date is the tables' (a bank of nobody has none of its own)
+    kept = {
+        name: frame[keep(frame["customer_id"].to_numpy(np.int64))]
+        for name, frame in tables.items()
+        if len(frame) or name == "transactions"
+    }
     return bank_from_frames(
-        tables.get("customers"),
-        tables["transactions"],
-        tables.get("products"),
-        tables.get("customer_metrics"),
-        snapshot_day,
+        kept.get("customers"),
+        kept["transactions"],
+        kept.get("products"),
+        kept.get("customer_metrics"),
+        snapshot_day=float(data_last_day(tables)),
+        empty_tables=True,
     )
 
 
@@ -202,9 +210,11 @@ def bank_from_frames(
     products: pd.DataFrame | None = None,
     ledger: pd.DataFrame | None = None,
     snapshot_day: float | None = None,
+    empty_tables: bool = False,
 ) -> Bank:
     """Whole tables (as read by clv.data.contract) to a Bank. Customers come from customers.csv or, without
-    it, from the transactions. The products' balances describe `snapshot_day`, by default the tables' last date."""
+    it, from the transactions. The products' balances describe `snapshot_day`, by default the tables' last date.
+    A products or ledger frame without rows is no table, unless `empty_tables`: then it is a table of no rows."""
     if customers is None or customers.empty:
         customers = pd.DataFrame({"customer_id": np.unique(transactions["customer_id"].to_numpy())})
     ids = customers["customer_id"].to_numpy(np.int64)
@@ -227,7 +237,7 @@ def bank_from_frames(
         "type": _codes(transactions.get("transaction_type"), list(TYPE_CODES), len(transactions)),
         "channel": _codes(transactions.get("channel"), list(CHANNEL_CODES), len(transactions)),
     }
-    if products is not None and len(products):
+    if products is not None and (len(products) or empty_tables):
         bank.products = {
             "cust": position(products["customer_id"]),
             "type": _codes(products.get("product_type"), list(PRODUCT_CODES), len(products)),
@@ -237,7 +247,7 @@ def bank_from_frames(
             "credit_limit": _num(products, "credit_limit"),
             "closed": _codes(products.get("status"), list(STATUS_CODES), len(products)) == CLOSED,
         }
-    if ledger is not None and len(ledger):
+    if ledger is not None and (len(ledger) or empty_tables):
         bank.ledger = {
             "cust": position(ledger["customer_id"]),
             "month": month_numbers(ledger["month"]),

@@ -113,7 +113,7 @@ def held_out_scores(
 ) -> tuple[pd.DataFrame, Rows]:
     """A part's held-out customers judged at the cutoff (`share` of them, by the hash; every customer when `seed` is
     None) as the columns of `held_out_frame`, and a seeded sample of their rows, for permutation importance."""
-    # only theirs are built
+    # only theirs are built (every customer's when seed is None)
     bank, oracle = source.load(part, keep=None if seed is None else lambda ids: judged(ids, seed, share))
     rows, columns = held_out_rows(bank, oracle, cutoff, horizon_months, discount_rate, churn_months)
     return held_out_frame(model, rows, columns, horizon_months, discount_rate), importance_rows(rows, seed, sample)
