@@ -44,9 +44,7 @@ LAYOUT_VERSION = 1
 ORACLE = "oracle_clv"
 
 
-def partition_of(
-    customer_id: np.ndarray, partitions: int, rule: str, bounds: list[int] | None = None
-) -> np.ndarray:
+def partition_of(customer_id: np.ndarray, partitions: int, rule: str, bounds: list[int] | None = None) -> np.ndarray:
     """The partition each customer belongs to. "modulo": the id modulo the count (the generator's ids are
     1..N, so each partition is every P-th customer). "hash": a 64-bit mix of the id modulo the count, so
     that any ids, in any order, fall into partitions that are random samples. "range": the ranges of ids a
@@ -177,7 +175,7 @@ def _oracle(path: Path) -> Oracle:
     oracle = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     as_of = pd.Timestamp(oracle["as_of"].iloc[0]).date() if len(oracle) else None
     values = oracle.set_index("customer_id")
-    churn = values["churn_probability"] if "churn_probability" in values else None
+    churn = values.get("churn_probability")  # a DataFrame's column, or None
     horizons = {int(match[1]): values[name] for name in values if (match := re.fullmatch(r"expected_clv_(\d+)m", name))}
     return Oracle(as_of, values["expected_clv"], churn, horizons)
 

@@ -24,11 +24,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from clv.data import contract
 from clv.common import dates
 from clv.common.cluster import Runner
-from clv.data.contract import DataContractError, DuplicateKeyError
 from clv.common.io import atomic_folder
+from clv.data import contract
+from clv.data.contract import DataContractError, DuplicateKeyError
 from clv.data.layout import (
     ORACLE,
     Manifest,
@@ -89,8 +89,9 @@ def check_block(path: Path, name: str, table: pa.Table, first_row: int, known: K
     frame = contract.check_frame(path, name, table, first_row)
     ids = frame["customer_id"].to_numpy(np.int64)
     if name != "customers" and known.customers is not None:
-        contract.fail(path, "customer_id", ~contract.known(ids, known.customers), frame["customer_id"],
-                      "is not in customers")
+        contract.fail(
+            path, "customer_id", ~contract.known(ids, known.customers), frame["customer_id"], "is not in customers"
+        )
     if name == "transactions" and known.products is not None and "product_id" in frame:
         product = frame["product_id"]
         given = product.notna().to_numpy()

@@ -47,7 +47,9 @@ def ledger_columns(ledger_features: Sequence[str], columns: Sequence[str] | None
     return np.array([position[name] for name in names], np.intp)
 
 
-def band_rows(groups, calibrate: np.ndarray, max_customers: int | None, seed: int | None) -> np.ndarray:
+def band_rows(
+    groups: np.ndarray | None, calibrate: np.ndarray, max_customers: int | None, seed: int | None
+) -> np.ndarray:
     """Rows the quantile boosters and the churn classifier learn from: those not held back to calibrate, of at most
     `max_customers` customers (`groups`; a seeded sample)."""
     proper = ~calibrate

@@ -224,8 +224,10 @@ class CompiledForest:
             Z = np.ascontiguousarray(Z)
             trees = self.trees if picked is None else [self.trees[i] for i in picked]
             roots = self.roots if picked is None else self.roots[picked]
-            # int32 ids, written in place a tree at a time: half the memory of stacking each tree's int64 answer
-            leaves = np.empty((Z.shape[0], len(trees)), np.int32)
+            # int32 ids (of a forest small enough), written in place a tree at a time: half the memory of stacking
+            # each tree's int64 answer
+            ids = np.int32 if self.value.size < 2**31 else np.int64
+            leaves = np.empty((Z.shape[0], len(trees)), ids)
             for column, (tree, root) in enumerate(zip(trees, roots, strict=True)):
                 leaves[:, column] = tree.apply(Z) + root  # local ids to global
             return leaves
