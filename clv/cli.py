@@ -12,7 +12,7 @@ from typing import NoReturn
 from clv.common.cluster import Runner, runner
 from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.data.location import Location, LocationError, WarehouseURL, parse_location
-from clv.model.config import TrainingConfig, TrainingConfigError
+from clv.model.config import MAX_TRAIN_CUSTOMERS, TRAIN_CUSTOMERS_FLOOR, TrainingConfig, TrainingConfigError
 from clv.service.settings import Settings
 
 
@@ -116,6 +116,12 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
         help=f"M1,M2,...: the months of value predictions carry beside --horizon-months, each judged where the data "
         f"reaches and extrapolated past it (default {','.join(map(str, HORIZONS))})",
     )
+    p.add_argument(
+        "--max-train-customers",
+        type=int,
+        help=f"training customers to learn from at most, drawn from every part (default: 2 percent of the bank, "
+        f"at least {TRAIN_CUSTOMERS_FLOOR:,} and at most {MAX_TRAIN_CUSTOMERS:,})",
+    )
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     add_cluster_options(p)
 
@@ -129,6 +135,7 @@ def training_config(args: argparse.Namespace) -> TrainingConfig:
             churn_months=args.churn_months,
             discount_rate=args.discount_rate,
             horizons=args.horizons,
+            max_train_customers=args.max_train_customers,
             seed=args.seed,
         )
     except TrainingConfigError as exc:
