@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from clv.data.schema import (
     AcquisitionChannel,
@@ -393,7 +393,7 @@ def test_rate_limit_and_network_errors_are_clear(watched) -> None:
     page.unroute("**/predict/clv?curve=true")
     page.route("**/predict/clv?curve=true", lambda route: route.abort())
     page.click("#predict")
-    page.wait_for_function("document.querySelector('#result').innerText.includes('Could not reach')")
+    expect(page.locator("#result")).to_contain_text("Could not reach", timeout=10_000)
     _no_object_object(page)
 
 
@@ -406,7 +406,7 @@ def test_a_service_without_a_model_says_so(browser, unready_server: ApiProcess) 
         assert "not ready" in banner.inner_text()
         assert "no model" in banner.inner_text()
         page.click("#predict")
-        page.wait_for_function("document.querySelector('#result').innerText.includes('not ready')")
+        expect(page.locator("#result")).to_contain_text("not ready", timeout=10_000)
         assert "Try again" in page.inner_text("#result")
         _no_object_object(page)
 
@@ -672,10 +672,7 @@ def test_drift_waits_for_50_customers_then_shows_the_most_drifted(browser, promo
         # five more, then the button reads the card again at once
         _send(base, _customers(5, 80_000))
         page.click("#drift-refresh")
-        page.wait_for_function(
-            "(n) => document.querySelector('#drift-rows').textContent.includes(`the ${n} customers`)",
-            arg=served["rows"] + 5,
-        )
+        expect(page.locator("#drift-rows")).to_contain_text(f"the {served['rows'] + 5} customers", timeout=10_000)
         assert page.evaluate("document.activeElement.id") == "drift-refresh"
 
 
@@ -692,7 +689,7 @@ def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked
         page.goto("/")
         _pause_clock(page)
         page.wait_for_selector("#metrics-table")
-        page.wait_for_function("(v) => document.querySelector('#serving-version')?.textContent === v", arg=old)
+        expect(page.locator("#serving-version")).to_have_text(old, timeout=10_000)
         assert _predict(page)["json"]["model_version"] == old
         assert page.is_hidden("#result-older")
 
