@@ -591,8 +591,7 @@ def _send(base: str, customers: list[dict]) -> None:
 def test_the_header_shows_the_version_that_health_reports(watched, server) -> None:
     page, _ = watched
     health = httpx.get(f"{server}/health").json()
-    page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
-    assert page.inner_text("#serving-version") == health["model_version"]
+    expect(page.locator("#serving-version")).to_have_text(health["model_version"], timeout=10_000)
     assert health["model_version"] in page.inner_text("#model-status")
     # a tab shown again asks at once, without waiting for the next look
     with page.expect_response("**/health") as reply:
@@ -619,7 +618,7 @@ def test_a_model_of_a_real_bank_has_no_generated_data_badge(browser, server) -> 
         page.route("**/model", lambda route: route.fulfill(json=card))
         page.goto("/")
         page.wait_for_selector("#metrics-table")
-        page.wait_for_function("() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/health'))")
+        expect(page.locator("#serving-version")).to_have_text(health["model_version"], timeout=10_000)  # /health read
         assert _predict(page)["status"] == 200
         assert page.locator("#card-synthetic, #status-synthetic, #result-synthetic").count() == 0
         assert "synthetic" not in page.inner_text("body").lower()
@@ -699,12 +698,12 @@ def test_a_newly_promoted_model_is_shown_announced_and_the_old_prediction_marked
         )
 
         page.clock.fast_forward(16_000)  # the page's next look at /health
-        page.wait_for_function("(v) => document.querySelector('#serving-version').textContent === v", arg=new)
-        page.wait_for_function("(v) => document.querySelector('#card-body').innerText.includes(v)", arg=new)
+        expect(page.locator("#serving-version")).to_have_text(new, timeout=10_000)
+        expect(page.locator("#card-body")).to_contain_text(new, timeout=10_000)
         assert old not in page.inner_text("#card-body dl.facts")
         assert f"model {new} has taken over from {old}" in page.inner_text("#version-note")
         page.clock.run_for(100)  # announce() writes to its live region after a moment
-        page.wait_for_function("(v) => document.querySelector('#announce').textContent.includes(v)", arg=new)
+        expect(page.locator("#announce")).to_contain_text(new, timeout=10_000)
         assert f"version {new}, in place of {old}" in page.text_content("#announce")
         older = page.locator("#result-older")
         assert older.is_visible()
