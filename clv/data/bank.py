@@ -104,27 +104,29 @@ def load_bank(data_dir: Path) -> Bank:
     return bank_from_tables(read_bank(data_dir))
 
 
-def bank_from_tables(tables: dict[str, pd.DataFrame], keep: Keep | None = None) -> Bank:
-    """The tables the contract read (by name) as a Bank; with `keep`, of the customers it picks alone (their rows
-    of every table, in their order), built without the others'."""
-    if keep is None:
-        return bank_from_frames(
-            tables.get("customers"), tables["transactions"], tables.get("products"), tables.get("customer_metrics")
-        )
-    # as `only` cuts the whole tables' bank: a table without rows is none; one with rows stays a table, though the
-    # kept customers have none of them; and the last date is the tables' (a bank of nobody has none of its own)
-    kept = {
-        name: frame[keep(frame["customer_id"].to_numpy(np.int64))]
-        for name, frame in tables.items()
-        if len(frame) or name == "transactions"
-    }
+def bank_from_tables(
+    tables: dict[str, pd.DataFrame], keep: Keep | None = None, snapshot_day: float | None = None
+) -> Bank:
+    """The tables the contract read (by name) as a Bank, its balances as of `snapshot_day` (by default the tables'
+    last date); with `keep`, of the customers it picks alone (their rows of every table, in their order), built
+    without the others'."""
+    if keep is not None:
+        # as `only` cuts the whole tables' bank: a table without rows is none; one with rows stays a table, though
+        # the kept customers have none of them; and the last date is the tables' (a bank of nobody has none)
+        if snapshot_day is None:
+            snapshot_day = float(data_last_day(tables))
+        tables = {
+            name: frame[keep(frame["customer_id"].to_numpy(np.int64))]
+            for name, frame in tables.items()
+            if len(frame) or name == "transactions"
+        }
     return bank_from_frames(
-        kept.get("customers"),
-        kept["transactions"],
-        kept.get("products"),
-        kept.get("customer_metrics"),
-        snapshot_day=float(data_last_day(tables)),
-        empty_tables=True,
+        tables.get("customers"),
+        tables["transactions"],
+        tables.get("products"),
+        tables.get("customer_metrics"),
+        snapshot_day=snapshot_day,
+        empty_tables=keep is not None,
     )
 
 

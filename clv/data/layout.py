@@ -240,8 +240,7 @@ class PartitionedBank:
         paths = self.paths(part)
         self.verify(part, paths)
         tables = read_tables(paths, self.last_day, lambda ids: partition_of(ids, count, rule, bounds) == index)
-        bank = bank_from_tables(tables, keep)
-        bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
+        bank = bank_from_tables(tables, keep, float(self.last_day))  # balances as of the bank's last date
         oracle = self.data_dir / ORACLE / f"{part}.parquet"
         if not oracle.exists():
             return bank, None

@@ -159,9 +159,8 @@ class WarehouseBank:
     def load(self, part: str, keep: Keep | None = None) -> tuple[Bank, None]:
         """The part's Bank, checked by the data contract (a bad row is named by its table, column and key): of the
         customers `keep` picks alone, when given."""
-        bank = bank_from_tables(self.checked(part)[1], keep)
-        bank.snapshot_day = float(self.last_day)  # the bank's balances describe its last date, not this part's
-        return bank, None
+        # the balances describe the bank's last date, not this part's
+        return bank_from_tables(self.checked(part)[1], keep, float(self.last_day)), None
 
     def checked(self, part: str) -> tuple[dict[str, pa.Table], dict[str, pd.DataFrame]]:
         """The part's tables as read (Arrow, in the contract's types) and as the data contract checked them; a bad
