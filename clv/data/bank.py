@@ -182,28 +182,16 @@ def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
 
 
 def id_positions(ids: np.ndarray):
-    """A function from customer ids to their positions in `ids`: a table over dense ids; else, over rows sorted by
-    customer, a run-length pass that searches once per customer; else a search per row."""
+    """A function from customer ids, all of them in `ids` (the contract checks the links first), to their positions
+    there: a table over dense ids, else a hash table (pandas' Index), one lookup a row whatever the rows' order (a
+    search a row, or a sort, costs twice as much over a part's millions of transactions)."""
     low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
     if dense_ids(ids) or not ids.size:
         table = np.zeros(high - low + 1, np.int64)
         table[ids - low] = np.arange(ids.size)
         return lambda values: table[np.clip(values.to_numpy(np.int64) - low, 0, high - low)]
-    order = np.argsort(ids, kind="stable")
-    ids_sorted = ids[order]
-
-    def found(values: np.ndarray) -> np.ndarray:
-        return order[np.minimum(np.searchsorted(ids_sorted, values), ids.size - 1)]
-
-    def position(values: pd.Series) -> np.ndarray:
-        values = values.to_numpy(np.int64)
-        if values.size < 2 or not (values[1:] >= values[:-1]).all():
-            return found(values)
-        # rows sorted by customer: one search per customer, its position repeated over its run of rows
-        starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-        return np.repeat(found(values[starts]), np.diff(np.r_[starts, values.size]))
-
-    return position
+    index = pd.Index(ids)
+    return lambda values: index.get_indexer(values.to_numpy(np.int64))
 
 
 def bank_from_frames(
