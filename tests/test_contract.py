@@ -110,6 +110,24 @@ def test_extra_columns_and_unseen_categories_are_warned_not_fatal(
     assert "Central" in caplog.text
 
 
+@pytest.mark.parametrize("held", [True, False])
+def test_a_parquet_category_outside_the_members_is_warned_of_when_a_row_holds_it(
+    folder: Path, caplog: pytest.LogCaptureFixture, held: bool
+) -> None:
+    """A dictionary column whose labels are members needs no pass over its rows; a label that is not one (a
+    category pandas kept though no row holds it) is warned of only when a row holds it."""
+    frame = pd.read_csv(folder / "transactions.csv", parse_dates=["transaction_date"])
+    labels = [*frame["channel"].dropna().unique(), "Carrier pigeon"]
+    if held:
+        frame.loc[41, "channel"] = "Carrier pigeon"
+    frame["channel"] = pd.Categorical(frame["channel"], categories=labels)
+    (folder / "transactions.csv").unlink()
+    frame.to_parquet(folder / "transactions.parquet")
+    tables = read_bank(folder)
+    assert ("Carrier pigeon" in caplog.text) is held
+    assert (tables["transactions"]["channel"] == "Carrier pigeon").sum() == int(held)
+
+
 def test_parquet_is_read_like_csv(folder: Path) -> None:
     frame = pd.read_csv(folder / "transactions.csv", parse_dates=["transaction_date"])
     (folder / "transactions.csv").unlink()

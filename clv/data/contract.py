@@ -111,11 +111,21 @@ def _kept_by_type(path: Path | str, column: Column, values: pa.ChunkedArray) -> 
     if kind == "category":
         if not (pa.types.is_dictionary(arrow) or pa.types.is_string(arrow) or pa.types.is_large_string(arrow)):
             return False
-        seen = values.unique()
-        seen = seen.dictionary_decode() if pa.types.is_dictionary(seen.type) else seen
-        _warn_unknown(path, column, {str(value) for value in seen.to_pylist() if value is not None})
+        if column.enum is not None and not _members_only(values, column):
+            seen = values.unique()
+            seen = seen.dictionary_decode() if pa.types.is_dictionary(seen.type) else seen
+            _warn_unknown(path, column, {str(value) for value in seen.to_pylist() if value is not None})
         return True
     return kind == "str"
+
+
+def _members_only(values: pa.ChunkedArray, column: Column) -> bool:
+    """Whether a dictionary column's dictionaries hold the category's members alone: then no row holds anything
+    else, and the rows need no pass to find what they hold."""
+    if not pa.types.is_dictionary(values.type):
+        return False
+    members = {member.value for member in column.enum}
+    return all(label in members for chunk in values.chunks for label in chunk.dictionary.to_pylist())
 
 
 def _check_column(path: Path, column: Column, values: pd.Series) -> pd.Series:
