@@ -7,6 +7,7 @@ its progress on stderr; the work functions know nothing of Dask.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import logging
 import math
 import os
@@ -100,7 +101,10 @@ class DaskRunner:
         self.client, self.quiet = client, quiet
 
     def share(self, value: Any) -> Any:
-        """Send a value (the model) to every worker once; tasks receive it by reference."""
+        """Send a value (the model) to every worker once; tasks receive it by reference. The workers import its
+        module first, all at once: unpickled as it arrived, it imported its libraries a worker after another (3.7 s
+        of a 1M scoring's start on 2 workers, against 1.7 s)."""
+        self.client.run(load_module, type(value).__module__)
         return self.client.scatter(value, broadcast=True, hash=False)
 
     def map(
@@ -129,6 +133,11 @@ class DaskRunner:
 
 
 Runner = LocalRunner | DaskRunner
+
+
+def load_module(name: str) -> None:
+    importlib.import_module(name)
+
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
 KEPT_BYTES = 1 << 30
