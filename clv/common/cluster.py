@@ -175,6 +175,7 @@ def runner(
     if not (cluster or scheduler):
         yield LocalRunner(quiet)
         return
+    import dask
     from distributed import Client, LocalCluster
 
     # its start and stop, and a failed task's traceback, are not this run's news: a failure is one line
@@ -191,7 +192,10 @@ def runner(
     # read by each worker as it starts: a failed task's traceback is not this command's output
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
     logger.info("starting a local Dask cluster of %d workers (memory limit %s each)", n, limit)
+    # a worker's profiler samples its task's stack every 10 ms for a dashboard this cluster does not serve: a tenth
+    # of a 1M scoring's time
     with (
+        dask.config.set({"distributed.worker.profile.enabled": False}),
         LocalCluster(
             n_workers=n,
             threads_per_worker=1,
