@@ -116,8 +116,8 @@ def part_stages(bank: Path, models: Path) -> dict | None:
 
 def mapping_seconds(bank: Path) -> tuple[float, float]:
     """The time to map one part's transactions to its customers' rows when the ids are scattered (as in a part of
-    a bank split by a hash of its own ids): a search for every row (rows in their stored order, as before) and the
-    run-length pass (the same rows sorted by customer)."""
+    a bank split by a hash of its own ids), by the hash table: the rows in their stored order, and the same rows
+    sorted by customer (which once took a run-length pass of their own)."""
     source = open_bank(bank)
     paths = source.paths(source.parts[0])
     customers = pq.read_table(paths["customers"], columns=["customer_id"])["customer_id"].to_numpy() * SCATTER

@@ -190,7 +190,7 @@ def targets(figures: dict) -> list[Target]:
     speedup = large["map_search_s"] / large["map_runs_s"] if large.get("map_runs_s") else None
     rows.append(
         target(
-            "map a part's scattered ids to rows: run-length pass over searching every row (printed only)",
+            "map a part's scattered ids to rows by hash: sorted rows over rows as stored (printed only)",
             speedup,
             "{:.1f}x",
             None,

@@ -191,20 +191,20 @@ def test_score_on_the_cluster_gives_the_in_process_predictions(
     pd.testing.assert_frame_equal(scores(tmp_path / "cluster.parquet"), scores(tmp_path / "here.parquet"))
 
 
-def test_a_worker_reuses_the_memory_a_part_freed(cluster: DaskCluster) -> None:
-    """The runner sets every worker's allocator to keep what a part frees (keep_freed_memory): the next part's
-    arrays reuse those pages. 256 MB filled again after it was freed, in a task: no page faults, where a worker as
-    Dask starts it maps fresh pages and faults in each (128 of 2 MB here)."""
+def test_a_worker_limited_to_little_memory_gives_back_what_a_part_frees(cluster: DaskCluster) -> None:
+    """These workers have 1 GiB each: the runner leaves their allocator as Dask has it (keep_freed_memory), so that
+    a worker Dask paused at 80% of its limit resumes when its part's memory goes back. 256 MB filled again after it
+    was freed, in a task: its pages are mapped and faulted in afresh (128 of 2 MB here, more of 4 kB)."""
 
-    def refaults() -> int:
-        np.ones(1 << 25)  # 256 MB, freed at once
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    def refaults() -> int:  # tests.servers.refaults, defined here to go by value: these workers do not import tests
         np.ones(1 << 25)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        np.ones(1 << 25)
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
 
     with runner(scheduler=cluster.address, quiet=True) as run:
         faults = run.client.gather([run.client.submit(refaults, pure=False) for _ in range(4)])
-    assert max(faults) < 16, faults
+    assert min(faults) >= 100, faults
 
 
 def test_training_on_the_cluster_gives_the_in_process_model(cluster: DaskCluster, small: Path, tmp_path: Path) -> None:

@@ -103,7 +103,7 @@ class DaskRunner:
     def share(self, value: Any) -> Any:
         """Send a value (the model) to every worker once; tasks receive it by reference. The workers import its
         module first, all at once: unpickled as it arrived, it imported its libraries a worker after another (3.7 s
-        of a 1M scoring's start on 2 workers, against 1.7 s)."""
+        of a 1M scoring's start on 2 workers, against 1.6 s)."""
         self.client.run(load_module, type(value).__module__)
         return self.client.scatter(value, broadcast=True, hash=False)
 
@@ -141,25 +141,42 @@ def load_module(name: str) -> None:
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters (malloc.h)
 KEPT_BYTES = 1 << 30
+OLD_GLIBC_MMAP_MAX = 32 << 20  # the largest mmap threshold a glibc before 2.26 accepts
+KEEP_MIN_LIMIT = 4 << 30  # a worker's memory limit under which it gives back what a part frees, as Dask has it
 
 
-def keep_freed_memory() -> None:
-    """Keep what one part frees for the next, in this worker process.
+def keep_freed_memory(dask_worker: Any = None) -> None:
+    """Keep what one part frees for the next, in this worker process (run on every worker by `client.run`).
 
     A part's columns are arrays of tens of MB. glibc maps each array past its mmap threshold afresh (32 MiB at most
     as it adapts, 128 KiB where MALLOC_TRIM_THRESHOLD_ is set, as Dask's nanny does) and unmaps it when freed; a
     thread's own arena gives back its heaps too, and Arrow's allocator (mimalloc) what it frees. The next part's
-    pages are then faulted in and zeroed again: a sixth of a part's time went to the kernel. Here every thread
-    allocates from the one heap, arrays under 1 GiB come from it, it is given back only past 1 GiB free at its top,
-    and Arrow allocates from it too: the process stays near its peak, which its first part reaches anyway."""
+    pages are then faulted in and zeroed again: a sixth of a part's time went to the kernel. Here the threads that
+    start from now on (a worker's task thread starts with its first task) allocate from the one heap, arrays under
+    1 GiB come from it, it is given back only past 1 GiB free at its top, and Arrow allocates from it too: the
+    process stays near its peak, which its first part reaches anyway.
+
+    Not on a worker limited to less than 4 GiB (`--memory-limit 2GiB`): Dask pauses a worker at 80% of its limit
+    until its memory falls, and one that kept its peak could stay paused. Not off Linux, whose C library this is."""
+    limit = getattr(getattr(dask_worker, "memory_manager", None), "memory_limit", None)
+    if (limit and limit < KEEP_MIN_LIMIT) or not sys.platform.startswith("linux"):
+        return
     import pyarrow as pa
 
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc's; musl has none
+    if mallopt is None:
+        return
     pa.set_memory_pool(pa.system_memory_pool())
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # glibc's; other C libraries keep their own ways
-    if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, KEPT_BYTES)
-        mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)
-        mallopt(M_ARENA_MAX, 1)
+    if not mallopt(M_MMAP_THRESHOLD, KEPT_BYTES):  # refused past 32 MiB by an older glibc
+        mallopt(M_MMAP_THRESHOLD, OLD_GLIBC_MMAP_MAX)
+    mallopt(M_TRIM_THRESHOLD, KEPT_BYTES)
+    mallopt(M_ARENA_MAX, 1)
+
+
+def prepare_workers(client: Any) -> None:
+    """Check that every worker runs this clv (check_workers), then set each one's allocator (keep_freed_memory)."""
+    check_workers(client)
+    client.run(keep_freed_memory)
 
 
 @contextmanager
@@ -183,8 +200,7 @@ def runner(
     if scheduler:
         logger.info("using the Dask cluster at %s", scheduler)
         with Client(scheduler, timeout="30s") as client:
-            check_workers(client)
-            client.run(keep_freed_memory)
+            prepare_workers(client)
             yield DaskRunner(client, quiet)
         return
     n = workers or os.cpu_count() or 1
@@ -206,8 +222,7 @@ def runner(
         ) as local,
         Client(local) as client,
     ):
-        check_workers(client)
-        client.run(keep_freed_memory)
+        prepare_workers(client)
         yield DaskRunner(client, quiet)
 
 
