@@ -111,7 +111,7 @@ def _kept_by_type(path: Path | str, column: Column, values: pa.ChunkedArray) -> 
     if kind == "category":
         if not (pa.types.is_dictionary(arrow) or pa.types.is_string(arrow) or pa.types.is_large_string(arrow)):
             return False
-        if column.enum is not None and not _members_only(values, column):
+        if not _members_only(values, column):
             seen = values.unique()
             seen = seen.dictionary_decode() if pa.types.is_dictionary(seen.type) else seen
             _warn_unknown(path, column, {str(value) for value in seen.to_pylist() if value is not None})
@@ -119,12 +119,19 @@ def _kept_by_type(path: Path | str, column: Column, values: pa.ChunkedArray) -> 
     return kind == "str"
 
 
+def _members(column: Column) -> set[str] | None:
+    """A category's member labels, None for a column without a fixed set."""
+    return None if column.enum is None else {member.value for member in column.enum}
+
+
 def _members_only(values: pa.ChunkedArray, column: Column) -> bool:
-    """Whether a dictionary column's dictionaries hold the category's members alone: then no row holds anything
-    else, and the rows need no pass to find what they hold."""
+    """Whether no row can hold a value outside the category's members, without a pass over the rows: it has no
+    fixed set, or the column's dictionaries hold members alone."""
+    members = _members(column)
+    if members is None:
+        return True
     if not pa.types.is_dictionary(values.type):
         return False
-    members = {member.value for member in column.enum}
     return all(label in members for chunk in values.chunks for label in chunk.dictionary.to_pylist())
 
 
@@ -190,9 +197,9 @@ def _categories(path: Path, column: Column, values: pd.Series, present: np.ndarr
 
 def _warn_unknown(path: Path | str, column: Column, seen: set[str]) -> None:
     """Values outside a category's members are scored as unknown, with a warning naming a few."""
-    if column.enum is None:
+    allowed = _members(column)
+    if allowed is None:
         return
-    allowed = {m.value for m in column.enum}
     unknown = sorted(seen - allowed)
     if unknown:
         logger.warning(
