@@ -9,6 +9,8 @@ import sys
 from contextlib import AbstractContextManager
 from typing import NoReturn
 
+from dask.utils import parse_bytes
+
 from clv.common.cluster import Runner, runner
 from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.data.location import Location, LocationError, WarehouseURL, parse_location
@@ -59,7 +61,9 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     """Where part-by-part work runs, and whether it says how far it has got."""
     parser.add_argument("--workers", type=positive, help="Dask workers of a local cluster (default: one a core)")
     parser.add_argument("--scheduler", help="tcp://HOST:8786 of an existing Dask cluster (or CLV_DASK_SCHEDULER)")
-    parser.add_argument("--memory-limit", help="memory of each local worker, e.g. 2GiB (default: an equal share)")
+    parser.add_argument(
+        "--memory-limit", type=memory_size, help="memory of each local worker, e.g. 2GiB (default: an equal share)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -78,6 +82,19 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"'{text}' must be 1 or more")
     return value
+
+
+def memory_size(text: str) -> str:
+    """--memory-limit: a size Dask reads (2GiB, 1.5 GB, 800MB) or auto; passed on as written."""
+    if text == "auto":
+        return text
+    try:
+        size = parse_bytes(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size such as 2GiB or 800MB") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' must be more than 0 bytes")
+    return text
 
 
 def horizon_list(text: str) -> tuple[int, ...]:

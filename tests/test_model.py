@@ -376,6 +376,7 @@ def test_cli_list_evaluate_and_promote(cli_models: Path, model_dir: Path, bank_d
         ["train", "--data-dir", "{missing}", "--model-dir", "{models}"],
         ["train", "--data-dir", "{bank}", "--model-dir", "{models}", "--horizon-months", "0"],
         ["train", "--data-dir", "{bank}", "--model-dir", "{models}", "--max-train-customers", "10"],
+        ["train", "--data-dir", "{bank}", "--model-dir", "{models}", "--memory-limit", "lots"],
         ["evaluate", "--data-dir", "{bank}", "--model-dir", "{missing}"],
         ["promote", "--model-dir", "{models}", "19990101T000000000000Z"],
     ],
