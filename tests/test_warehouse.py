@@ -82,32 +82,30 @@ def test_one_snapshot_hides_rows_committed_while_the_command_reads(pg: PostgresS
     fresh.close()
 
 
-@pytest.mark.parametrize(
-    ("spoil", "expected"),
-    [
-        (
-            "UPDATE bad.transactions SET amount = 'NaN' WHERE transaction_id = 57",
-            "table bad.transactions: column 'amount' at transaction_id 57: 'NaN' is not a finite number",
-        ),
-        (
-            "UPDATE bad.products SET customer_id = NULL WHERE product_id = 11",
-            "table bad.products: column 'customer_id' at product_id 11: is empty but required",
-        ),
-        (
-            "INSERT INTO bad.customer_metrics SELECT * FROM bad.customer_metrics WHERE customer_id = 7 LIMIT 1",
-            "table bad.customer_metrics: two rows have the same customer_id '7', month",
-        ),
-        (
-            "UPDATE bad.customer_metrics SET month = '2024-02-15' WHERE customer_id = 7 AND month = '2024-02-01'",
-            "column 'month' at customer_id 7, month 2024-02-15: '2024-02-15' is not a month (YYYY-MM)",
-        ),
-        ("DROP TABLE bad.transactions", "no table bad.transactions"),
-        ("ALTER TABLE bad.transactions DROP COLUMN amount", "table bad.transactions has no column 'amount'"),
-    ],
-)
-def test_a_bad_row_or_table_is_one_line_naming_it(
-    pg: PostgresServer, pg_bank: str, model_dir: Path, tmp_path: Path, spoil: str, expected: str
-) -> None:
+SPOILS = [  # a change that breaks the bank, and the words that name where
+    (
+        "UPDATE bad.transactions SET amount = 'NaN' WHERE transaction_id = 57",
+        "table bad.transactions: column 'amount' at transaction_id 57: 'NaN' is not a finite number",
+    ),
+    (
+        "UPDATE bad.products SET customer_id = NULL WHERE product_id = 11",
+        "table bad.products: column 'customer_id' at product_id 11: is empty but required",
+    ),
+    (
+        "INSERT INTO bad.customer_metrics SELECT * FROM bad.customer_metrics WHERE customer_id = 7 LIMIT 1",
+        "table bad.customer_metrics: two rows have the same customer_id '7', month",
+    ),
+    (
+        "UPDATE bad.customer_metrics SET month = '2024-02-15' WHERE customer_id = 7 AND month = '2024-02-01'",
+        "column 'month' at customer_id 7, month 2024-02-15: '2024-02-15' is not a month (YYYY-MM)",
+    ),
+    ("DROP TABLE bad.transactions", "no table bad.transactions"),
+    ("ALTER TABLE bad.transactions DROP COLUMN amount", "table bad.transactions has no column 'amount'"),
+]
+
+
+@pytest.mark.parametrize(("spoil", "expected"), SPOILS)
+def test_a_bad_row_or_table_is_named_by_its_key(pg: PostgresServer, pg_bank: str, spoil: str, expected: str) -> None:
     url = copy_schema(pg, "bad")
     pg.execute(spoil)
     bank = None
@@ -120,6 +118,15 @@ def test_a_bad_row_or_table_is_one_line_naming_it(
         if bank is not None:
             bank.close()  # its snapshot's transaction, which the next copy_schema would wait for
     assert expected in str(caught.value)
+
+
+# the command reports what open_bank raised: a bad row and a missing table are enough to see it do so
+@pytest.mark.parametrize(("spoil", "expected"), [SPOILS[0], SPOILS[-2]])
+def test_the_command_refuses_a_bad_bank_in_one_line_and_writes_nothing(
+    pg: PostgresServer, pg_bank: str, model_dir: Path, tmp_path: Path, spoil: str, expected: str
+) -> None:
+    url = copy_schema(pg, "bad")
+    pg.execute(spoil)
     done = score(url, model_dir, tmp_path / "scores.csv")
     assert done.returncode == 2
     assert expected in one_line(done.stderr), done.stderr
