@@ -8,19 +8,16 @@ MODEL_DIR ?= models
 .PHONY: run test lint data model bench bench-quick bench-10m system clean
 
 # the project is installed into the venv (editable), so that every program of the venv imports clv wherever it
-# is started: a `dask worker` in another folder, a notebook, a test's subprocess. --no-compile: Python compiles a
-# module the first time it is imported and keeps it, so pip need not compile every file of every wheel (half of
-# the install's time, most of it for modules nothing imports)
-PIP := $(PY) -m pip install --quiet --no-compile
+# is started: a `dask worker` in another folder, a notebook, a test's subprocess
 $(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -r requirements.txt
-	$(PIP) --no-deps --editable .
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps --editable .
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
-	$(PIP) -r requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 ## run: set up, generate the default data and train a model if there is none, serve http://127.0.0.1:8000
