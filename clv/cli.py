@@ -9,8 +9,6 @@ import sys
 from contextlib import AbstractContextManager
 from typing import NoReturn
 
-from dask.utils import parse_bytes
-
 from clv.common.cluster import Runner, runner
 from clv.data.defaults import CHURN_MONTHS, DISCOUNT_RATE, HORIZON_MONTHS, HORIZONS, MAX_HORIZON
 from clv.data.location import Location, LocationError, WarehouseURL, parse_location
@@ -88,6 +86,8 @@ def memory_size(text: str) -> str:
     """--memory-limit: a size Dask reads (2GiB, 1.5 GB, 800MB) or auto; passed on as written."""
     if text == "auto":
         return text
+    from dask.utils import parse_bytes  # Dask only when the flag is given: not for every command's start
+
     try:
         size = parse_bytes(text)
     except ValueError:
