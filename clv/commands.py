@@ -1,5 +1,6 @@
 """The bodies of `python model.py COMMAND`, apart from its parsers: imported once a command runs, so that help
-and a bad option answer without loading scikit-learn and Dask."""
+and a bad option answer without loading scikit-learn and Dask. A command that runs the model imports its modules
+itself, after checking its options: portfolio, prepare, list, promote and keygen start without scikit-learn."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from clv.batch import backtest, report, runs
-from clv.batch.monitoring import monitor
+from clv.batch import report, runs
 from clv.batch.portfolio import Portfolio
 from clv.cli import OptionError, data_location, runner_for, training_config
 from clv.cli_tables import drift_table, report_text, versions_table
@@ -24,10 +24,7 @@ from clv.data.location import LocationError, WarehouseURL
 from clv.data.prepare import export, prepare
 from clv.model import artifacts, signing
 from clv.model.artifacts import ModelArtifactError
-from clv.model.evaluation import evaluate_saved
 from clv.model.monitoring import plot_drift
-from clv.model.predictor import NoCurve
-from clv.model.training import train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +50,8 @@ def load_model(args: argparse.Namespace, version: str | None) -> artifacts.Loade
 def cmd_train(args: argparse.Namespace) -> None:
     config = training_config(args)
     artifacts.read_signing_key(args.settings.model_signing_key)  # a bad key is refused now, not after training
+    from clv.model.training import train_and_save
+
     with cluster_for(args) as run:
         path, meta = train_and_save(args.data_dir, args.model_dir, config, run, args.settings.model_signing_key)
     print(f"model {meta.version} saved to {path} (cutoff {meta.cutoff}, {meta.seconds} s)")
@@ -60,6 +59,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from clv.model.evaluation import evaluate_saved
+
     loaded = load_model(args, args.version)
     with cluster_for(args) as run:
         result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff, run)
@@ -69,6 +70,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    from clv.model.predictor import NoCurve
+
     loaded = load_model(args, args.version)
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
@@ -118,6 +121,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: Portfolio) -> str:
     """The drift section of a run: its bank's customers as of its date against the model's training rows."""
+    from clv.batch.monitoring import monitor
+
     data_dir = Path(result.data_dir)
     try:
         source = open_bank(data_dir)
@@ -129,6 +134,8 @@ def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: P
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
+    from clv.batch.monitoring import monitor
+
     loaded = load_model(args, args.version)
     source = open_bank(args.data_dir)
     with cluster_for(args) as run:
@@ -150,6 +157,8 @@ def cmd_monitor(args: argparse.Namespace) -> None:
 
 def cmd_backtest(args: argparse.Namespace) -> None:
     config = training_config(args)
+    from clv.batch import backtest
+
     with cluster_for(args) as run:
         result = backtest.backtest(args.data_dir, args.cutoffs, args.every, config, run)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -369,6 +369,20 @@ def test_cli_list_evaluate_and_promote(cli_models: Path, model_dir: Path, bank_d
     assert artifacts.load(models).path.name == older
 
 
+def test_commands_that_do_not_run_the_model_start_without_its_libraries(model_dir: Path, tmp_path: Path) -> None:
+    """Listing versions, reading a portfolio or refusing a bad option need neither scikit-learn nor Dask: about
+    1.5 s of each start, here as a quick answer."""
+    for args in (
+        ("list", "--model-dir", model_dir),
+        ("portfolio", "--scores-dir", tmp_path),
+        ("train", "--data-dir", tmp_path, "--model-dir", tmp_path, "--max-train-customers", "10"),
+    ):
+        done = run_script("model.py", *args, PYTHONPROFILEIMPORTTIME="1")
+        imported = {line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if line.startswith("import")}
+        assert "clv.cli" in imported, done.stderr[-500:]  # the import times were written
+        assert not {"sklearn", "dask", "distributed"} & imported, args[0]
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from clv.batch import sinks
 from clv.batch.portfolio import PORTFOLIO, Portfolio, portfolio
-from clv.batch.scoring import write_scores
 from clv.common import dates
 from clv.common.cluster import Runner
 from clv.common.io import atomic_folder, point_link, write_json
@@ -47,6 +46,8 @@ def score_run(
     """Score the bank and compute its portfolio: into a new run under `scores_dir` (switched to latest), or, with
     `output`, into that file or dataset with portfolio.json beside it, or into that database table (and the
     portfolio into `portfolio_table` there). Returns where the scores went."""
+    from clv.batch.scoring import write_scores  # the model's libraries: not for reading or comparing runs
+
     as_of = as_of or dates.from_day(source.last_day)
     horizons = loaded.predictor.horizons
 

@@ -12,20 +12,23 @@ import logging
 import platform
 import zipfile
 from dataclasses import dataclass
+from importlib import metadata as distributions
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import sklearn
 from pydantic import ValidationError
 
 from clv.common.io import atomic_folder, atomic_path, point_link, sha256
-from clv.model import persistence, signing
+from clv.model import signing
 from clv.model.card import ModelMetadata
-from clv.model.estimator import BankingCLVModel
 from clv.model.features import FEATURE_NAMES
 from clv.model.monitoring import Profile
-from clv.model.predictor import Predictor
+
+if TYPE_CHECKING:  # scikit-learn loads with a model read or written, not to list, verify or promote versions
+    from clv.model.estimator import BankingCLVModel
+    from clv.model.predictor import Predictor
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ class LoadedModel:
 
     @functools.cached_property
     def predictor(self) -> Predictor:
+        from clv.model.predictor import Predictor
+
         return Predictor(self.model, self.metadata.horizon_months)
 
 
@@ -76,7 +81,7 @@ def library_versions() -> dict[str, str]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__,
+        "scikit-learn": distributions.version("scikit-learn"),
     }
 
 
@@ -90,6 +95,8 @@ def save(
 ) -> Path:
     """Write a new version folder completely (signed with the private key at `signing_key`, if given), then point
     `latest` at it. Returns the folder."""
+    from clv.model import persistence
+
     key = read_signing_key(signing_key)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -270,6 +277,8 @@ def load(model_dir: Path, version: str | None = None, verify_key: Path | None = 
 
 def load_folder(path: Path, verify_key: Path | None = None) -> LoadedModel:
     """A version folder that `resolve` found, verified, then read: JSON, and arrays read with allow_pickle=False."""
+    from clv.model import persistence
+
     metadata, contents = _verified(path, verify_key)
     saved = metadata.libraries
     for name, current in library_versions().items():
