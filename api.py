@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import tempfile
+from typing import NoReturn
 
 from clv.service import keys
 from clv.service.settings import SettingsError, load_settings
@@ -70,8 +71,18 @@ def keys_command(argv: list[str]) -> int:
     return 0
 
 
+def refuse(exc: SettingsError) -> NoReturn:
+    print(f"api.py: error: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made, nothing heavy imported
     sys.exit(keys_command(sys.argv[2:]))
+if __name__ == "__main__":  # a bad CLV_* variable is refused before pandas and scikit-learn load (1.5 s)
+    try:
+        load_settings()
+    except SettingsError as exc:
+        refuse(exc)
 
 from clv.service.app import create_app  # noqa: E402  (pandas and scikit-learn: after the keys command)
 
@@ -80,8 +91,7 @@ try:
 except SettingsError as exc:
     if __name__ != "__main__":
         raise
-    print(f"api.py: error: {exc}", file=sys.stderr)
-    sys.exit(2)
+    refuse(exc)
 
 
 def main() -> None:
