@@ -294,7 +294,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         ("--end-date", ["--customers", "50", "--start-date", "2023-06-01", "--end-date", "2023-01-31"]),
         ("--start-date", ["--customers", "50", "--start-date", "2024-13-01"]),
         ("--memory-limit", ["--customers", "50", "--partitions", "2", "--memory-limit", "lots"]),
-        ("--memory-limit", ["--customers", "50", "--partitions", "2", "--memory-limit", "0GB"]),
     ],
 )
 def test_bad_option_is_one_line_and_exit_2(tmp_path: Path, option: str, args: list[str]) -> None:
