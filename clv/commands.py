@@ -70,10 +70,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
+    source = open_bank(args.data_dir)  # a bank that cannot be opened is refused before the model's libraries load
+    loaded = load_model(args, args.version)
     from clv.model.predictor import NoCurve
 
-    loaded = load_model(args, args.version)
-    source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         try:
             path, result = runs.score_run(
@@ -134,10 +134,10 @@ def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: P
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
+    source = open_bank(args.data_dir)  # as score: refused before the model's libraries load
+    loaded = load_model(args, args.version)
     from clv.batch.monitoring import monitor
 
-    loaded = load_model(args, args.version)
-    source = open_bank(args.data_dir)
     with cluster_for(args) as run:
         report, X = monitor(source, run, loaded, args.as_of)
     args.out.mkdir(parents=True, exist_ok=True)
