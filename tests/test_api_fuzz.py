@@ -23,7 +23,7 @@ from clv.service.settings import Settings
 from tests.conftest import ROOT
 from tests.servers import run_script, uvicorn_thread
 
-EXAMPLES = 60  # per operation and phase; the run takes about 10 s here
+EXAMPLES = 60  # per operation and phase; the run takes 30 to 35 s within the suite
 SEED = 20261130  # a fixed seed keeps CI repeatable; run `st run` by hand for fresh cases
 
 
