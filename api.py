@@ -78,16 +78,17 @@ def refuse(exc: SettingsError) -> NoReturn:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made, nothing heavy imported
     sys.exit(keys_command(sys.argv[2:]))
+settings = None
 if __name__ == "__main__":  # a bad CLV_* variable is refused before pandas and scikit-learn load (1.5 s)
     try:
-        load_settings()
+        settings = load_settings()
     except SettingsError as exc:
         refuse(exc)
 
 from clv.service.app import create_app  # noqa: E402  (pandas and scikit-learn: after the keys command)
 
 try:
-    app = create_app()
+    app = create_app(settings)
 except SettingsError as exc:
     if __name__ != "__main__":
         raise

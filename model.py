@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "quiet", False):  # no progress, and no news: only warnings and the one-line error
         logging.getLogger().setLevel(logging.WARNING)
-    from clv import commands  # scikit-learn and Dask load here, once a command runs, not for its help or bad options
+    from clv import commands  # once a command runs, not for its help or bad options; the model's libraries later
 
     try:
         commands.COMMANDS[args.command](args)

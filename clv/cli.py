@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
 import sys
 from contextlib import AbstractContextManager
 from typing import NoReturn
@@ -60,7 +61,9 @@ def add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=positive, help="Dask workers of a local cluster (default: one a core)")
     parser.add_argument("--scheduler", help="tcp://HOST:8786 of an existing Dask cluster (or CLV_DASK_SCHEDULER)")
     parser.add_argument(
-        "--memory-limit", type=memory_size, help="memory of each local worker, e.g. 2GiB (default: an equal share)"
+        "--memory-limit",
+        type=memory_size,
+        help="memory of each local worker: 2GiB, or 0.5 for half this machine's (default: an equal share)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
@@ -83,17 +86,16 @@ def positive(text: str) -> int:
 
 
 def memory_size(text: str) -> str:
-    """--memory-limit: a size Dask reads (2GiB, 1.5 GB, 800MB) or auto; passed on as written."""
-    if text == "auto":
-        return text
-    from dask.utils import parse_bytes  # Dask only when the flag is given: not for every command's start
+    """--memory-limit: what Dask's workers read (2GiB, 800MB, 0.5 for half this machine's memory, 0 for no limit,
+    auto), read by Dask's own rule; passed on as written."""
+    from distributed.worker_memory import parse_memory_limit  # Dask only when the flag is given
 
     try:
-        size = parse_bytes(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a size such as 2GiB or 800MB") from None
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"'{text}' must be more than 0 bytes")
+        limit = parse_memory_limit(text, 1, total_cores=1, logger=logging.getLogger(__name__))
+    except (ValueError, TypeError, OverflowError):
+        limit = -1
+    if limit is not None and limit < 1:  # None: no limit (0); Dask passes a negative number on as it is
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a size such as 2GiB nor a share of memory such as 0.5")
     return text
 
 

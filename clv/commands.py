@@ -1,6 +1,7 @@
 """The bodies of `python model.py COMMAND`, apart from its parsers: imported once a command runs, so that help
 and a bad option answer without loading scikit-learn and Dask. A command that runs the model imports its modules
-itself, after checking its options: portfolio, prepare, list, promote and keygen start without scikit-learn."""
+itself, after checking its options: list, portfolio, prepare and keygen start without scikit-learn (promote reads
+the version it promotes as the service will, and so loads it)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from clv.common.cluster import ClusterError, Runner
 from clv.common.io import atomic_path, write_json
 from clv.data.contract import DataContractError
 from clv.data.defaults import PARTITION_CUSTOMERS
-from clv.data.layout import is_partitioned, open_bank, source_customers
+from clv.data.layout import Source, is_partitioned, open_bank, source_customers
 from clv.data.location import LocationError, WarehouseURL
 from clv.data.prepare import export, prepare
 from clv.model import artifacts, signing
@@ -42,6 +43,14 @@ def cluster_for(args: argparse.Namespace) -> Iterator[Runner]:
         yield run
 
 
+def bank_and_model(args: argparse.Namespace) -> tuple[Source, artifacts.LoadedModel]:
+    """The bank and the model of score and monitor, refused in the cheapest order: a version that is not there, then
+    a bank that cannot be opened (before the model's libraries load), then a version that does not verify."""
+    path = artifacts.resolve(args.model_dir, args.version)
+    source = open_bank(args.data_dir)
+    return source, artifacts.load_folder(path, args.settings.model_verify_key)
+
+
 def load_model(args: argparse.Namespace, version: str | None) -> artifacts.LoadedModel:
     """A version of --model-dir, refused unless signed by CLV_MODEL_VERIFY_KEY's pair when that is set."""
     return artifacts.load(args.model_dir, version, args.settings.model_verify_key)
@@ -59,9 +68,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    loaded = load_model(args, args.version)
     from clv.model.evaluation import evaluate_saved
 
-    loaded = load_model(args, args.version)
     with cluster_for(args) as run:
         result = evaluate_saved(loaded.model, loaded.metadata, args.data_dir, args.cutoff, run)
     if not args.json:
@@ -70,8 +79,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> None:
-    source = open_bank(args.data_dir)  # a bank that cannot be opened is refused before the model's libraries load
-    loaded = load_model(args, args.version)
+    source, loaded = bank_and_model(args)
     from clv.model.predictor import NoCurve
 
     with cluster_for(args) as run:
@@ -134,8 +142,7 @@ def run_drift(args: argparse.Namespace, loaded: artifacts.LoadedModel, result: P
 
 
 def cmd_monitor(args: argparse.Namespace) -> None:
-    source = open_bank(args.data_dir)  # as score: refused before the model's libraries load
-    loaded = load_model(args, args.version)
+    source, loaded = bank_and_model(args)
     from clv.batch.monitoring import monitor
 
     with cluster_for(args) as run:

@@ -26,7 +26,7 @@ from clv.model.card import ModelMetadata
 from clv.model.features import FEATURE_NAMES
 from clv.model.monitoring import Profile
 
-if TYPE_CHECKING:  # scikit-learn loads with a model read or written, not to list, verify or promote versions
+if TYPE_CHECKING:  # scikit-learn loads with a model read or written, not to list or verify versions
     from clv.model.estimator import BankingCLVModel
     from clv.model.predictor import Predictor
 
