@@ -76,11 +76,11 @@ def refuse(exc: SettingsError) -> NoReturn:
     sys.exit(2)
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made, nothing heavy imported
-    sys.exit(keys_command(sys.argv[2:]))
 settings = None
-if __name__ == "__main__":  # a bad CLV_* variable is refused before pandas and scikit-learn load (1.5 s)
-    try:
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["keys"]:  # the keys file only: no app is made, nothing heavy imported
+        sys.exit(keys_command(sys.argv[2:]))
+    try:  # a bad CLV_* variable is refused before pandas and scikit-learn load (1.5 s)
         settings = load_settings()
     except SettingsError as exc:
         refuse(exc)

@@ -92,10 +92,12 @@ def memory_size(text: str) -> str:
 
     try:
         limit = parse_memory_limit(text, 1, total_cores=1, logger=logging.getLogger(__name__))
+        if limit is not None and limit < 1:  # None: no limit (0); Dask passes a negative number on as it is
+            raise ValueError(text)
     except (ValueError, TypeError, OverflowError):
-        limit = -1
-    if limit is not None and limit < 1:  # None: no limit (0); Dask passes a negative number on as it is
-        raise argparse.ArgumentTypeError(f"'{text}' is neither a size such as 2GiB nor a share of memory such as 0.5")
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is neither a size such as 2GiB nor a share of memory such as 0.5"
+        ) from None
     return text
 
 
