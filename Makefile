@@ -80,7 +80,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/bench_reload.py
 	$(PY) bench/bench_scale.py
 
-## bench-10m: ten million customers generated, trained on and scored with the portfolio, stage by stage (about 45 GB
+## bench-10m: ten million customers generated, trained on and scored with the portfolio, stage by stage (about 34 GB
 ## of disk, checked first; half an hour or more on 2 cores)
 bench-10m: $(VENV)/.dev
 	$(PY) bench/bench_10m.py

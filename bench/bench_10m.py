@@ -5,7 +5,7 @@ with the portfolio; the wall time, every process's peak memory and the disk used
 
 Each stage is the real command line (`data_gen.py`, `model.py train`, `model.py score`) run as a fresh process tree,
 sampled as bench_scale.py samples it (bench/processes.py). Targets (issue 27): train and score together in at most
-8 minutes, everything in at most 15, every process at most 2 GB. The bank takes about 4 kB a customer on disk and the
+8 minutes, everything in at most 15, every process at most 2 GB. The bank takes about 3 kB a customer on disk and the
 scores some 0.15 kB: the free disk is checked first, and too little is one line and exit code 2.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from common import verdict
 from processes import Run, mb, run
 
-BANK_BYTES = 4_200  # a customer's share of a generated partitioned bank (10,000,000 took 39 GB)
+BANK_BYTES = 3_100  # a customer's share of a generated partitioned bank (1,000,000 took 3.03 GB)
 SCORE_BYTES = 160  # a customer's row of scores, every horizon and the drivers, as Parquet
 MARGIN = 1.10
 PART_CUSTOMERS = 25_000

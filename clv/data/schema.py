@@ -87,6 +87,9 @@ def codes(enum: type[StrEnum]) -> dict[str, int]:
 # ---- column contracts of the tables (CSV or Parquet) -------------------------------------------
 
 
+DELTA = "DELTA_BINARY_PACKED"
+
+
 @dataclass(frozen=True)
 class Column:
     name: str
@@ -94,11 +97,14 @@ class Column:
     required: bool = False
     enum: type[StrEnum] | None = None
     nullable: bool = False
+    # how a Parquet file stores the column, when not by Parquet's default (a dictionary, falling back to plain when
+    # the values are many): DELTA for a key that grows row by row, PLAIN for values too varied for a dictionary
+    encoding: str | None = None
 
 
 TABLES: dict[str, tuple[Column, ...]] = {
     "customers": (
-        Column("customer_id", "int", required=True),
+        Column("customer_id", "int", required=True, encoding=DELTA),
         Column("name", "str", nullable=True),
         Column("email", "str", nullable=True),
         Column("age", "float", nullable=True),
@@ -110,7 +116,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("tenure_months", "float", nullable=True),
     ),
     "products": (
-        Column("product_id", "int", required=True),
+        Column("product_id", "int", required=True, encoding=DELTA),
         Column("customer_id", "int", required=True),
         Column("product_type", "category", required=True, enum=ProductType),
         Column("start_date", "date", required=True),
@@ -121,12 +127,12 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("status", "category", enum=ProductStatus, nullable=True),
     ),
     "transactions": (
-        Column("transaction_id", "int"),
+        Column("transaction_id", "int", encoding=DELTA),
         Column("customer_id", "int", required=True),
         Column("product_id", "int", nullable=True),
         Column("transaction_date", "date", required=True),
         Column("transaction_type", "category", enum=TransactionType, nullable=True),
-        Column("amount", "float", required=True),
+        Column("amount", "float", required=True, encoding="PLAIN"),
         Column("channel", "category", enum=Channel, nullable=True),
     ),
     "customer_metrics": (

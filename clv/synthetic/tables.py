@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from faker import Faker
 
 from clv.common import dates
 from clv.common.io import atomic_path, write_csv, write_json
-from clv.data.layout import GENERATED, ORACLE
+from clv.data.layout import GENERATED, ORACLE, write_parquet
 from clv.data.schema import TABLES, AcquisitionChannel, Channel, ProductStatus, ProductType, Region, TransactionType
 from clv.synthetic.run import Config, Run
 from clv.synthetic.simulation import (
@@ -150,7 +149,7 @@ def write_tables(
             write_csv(table, path)
         else:
             with atomic_path(path) as tmp:
-                pq.write_table(table, tmp)
+                write_parquet(name, table, tmp)
         paths.append(path)
         logger.info("wrote %s rows to %s", f"{table.num_rows:,}", path)
     for name in (*TABLES, ORACLE):
