@@ -22,7 +22,7 @@ from pathlib import Path
 from common import verdict
 from processes import Run, mb, run
 
-BANK_BYTES = 3_100  # a customer's share of a generated partitioned bank (1,000,000 took 3.03 GB)
+BANK_BYTES = 3_100  # a customer's share of a generated partitioned bank (1,000,000 took 3,025 million bytes)
 SCORE_BYTES = 160  # a customer's row of scores, every horizon and the drivers, as Parquet
 MARGIN = 1.10
 PART_CUSTOMERS = 25_000

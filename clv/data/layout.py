@@ -285,13 +285,13 @@ def open_bank(data_dir: Location | str) -> Source:
     return PartitionedBank.open(location) if is_partitioned(location) else FlatBank(location)
 
 
-# ---- writing a partitioned bank ------------------------------------------------------------------------
+# ---- writing a bank's Parquet files ----------------------------------------------------------------------
 
 
 def write_parquet(name: str, table: pa.Table, path: Path) -> None:
-    """A bank's table as one Parquet file, each column encoded as the contract says (`Column.encoding`): a delta
-    key and plain amounts write a quarter faster, read a third faster and take a third less disk than dictionaries
-    that overflow."""
+    """A bank's table as one Parquet file, each column encoded as the contract says (`Column.encoding`). Against
+    Parquet's default dictionaries, which a unique key and the amounts overflow, a part's transactions file writes a
+    quarter faster, reads a third faster and is a third smaller."""
     types = dict(zip(table.column_names, table.schema.types, strict=True))
     encodings = {}
     for column in TABLES.get(name, ()):

@@ -8,7 +8,7 @@ import numbers
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, WithJsonSchema
 
@@ -87,7 +87,7 @@ def codes(enum: type[StrEnum]) -> dict[str, int]:
 # ---- column contracts of the tables (CSV or Parquet) -------------------------------------------
 
 
-DELTA = "DELTA_BINARY_PACKED"
+DELTA, PLAIN = "DELTA_BINARY_PACKED", "PLAIN"  # Parquet's encodings a column may ask for (Column.encoding)
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ class Column:
     required: bool = False
     enum: type[StrEnum] | None = None
     nullable: bool = False
-    # how a Parquet file stores the column, when not by Parquet's default (a dictionary, falling back to plain when
-    # the values are many): DELTA for a key that grows row by row, PLAIN for values too varied for a dictionary
-    encoding: str | None = None
+    # how a Parquet file stores the column, when not by Parquet's default dictionary: DELTA for a key that grows row
+    # by row, PLAIN for values too varied for a dictionary
+    encoding: Literal["DELTA_BINARY_PACKED", "PLAIN"] | None = None
 
 
 TABLES: dict[str, tuple[Column, ...]] = {
@@ -132,7 +132,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("product_id", "int", nullable=True),
         Column("transaction_date", "date", required=True),
         Column("transaction_type", "category", enum=TransactionType, nullable=True),
-        Column("amount", "float", required=True, encoding="PLAIN"),
+        Column("amount", "float", required=True, encoding=PLAIN),
         Column("channel", "category", enum=Channel, nullable=True),
     ),
     "customer_metrics": (
