@@ -124,7 +124,6 @@ def test_a_bad_row_or_table_is_named_by_its_key(pg: PostgresServer, pg_bank: str
     assert expected in str(caught.value)
 
 
-# the command reports each the same way: one found as a part loads, one as the bank opens
 @pytest.mark.parametrize(("spoil", "expected"), [BAD_VALUE, NO_TABLE])
 def test_the_command_refuses_a_bad_bank_in_one_line_and_writes_nothing(
     pg: PostgresServer, pg_bank: str, model_dir: Path, tmp_path: Path, spoil: str, expected: str
