@@ -11,7 +11,7 @@ import pytest
 
 from clv.common import dates
 from clv.data.bank import Bank, bank_from_frames, bank_from_request, load_bank
-from clv.data.contract import read_bank
+from clv.data.contract import dense_ids, read_bank
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES, build_features
 from clv.model.labels import future_value, joined
 from clv.service.schemas.requests import CustomerIn
@@ -150,12 +150,17 @@ def test_missing_tables_give_missing_values_not_crashes(tables: dict[str, pd.Dat
     assert (X["tenure_months"] >= 0).all()
 
 
-def test_scattered_ids_give_the_features_of_dense_ids_in_any_row_order(tables: dict[str, pd.DataFrame]) -> None:
-    """Ids far apart (no lookup table over their range) map to the same customers whether the transactions are
-    sorted by customer (one search per customer) or not (one search per row)."""
+@pytest.mark.parametrize(("spacing", "table"), [(400, True), (1_000_003, False)], ids=["partition", "far_apart"])
+def test_scattered_ids_give_the_features_of_dense_ids_in_any_row_order(
+    tables: dict[str, pd.DataFrame], spacing: int, table: bool
+) -> None:
+    """Ids spread as a partition's of a bank split by modulo (its rows pay for a lookup table over their range), or
+    far apart (no table: a hash), map to the same customers whether the transactions are sorted by customer or not."""
     as_of = dates.to_day(CUTOFFS[0])
     expected = build_features(bank_of(tables), as_of).to_numpy()
-    spread = {name: frame.assign(customer_id=frame["customer_id"] * 1_000_003) for name, frame in tables.items()}
+    spread = {name: frame.assign(customer_id=frame["customer_id"] * spacing) for name, frame in tables.items()}
+    rows = sum(len(frame) for name, frame in spread.items() if name != "customers")
+    assert dense_ids(spread["customers"]["customer_id"].to_numpy(), rows, entry_bytes=4) is table
     by_customer = spread["transactions"].sort_values("customer_id", kind="stable")
     assert not spread["transactions"]["customer_id"].is_monotonic_increasing
     for transactions in (spread["transactions"], by_customer):

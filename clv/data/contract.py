@@ -329,14 +329,23 @@ def data_last_day(tables: dict[str, pd.DataFrame]) -> int:
     return dates.data_last_day(None if pd.isna(last_txn) else dates.to_day(last_txn.date()), last_month)
 
 
-def dense_ids(ids: np.ndarray) -> bool:
-    """Integer ids close enough together that a lookup table over their range beats sorting or searching."""
-    return ids.dtype.kind in "iu" and ids.size > 0 and int(ids.max()) - int(ids.min()) < 16 * ids.size + 1024
+TABLE_BYTES = 16  # a lookup table over ids' range may take this much memory a row it serves, two int64 columns' worth
+
+
+def dense_ids(ids: np.ndarray, rows: int = 0, entry_bytes: int = 1) -> bool:
+    """Integer ids close enough together that a lookup table over their range (`entry_bytes` an entry) beats sorting
+    or hashing: it takes at most TABLE_BYTES a row it serves, the ids and the `rows` looked up in it. A partition's
+    ids are spread over the whole bank's range, but its millions of transactions pay for the table; a request's two
+    far-apart ids do not."""
+    if ids.dtype.kind not in "iu" or not ids.size:
+        return False
+    return (int(ids.max()) - int(ids.min()) + 1) * entry_bytes <= TABLE_BYTES * (ids.size + rows) + 16384
 
 
 def known(values: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """np.isin for integer ids: a lookup table when the ids are dense (millions of rows in a blink)."""
-    if values.dtype.kind in "iu" and dense_ids(known):
+    """np.isin for integer ids: a lookup table when the ids are dense for the rows looked up (millions of rows in a
+    blink), where numpy's own rule would sort them."""
+    if values.dtype.kind in "iu" and dense_ids(known, values.size):
         return np.isin(values, known, kind="table")
     return np.isin(values, known)
 
