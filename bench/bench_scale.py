@@ -115,14 +115,15 @@ def part_stages(bank: Path, models: Path) -> dict | None:
 
 
 def mapping_seconds(bank: Path) -> tuple[float, float]:
-    """The time to map one part's transactions to its customers' rows when the ids are scattered (as in a part of
-    a bank split by a hash of its own ids), by the hash table: the rows in their stored order, and the same rows
-    sorted by customer (which once took a run-length pass of their own)."""
+    """The time to map one part's transactions to its customers' rows when the ids lie too far apart for a lookup
+    table over their range (SCATTER; a part's own ids, spread over the bank's range, get the table), by the hash
+    table: the rows in their stored order, and the same rows sorted by customer (which once took a run-length pass
+    of their own)."""
     source = open_bank(bank)
     paths = source.paths(source.parts[0])
     customers = pq.read_table(paths["customers"], columns=["customer_id"])["customer_id"].to_numpy() * SCATTER
     rows = pq.read_table(paths["transactions"], columns=["customer_id"])["customer_id"].to_numpy() * SCATTER
-    position = id_positions(customers)
+    position = id_positions(customers, rows.size)
     seconds = []
     for values in (rows, np.sort(rows, kind="stable")):
         started = time.process_time()

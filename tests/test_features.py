@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from clv.common import dates
+from clv.data import bank as bank_module
 from clv.data.bank import Bank, bank_from_frames, bank_from_request, load_bank
 from clv.data.contract import dense_ids, read_bank
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES, build_features
@@ -152,20 +153,26 @@ def test_missing_tables_give_missing_values_not_crashes(tables: dict[str, pd.Dat
 
 @pytest.mark.parametrize(("spacing", "table"), [(400, True), (1_000_003, False)], ids=["partition", "far_apart"])
 def test_scattered_ids_give_the_features_of_dense_ids_in_any_row_order(
-    tables: dict[str, pd.DataFrame], spacing: int, table: bool
+    tables: dict[str, pd.DataFrame], spacing: int, table: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ids spread as a partition's of a bank split by modulo (its rows pay for a lookup table over their range), or
     far apart (no table: a hash), map to the same customers whether the transactions are sorted by customer or not."""
     as_of = dates.to_day(CUTOFFS[0])
     expected = build_features(bank_of(tables), as_of).to_numpy()
     spread = {name: frame.assign(customer_id=frame["customer_id"] * spacing) for name, frame in tables.items()}
-    rows = sum(len(frame) for name, frame in spread.items() if name != "customers")
-    assert dense_ids(spread["customers"]["customer_id"].to_numpy(), rows, entry_bytes=4) is table
     by_customer = spread["transactions"].sort_values("customer_id", kind="stable")
     assert not spread["transactions"]["customer_id"].is_monotonic_increasing
+    chosen: list[bool] = []  # the way bank_from_frames took: the real rule's answers
+
+    def recorded(*args: object, **kwargs: object) -> bool:
+        chosen.append(dense_ids(*args, **kwargs))
+        return chosen[-1]
+
+    monkeypatch.setattr(bank_module, "dense_ids", recorded)
     for transactions in (spread["transactions"], by_customer):
         bank = bank_of(spread | {"transactions": transactions})
         assert_same_features(expected, build_features(bank, as_of).to_numpy())
+    assert chosen == [table, table]
 
 
 # ---- the label --------------------------------------------------------------------------------------

@@ -181,14 +181,16 @@ def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
 
 
-def id_positions(ids: np.ndarray, rows: int = 0):
+def id_positions(ids: np.ndarray, rows: int):
     """A function from customer ids, all of them in `ids` (the contract checks the links first), to their positions
-    there, for about `rows` rows: a table over ids dense for that many (int32 entries), else a hash table (pandas'
+    there, for about `rows` rows: a table over ids dense for that many (dense_ids), else a hash table (pandas'
     Index), one lookup a row whatever the rows' order (a search a row, or a sort, costs twice as much over a part's
-    millions of transactions). The table takes about half the hash's time over a partition's transactions."""
+    millions of transactions). Over a partition's transactions the table takes about half the hash's time. An id
+    between the known ones that is none of them is -1 either way."""
     low, high = (int(ids.min()), int(ids.max())) if ids.size else (0, 0)
-    if dense_ids(ids, rows, entry_bytes=4) or not ids.size:
-        table = np.zeros(high - low + 1, np.int32)
+    entry = np.int32 if ids.size < 2**31 else np.int64
+    if dense_ids(ids, rows, entry_bytes=np.dtype(entry).itemsize) or not ids.size:
+        table = np.full(high - low + 1, -1, entry)
         table[ids - low] = np.arange(ids.size)
         return lambda values: table[np.clip(values.to_numpy(np.int64) - low, 0, high - low)].astype(np.int64)
     index = pd.Index(ids)
