@@ -7,15 +7,20 @@ MODEL_DIR ?= models
 
 .PHONY: run test lint data model bench bench-quick bench-10m system clean
 
-# the packages are installed by uv, pinned here, into the venv pip made: the same versions as pip resolves, in half
-# the time. Compiled as they are installed: PYTHONDONTWRITEBYTECODE, when set, keeps every later process from
-# writing what it compiles, and a test's subprocess would compile pandas again at every start.
+# the packages are installed by uv (its version pinned here) into the venv Python makes: the pinned versions in half
+# of pip's time. uv reads its own settings (UV_DEFAULT_INDEX, UV_CONSTRAINT), not pip's. Compiled as they are
+# installed: PYTHONDONTWRITEBYTECODE, when set, keeps every later process from writing what it compiles, and a
+# test's subprocess would compile pandas again at every start.
+UV_VERSION := 0.13.10
 UV := $(PY) -m uv pip install --quiet --python $(PY)
+$(VENV)/.uv-$(UV_VERSION):
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet uv==$(UV_VERSION)
+	touch $@
+
 # the project is installed into the venv (editable), so that every program of the venv imports clv wherever it
 # is started: a `dask worker` in another folder, a notebook, a test's subprocess
-$(VENV)/.runtime: requirements.txt pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet uv==0.13.10
+$(VENV)/.runtime: requirements.txt pyproject.toml $(VENV)/.uv-$(UV_VERSION)
 	$(UV) --compile-bytecode -r requirements.txt
 	$(UV) --no-deps --editable .
 	touch $@
