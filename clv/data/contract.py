@@ -332,7 +332,7 @@ def data_last_day(tables: dict[str, pd.DataFrame]) -> int:
 TABLE_BYTES = 16  # a lookup table over ids' range may take this much memory a row it serves, two int64 columns' worth
 
 
-def dense_ids(ids: np.ndarray, rows: int = 0, entry_bytes: int = 1) -> bool:
+def dense_ids(ids: np.ndarray, rows: int, entry_bytes: int = 1) -> bool:
     """Integer ids close enough together that a lookup table over their range (`entry_bytes` an entry) beats sorting
     or hashing: it takes at most TABLE_BYTES a row it serves (the ids and the `rows` looked up in it), and 16 KiB
     more. A partition's ids are spread over the whole bank's range, but its millions of transactions pay for the
