@@ -7,7 +7,7 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from clv.model.trees import CompiledForest
 # fewer of them (on the generated bank's held-out customers: AUC 0.659 against 0.649, Brier skill 0.047 against
 # 0.040, for the value's shape; in half the fitting time)
 CHURN_BOOSTER = {"n_estimators": 100, "learning_rate": 0.05, "max_depth": 3, "min_samples_leaf": 50}
+FIT_THREADS = 2  # boosters fitted at once
 
 
 def _signed_log(y: np.ndarray) -> np.ndarray:
@@ -139,14 +140,17 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         self.imputer_ = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True).fit(X_fit)
         alpha = (1 - self.interval_level) / 2
         proper, y_proper = X_fit[band_fit], y_fit[band_fit]
-        # scikit-learn builds trees without the GIL: the quantile boosters fit beside the point model
-        with ThreadPoolExecutor(max_workers=2) as pool:
+        # scikit-learn builds trees without the GIL: two threads take the boosters largest first, so the point
+        # model, which learns from every row, has a core to itself while the band's share the other (at 10 million
+        # customers the fit took 62 s so, against 77 s with the point model sharing two cores with both quantiles)
+        with ThreadPoolExecutor(max_workers=FIT_THREADS) as pool:
+            point, size = self._submit_point(pool, X_fit, y_fit)
             quantiles = [
                 pool.submit(self._pipeline, self._booster(loss="quantile", alpha=a), proper, y_proper)
                 for a in (alpha, 1 - alpha)
             ]
             leaving = None if churn_fit is None else pool.submit(self._fit_churn, proper, churn_fit[band_fit])
-            self.point_, self.size_ = self._fit_point(X_fit, y_fit)
+            self.point_, self.size_ = point.result(), None if size is None else size.result()
             self.quantiles_ = tuple(future.result() for future in quantiles)
             self.churn_ = None if leaving is None else leaving.result()
         self.scale_ = float(max(np.median(np.abs(y)), 1.0))
@@ -176,15 +180,16 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         model.fit(self.imputer_.transform(rows), y)
         return Pipeline([("impute", self.imputer_), ("model", model)])
 
-    def _fit_point(self, X: np.ndarray, y: np.ndarray) -> tuple[Pipeline, Pipeline | None]:
-        """The point model, and for the two-part target the size model beside it."""
+    def _submit_point(self, pool: ThreadPoolExecutor, X: np.ndarray, y: np.ndarray) -> tuple[Future, Future | None]:
+        """The point model's fit, and for the two-part target the size model's beside it, submitted to `pool`."""
         if self.target_ == "squared_error":
-            return self._pipeline(self._booster(), X, y), None
+            return pool.submit(self._pipeline, self._booster(), X, y), None
         if self.target_ == "log":
-            return self._pipeline(self._booster(), X, _signed_log(y)), None
+            return pool.submit(self._pipeline, self._booster(), X, _signed_log(y)), None
         nonzero = y != 0
-        return self._pipeline(self._booster(GradientBoostingClassifier), X, nonzero), self._pipeline(
-            self._booster(), X[nonzero], y[nonzero]
+        return (
+            pool.submit(self._pipeline, self._booster(GradientBoostingClassifier), X, nonzero),
+            pool.submit(self._pipeline, self._booster(), X[nonzero], y[nonzero]),
         )
 
     def _fit_churn(self, X: np.ndarray, churned: np.ndarray) -> Pipeline:
