@@ -107,10 +107,15 @@ def rows_at(
 
 
 def _fraction(customer_id: np.ndarray, seed: int) -> np.ndarray:
-    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash)."""
-    offset = np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-    mixed = (np.asarray(customer_id, np.uint64) + offset) * np.uint64(0xBF58476D1CE4E5B9)  # wraps mod 2**64
-    return (mixed >> np.uint64(40)).astype(np.float64) / 2**24
+    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash), worked in place on one
+    copy of the ids: a part's transactions are millions of them."""
+    mixed = np.array(customer_id, np.uint64)
+    mixed += np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+    mixed *= np.uint64(0xBF58476D1CE4E5B9)  # wraps mod 2**64
+    mixed >>= np.uint64(40)
+    place = mixed.astype(np.float64)
+    place *= 2.0**-24  # exact, a power of two
+    return place
 
 
 def held_out(customer_id: np.ndarray, seed: int, share: float = HELD_OUT_SHARE) -> np.ndarray:
@@ -126,7 +131,11 @@ def judged_share(customers: int, at_most: int = JUDGED_CUSTOMERS) -> float:
 
 def judged(customer_id: np.ndarray, seed: int, share: float = 1.0) -> np.ndarray:
     """Rows of the held-out customers judged: `share` of them, by the same hash, in any part."""
-    return held_out(customer_id, seed, HELD_OUT_SHARE * share)
+    return _judged_at(_fraction(customer_id, seed), share)
+
+
+def _judged_at(place: np.ndarray, share: float) -> np.ndarray:
+    return place < HELD_OUT_SHARE * share
 
 
 def calibrating(customer_id: np.ndarray, seed: int, share: float = 1.0) -> np.ndarray:
@@ -144,8 +153,18 @@ def learning_share(customers: int, learners: int) -> float:
 def drawn(customer_id: np.ndarray, seed: int, share: float) -> np.ndarray:
     """The training customers (those not held out) drawn to learn from: `share` of them, by the hash that splits
     them from the held-out ones, so a customer's fate depends only on its id, the seed and the share, in any part."""
-    place = _fraction(customer_id, seed)
+    return _drawn_at(_fraction(customer_id, seed), share)
+
+
+def _drawn_at(place: np.ndarray, share: float) -> np.ndarray:
     return (place >= HELD_OUT_SHARE) & (place < HELD_OUT_SHARE + (1 - HELD_OUT_SHARE) * share)
+
+
+def drawn_or_judged(customer_id: np.ndarray, seed: int, learning: float, judged: float) -> np.ndarray:
+    """Rows of the customers `drawn` (`learning` of the training customers) or `judged` (`judged` of the held-out
+    ones): a part's rows for training, by one pass of the hash."""
+    place = _fraction(customer_id, seed)
+    return _drawn_at(place, learning) | _judged_at(place, judged)
 
 
 def learning_rows(

@@ -41,6 +41,7 @@ from clv.model.protocol import (
     check_cutoff,
     churn_labels,
     drawn,
+    drawn_or_judged,
     judged,
     judged_share,
     learned,
@@ -126,7 +127,7 @@ def part_rows(
     # the held-out customers judged at the cutoff and those the longer horizons are judged on: the larger share
     # holds the smaller, by the same hash
     held = max(shares.judged, shares.horizons)
-    bank, oracle = source.load(part, keep=lambda ids: drawn(ids, seed, shares.learning) | judged(ids, seed, held))
+    bank, oracle = source.load(part, keep=lambda ids: drawn_or_judged(ids, seed, shares.learning, held))
     mine = only(bank, drawn(bank.customer_id, seed, shares.learning))
     learning = rows_at(mine, cutoffs, config.horizon_months, rate, churn_months)
     mine = only(bank, judged(bank.customer_id, seed, shares.judged))
