@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency, check_estimator
 
 from clv.model import conformal
@@ -71,6 +72,24 @@ def model(request: pytest.FixtureRequest, models: dict[str, BankingCLVModel]) ->
 @pytest.fixture(scope="module")
 def X(data: tuple[pd.DataFrame, np.ndarray, np.ndarray]) -> pd.DataFrame:
     return data[0]
+
+
+@pytest.mark.parametrize("band", [None, 20], ids=["all at once", "the point model alone"])
+def test_the_fit_on_threads_gives_the_point_model_scikit_learn_fits_alone(
+    data: tuple[pd.DataFrame, np.ndarray, np.ndarray], band: int | None
+) -> None:
+    """However the fit shares its threads among the boosters (all at once; or, when the band learns from 20
+    customers, the point model on a core of its own), and whatever layout it gives them the rows in, the point
+    model is the one scikit-learn fits by itself on the imputed rows."""
+    X, y, groups = data
+    model = BankingCLVModel(target="squared_error", n_estimators=20, max_band_customers=band).fit(X, y, groups=groups)
+    rows = model.imputer_.transform(X.to_numpy(np.float64))
+    fitted = model.point_.named_steps["model"]
+    alone = clone(fitted).fit(rows, y)
+    assert np.array_equal(fitted.predict(rows), alone.predict(rows))
+    for mine, theirs in zip(fitted.estimators_[:, 0], alone.estimators_[:, 0], strict=True):
+        assert np.array_equal(mine.tree_.threshold, theirs.tree_.threshold)
+        assert np.array_equal(mine.tree_.value, theirs.tree_.value)
 
 
 def sklearn_point(model: BankingCLVModel, A: np.ndarray) -> np.ndarray:

@@ -31,7 +31,16 @@ from clv.data.prepare import prepare
 from clv.model import artifacts
 from clv.model.config import MAX_TRAIN_CUSTOMERS, TRAIN_CUSTOMERS_FLOOR, TrainingConfig
 from clv.model.evaluation import evaluate_saved
-from clv.model.protocol import Rows, gather_learning_rows, held_out, rows_at
+from clv.model.protocol import (
+    HELD_OUT_SHARE,
+    Rows,
+    drawn,
+    drawn_or_judged,
+    gather_learning_rows,
+    held_out,
+    judged,
+    rows_at,
+)
 from clv.model.training import train_and_save
 from clv.synthetic import generator
 from tests.servers import refaults, run_script
@@ -419,6 +428,20 @@ def test_the_training_sample_grows_with_the_bank() -> None:
     sizes = [rule.learners(n) for n in (1_000_000, 3_000_000, 10_000_000, 100_000_000)]
     assert sizes[0] > TRAIN_CUSTOMERS_FLOOR and sizes == sorted(sizes) and sizes[-1] == MAX_TRAIN_CUSTOMERS
     assert TrainingConfig(max_train_customers=500).learners(10_000_000) == 500
+
+
+def test_a_parts_rows_for_training_are_those_drawn_or_judged_whatever_the_ids() -> None:
+    """One pass of the hash takes the rows `drawn` and `judged` take apart, for ids small and large, in any order,
+    in about the shares asked, and leaves the caller's ids as they were."""
+    rng = np.random.default_rng(7)
+    ids = np.concatenate([rng.integers(0, 2**62, 100_000), np.arange(1, 50_001), rng.permutation(50_000)])
+    for seed, learning, judging in [(5, 0.02, 0.1), (42, 1.0, 1.0), (0, 0.0, 0.0), (2**31, 0.5, 0.3)]:
+        taken = drawn_or_judged(ids, seed, learning, judging)
+        assert np.array_equal(taken, drawn(ids, seed, learning) | judged(ids, seed, judging))
+        assert abs(taken.mean() - (HELD_OUT_SHARE * judging + (1 - HELD_OUT_SHARE) * learning)) < 0.01
+    unsigned = ids.astype(np.uint64)
+    drawn_or_judged(unsigned, 5, 0.02, 0.1)
+    assert np.array_equal(unsigned, ids.astype(np.uint64))
 
 
 # ---- faults: a broken, wrong or misplaced partition ----------------------------------------------

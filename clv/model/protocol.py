@@ -107,9 +107,9 @@ def rows_at(
 
 
 def _fraction(customer_id: np.ndarray, seed: int) -> np.ndarray:
-    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash), worked in place on one
+    """A customer's place in [0, 1), from its id and the seed alone (a multiplicative hash), worked in place on a
     copy of the ids: a part's transactions are millions of them."""
-    mixed = np.array(customer_id, np.uint64)
+    mixed = np.array(customer_id, np.uint64)  # a copy: the ids are the caller's
     mixed += np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
     mixed *= np.uint64(0xBF58476D1CE4E5B9)  # wraps mod 2**64
     mixed >>= np.uint64(40)
@@ -160,11 +160,11 @@ def _drawn_at(place: np.ndarray, share: float) -> np.ndarray:
     return (place >= HELD_OUT_SHARE) & (place < HELD_OUT_SHARE + (1 - HELD_OUT_SHARE) * share)
 
 
-def drawn_or_judged(customer_id: np.ndarray, seed: int, learning: float, judged: float) -> np.ndarray:
-    """Rows of the customers `drawn` (`learning` of the training customers) or `judged` (`judged` of the held-out
-    ones): a part's rows for training, by one pass of the hash."""
+def drawn_or_judged(customer_id: np.ndarray, seed: int, learning: float, judging: float) -> np.ndarray:
+    """Rows of the customers `drawn` to learn from (`learning` of the training customers) or `judged` (`judging` of
+    the held-out ones): a part's rows for training, by one pass of the hash."""
     place = _fraction(customer_id, seed)
-    return _drawn_at(place, learning) | _judged_at(place, judged)
+    return _drawn_at(place, learning) | _judged_at(place, judging)
 
 
 def learning_rows(
