@@ -22,9 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from scale_report import TARGET_SCORE_RATE
-
-TARGET_WORKERS = 2  # the workers TARGET_SCORE_RATE is asked of
+from scale_report import TARGET_SCORE_RATE, TARGET_SCORE_WORKERS
 
 # stage: the functions (file, name) whose cumulative time is the stage's; what none covers is "other"
 STAGES: dict[str, tuple[tuple[str, str], ...]] = {
@@ -88,10 +86,11 @@ def table(result: dict) -> str:
     # the floor of today's files and model: decoding the Parquet and walking the trees, which no other change shortens
     floor = (result["stages"]["read"] + result["stages"]["trees"]) / result["parts"]
     customers = result["customers"] / result["parts"]
-    budget = TARGET_WORKERS * customers / TARGET_SCORE_RATE
+    budget = TARGET_SCORE_WORKERS * customers / TARGET_SCORE_RATE
+    most = f"at most {customers / floor:,.0f} customers/s a core" if floor else "not measured"
     lines.append(
-        f"  reading the files and walking the trees alone: {floor:.2f} s a part, at most {customers / floor:,.0f} "
-        f"customers/s a core; {TARGET_SCORE_RATE:,} customers/s on {TARGET_WORKERS} workers gives a part {budget:.2f} s"
+        f"  reading the files and walking the trees alone: {floor:.2f} s a part, {most}; {TARGET_SCORE_RATE:,} "
+        f"customers/s on {TARGET_SCORE_WORKERS} workers gives a part {budget:.2f} s"
     )
     return "\n".join(lines)
 
