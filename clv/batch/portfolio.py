@@ -249,7 +249,8 @@ def _product_mix(bank: Bank, day: int) -> np.ndarray:
     p = bank.products
     is_open = bank.product_state(float(day))[2] & (p["type"] >= 0)
     mask = np.zeros(bank.size, np.int64)
-    np.bitwise_or.at(mask, p["cust"][is_open], np.left_shift(1, p["type"][is_open]))
+    # a bit a product type, shifted in int64: the codes are int8, which an eighth type would overflow
+    np.bitwise_or.at(mask, p["cust"][is_open], np.left_shift(np.int64(1), p["type"][is_open]))
     codes, inverse = np.unique(mask, return_inverse=True)
     names = np.array(
         [" + ".join(str(t) for j, t in enumerate(TYPES) if code >> j & 1) or "none" for code in codes], dtype=object
