@@ -150,7 +150,7 @@ def targets(figures: dict) -> list[Target]:
         ),
         target(
             f"score {n} with {TARGET_SCORE_WORKERS} workers >= {TARGET_SCORE_RATE:,} customers/s",
-            rate(large, 2),
+            rate(large, TARGET_SCORE_WORKERS),
             "{:,.0f}/s",
             lambda r: r >= TARGET_SCORE_RATE,
         ),

@@ -187,7 +187,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
     ) -> Pipeline:
         """Fit `model` on the imputed rows; the pipeline shares the one fitted imputer. scikit-learn casts the rows to
         float32 for its trees and its splitter reads a column at a time: given them so, column-major, the same trees
-        fit 1.33x as fast at 155,000 rows."""
+        fit 1.17x as fast at 155,000 rows (30 trees: 8.3 s against 9.7 s)."""
         model.fit(np.asfortranarray(self.imputer_.transform(rows), dtype=np.float32), y)
         return Pipeline([("impute", self.imputer_), ("model", model)])
 
