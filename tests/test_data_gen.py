@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from clv.data.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
 from clv.synthetic import generator
-from clv.synthetic.simulation import MAX_PRODUCTS_PER_CUSTOMER
+from clv.synthetic.simulation import MAX_PRODUCTS_PER_CUSTOMER, any_held, row_counts, running_counts, set_cells
 from tests.servers import run_script
 
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
@@ -115,6 +115,22 @@ def test_same_seed_gives_identical_files_and_another_seed_does_not(tmp_path: Pat
     assert contents["c"].keys() == contents["a"].keys()
     for name in contents["a"]:
         assert contents["c"][name] != contents["a"][name], f"{name} does not depend on the seed"
+
+
+@pytest.mark.parametrize("share", [0.0, 0.004, 0.5, 1.0])
+def test_the_months_column_by_column_counts_are_numpys_along_the_rows(share: float) -> None:
+    """The month's reductions over a customer's product slots (or transaction kinds), done column by column for
+    speed, give what numpy gives along the rows, for sparse, dense, empty and full blocks."""
+    rng = np.random.default_rng(5)
+    for shape in ((0, 6), (1, 6), (2_000, 6), (2_000, 8)):
+        cells = rng.random(shape) < share
+        counts = rng.poisson(2 * share, shape)
+        assert np.array_equal(any_held(cells), cells.any(axis=1))
+        assert np.array_equal(row_counts(cells), cells.sum(axis=1))
+        assert np.array_equal(row_counts(counts), counts.sum(axis=1))
+        assert np.array_equal(running_counts(cells), np.cumsum(cells, axis=1))
+        for ours, numpys in zip(set_cells(cells), np.nonzero(cells), strict=True):
+            assert np.array_equal(ours, numpys)
 
 
 # ---- schema ---------------------------------------------------------------------------------------

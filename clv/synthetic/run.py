@@ -32,6 +32,7 @@ from clv.synthetic.simulation import (
     family_balances,
     first_products,
     open_products,
+    set_cells,
     sigmoid,
     step,
 )
@@ -52,6 +53,8 @@ KIND_TYPE = np.array(
     ],
     dtype=np.int8,
 )
+# A kind's typical amount, as a share of the customer's yearly income (scaled by the wallet and a draw).
+TYPICAL = np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])
 # The product each kind moves money on: first held product of the list.
 KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
 ONLINE, MOBILE, BRANCH, ATM = range(4)
@@ -66,42 +69,41 @@ def materialize(
     days: int,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """Expand a month's (customer x kind) counts into transaction rows, on products held all month."""
+    """Expand a month's (customer x kind) counts into transaction rows, on products held all month. What a row
+    takes from its customer alone (the product, the typical size, the odds of mobile) is worked out once a
+    customer and then taken by the rows; the draws are the rows' own, in the same order as ever."""
     n, kinds = counts.shape
     flat = np.repeat(np.arange(n * kinds), counts.ravel())
-    cust, kind = flat // kinds, flat % kinds
-    product = np.zeros((n, kinds), np.int64)
+    cust, kind = np.divmod(flat, kinds)
+    held, ids = np.ascontiguousarray(steady.T), np.ascontiguousarray(pid.T)  # slot by slot, each column whole
+    product = np.zeros((kinds, n), np.int64)
     for k, candidates in enumerate(KIND_PRODUCTS):
         for p in reversed(candidates):  # the first candidate held wins
-            product[:, k] = np.where(steady[:, p], pid[:, p], product[:, k])
-    income = state.income[cust]
+            product[k] = np.where(held[p], ids[p], product[k])
     size = rng.lognormal(0.0, 0.8, flat.size)
-    typical = (
-        np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])[kind] * income * np.exp(0.3 * state.wallet[cust])
-    )
-    amount = np.select(
-        [kind == DEP, kind == FEE, kind == MORT_PAY, kind == LOAN_PAY, kind == TRF],
-        [
-            typical * size,
-            -8.0,
-            -state.payment[cust, MORT],
-            -state.payment[cust, LOAN],
-            typical * size * np.where(rng.random(flat.size) < 0.45 - 0.2 * state.drifting[cust], 1, -1),
-        ],
-        -typical * size,
-    )
-    amount = np.where(kind == SPEND, -45 * size, amount)
+    typical = TYPICAL[kind] * state.income[cust] * np.exp(0.3 * state.wallet)[cust] * size
+    amount = np.where(kind == DEP, typical, -typical)  # withdrawals and bills go out
+    transfer = kind == TRF
+    inbound = rng.random(flat.size)[transfer] < 0.45 - 0.2 * state.drifting[cust[transfer]]
+    amount[transfer] = typical[transfer] * np.where(inbound, 1, -1)
+    amount[kind == FEE] = -8.0
+    for paying, slot in ((MORT_PAY, MORT), (LOAN_PAY, LOAN)):
+        paid = kind == paying
+        amount[paid] = -state.payment[cust[paid], slot]
+    spend = kind == SPEND
+    amount[spend] = -45 * size[spend]
     digital = rng.random(flat.size) < state.digital[cust]
-    mobile = rng.random(flat.size) < sigmoid(-0.06 * (state.age[cust] - 40))
+    mobile = rng.random(flat.size) < sigmoid(-0.06 * (state.age - 40))[cust]
     counter = np.where((kind == WDR) & (rng.random(flat.size) < 0.75), ATM, BRANCH)
     channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
-    day = first + np.floor(rng.random(flat.size) * days).astype(np.int64)
-    order = np.argsort((day - first).astype(np.int16), kind="stable")  # 16-bit keys sort by radix
+    offset = np.floor(rng.random(flat.size) * days).astype(np.int16)
+    order = np.argsort(offset, kind="stable")  # 16-bit keys sort by radix
+    owner, kind = cust[order], kind[order]
     return {
-        "owner": cust[order].astype(np.int32),
-        "product_id": product[cust, kind][order],
-        "day": day[order].astype(np.int32),
-        "type": KIND_TYPE[kind][order],
+        "owner": owner.astype(np.int32),
+        "product_id": product.ravel()[kind * n + owner],
+        "day": first + offset[order].astype(np.int32),
+        "type": KIND_TYPE[kind],
         "amount": np.round(amount, 2)[order],
         "channel": channel[order].astype(np.int8),
     }
@@ -171,6 +173,7 @@ class Run:
         self.n = n = block.customer_id.size
         self.attrs = draw_customers(n, config.start, config.end, self.rng)
         self.state = State.of(self.attrs)
+        self.join_month = dates.month_of(self.attrs["join_day"])
         self.pid = np.zeros((n, 6), np.int64)  # the id of each customer's current product in each slot
         self.products, self.closes, self.ledger, self.txns = Columns(), Columns(), Columns(), Columns()
         self.opened = 0
@@ -187,9 +190,7 @@ class Run:
     def join(self, month: int, first: int) -> np.ndarray:
         """Customers whose join month has come open their first products; returns their rows."""
         state, rng = self.state, self.rng
-        joining = np.flatnonzero(
-            (dates.month_of(self.attrs["join_day"]) <= month) & ~state.active & (state.opened_ever == 0)
-        )
+        joining = np.flatnonzero((self.join_month <= month) & ~state.active & (state.opened_ever == 0))
         if not joining.size:
             return joining
         rows, types = np.nonzero(first_products(state, joining, rng))
@@ -223,11 +224,11 @@ class Run:
         # in the month a customer joins, nothing closes or opens before the day it joined
         floor = np.clip(self.attrs["join_day"], first, last_day)
         close_day = np.where(ev["churned"], rng.integers(floor, last_day + 1), 0)
-        c_rows, c_types = np.nonzero(ev["closed"])
+        c_rows, c_types = set_cells(ev["closed"])
         own_day = rng.integers(floor[c_rows], last_day + 1)
         local = (self.pid[c_rows, c_types] - self.block.index - 1) // self.block.count
         self.closes.add(local=local, end=np.where(ev["churned"][c_rows], close_day[c_rows], own_day))
-        o_rows, o_types = np.nonzero(ev["opened"])
+        o_rows, o_types = set_cells(ev["opened"])
         open_products(state, o_rows, o_types, rng)
         self.record_opens(o_rows, o_types, rng.integers(floor[o_rows], last_day + 1))
         if month == oracle_month and self.config.oracle:
