@@ -238,7 +238,7 @@ def flat_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("name", ["generated", "prepared", "flat_parquet"])
 def test_each_column_is_stored_as_the_contract_says(name: str, request: pytest.FixtureRequest) -> None:
-    """The keys by delta, the amounts plain, every other column in a dictionary."""
+    """The keys by delta, the amounts and balances plain, every other column in a dictionary; pages in LZ4."""
     folder = request.getfixturevalue(name)
     checked = set()
     for table, columns in schema.TABLES.items():
@@ -250,8 +250,10 @@ def test_each_column_is_stored_as_the_contract_says(name: str, request: pytest.F
             chunk = stored[column.name]
             assert (column.encoding or "RLE_DICTIONARY") in chunk.encodings, (table, column.name, chunk.encodings)
             assert chunk.has_dictionary_page == (column.encoding is None), (table, column.name)
+            assert chunk.compression == "LZ4", (table, column.name, chunk.compression)  # Parquet's LZ4_RAW
             checked.add((table, column.name))
-    assert {("transactions", "transaction_id"), ("transactions", "amount"), ("products", "product_id")} <= checked
+    stored_plain = {("transactions", "amount"), ("customer_metrics", "deposits_balance")}
+    assert {("transactions", "transaction_id"), ("products", "product_id"), *stored_plain} <= checked
 
 
 # ---- the numbers of the flat folder --------------------------------------------------------------
