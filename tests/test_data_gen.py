@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from faker import Faker
 from pydantic import BaseModel, ValidationError
 
 from clv.data.schema import TABLES, CustomerRecord, LedgerRecord, ProductRecord, TransactionRecord
 from clv.synthetic import generator
-from clv.synthetic.simulation import MAX_PRODUCTS_PER_CUSTOMER, any_held, row_counts, running_counts, set_cells
+from clv.synthetic.simulation import MAX_PRODUCTS_PER_CUSTOMER, any_set, row_counts, running_counts, set_cells
+from clv.synthetic.tables import display_names
 from tests.servers import run_script
 
 TABLE_NAMES = ("customers", "products", "transactions", "customer_metrics")
@@ -125,12 +127,29 @@ def test_the_months_column_by_column_counts_are_numpys_along_the_rows(share: flo
     for shape in ((0, 6), (1, 6), (2_000, 6), (2_000, 8)):
         cells = rng.random(shape) < share
         counts = rng.poisson(2 * share, shape)
-        assert np.array_equal(any_held(cells), cells.any(axis=1))
-        assert np.array_equal(row_counts(cells), cells.sum(axis=1))
-        assert np.array_equal(row_counts(counts), counts.sum(axis=1))
-        assert np.array_equal(running_counts(cells), np.cumsum(cells, axis=1))
-        for ours, numpys in zip(set_cells(cells), np.nonzero(cells), strict=True):
-            assert np.array_equal(ours, numpys)
+        pairs = [
+            (any_set(cells), cells.any(axis=1)),
+            (row_counts(cells), cells.sum(axis=1)),
+            (row_counts(counts), counts.sum(axis=1)),
+            (running_counts(cells), np.cumsum(cells, axis=1)),
+            *zip(set_cells(cells), np.nonzero(cells), strict=True),
+        ]
+        for ours, numpys in pairs:
+            assert ours.dtype == numpys.dtype and np.array_equal(ours, numpys), (shape, ours, numpys)
+
+
+def test_the_display_names_are_those_of_fakers_calls_one_name_at_a_time() -> None:
+    """The pool drawn in two calls holds the names of 400 first_name() and 600 last_name() calls: a Faker that
+    drew those otherwise would change every bank's names, and shows here first."""
+    seq, ids = np.random.SeedSequence(7), np.arange(1, 301)
+    names, _ = display_names(ids, seq)
+    fake = Faker("en_US")
+    fake.seed_instance(int(seq.generate_state(1)[0]))
+    first = [fake.first_name() for _ in range(400)]
+    last = [fake.last_name() for _ in range(600)]
+    rng = np.random.default_rng(seq)
+    picked = zip(rng.integers(0, len(first), ids.size), rng.integers(0, len(last), ids.size), strict=True)
+    assert names.tolist() == [f"{first[f]} {last[s]}" for f, s in picked]
 
 
 # ---- schema ---------------------------------------------------------------------------------------

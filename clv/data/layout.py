@@ -301,8 +301,9 @@ def write_parquet(name: str, table: pa.Table, path: Path) -> None:
         if column.encoding and kind is not None and (column.encoding != DELTA or pa.types.is_integer(kind)):
             encodings[column.name] = column.encoding
     dictionary = [column for column in table.column_names if column not in encodings]
-    # a category's minimum and maximum label would help no reader, and cost a third of writing its column
-    statistics = [column for column, kind in types.items() if not pa.types.is_dictionary(kind)]
+    # a category's least and greatest label would help no reader, and cost a third of writing its column
+    categories = {column.name for column in TABLES.get(name, ()) if column.kind in ("category", "month")}
+    statistics = [column for column in table.column_names if column not in categories]
     pq.write_table(
         table,
         path,

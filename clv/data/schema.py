@@ -138,7 +138,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "customer_metrics": (
         Column("customer_id", "int", required=True),
         Column("month", "month", required=True),
-        *(Column(name, "float", encoding=PLAIN) for name in LEDGER_BALANCES),  # too varied for a dictionary
+        *(Column(name, "float", encoding=PLAIN) for name in LEDGER_BALANCES),
         *(Column(name, "float") for name in LEDGER_PARTS),
         Column("net_margin", "float", required=True),
     ),

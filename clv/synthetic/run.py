@@ -53,7 +53,8 @@ KIND_TYPE = np.array(
     ],
     dtype=np.int8,
 )
-# A kind's typical amount, as a share of the customer's yearly income (scaled by the wallet and a draw).
+# A kind's typical amount, as a share of the customer's yearly income (scaled by the wallet and a draw); fees, card
+# spend and loan payments have amounts of their own (materialize).
 TYPICAL = np.array([0.35 / 12, 0.004, 0.01, 0.0025, 0, 0.0009, 0, 0])
 # The product each kind moves money on: first held product of the list.
 KIND_PRODUCTS = ((CHK, SAV), (CHK, SAV), (CHK, SAV, INV), (CHK,), (CHK, SAV), (CARD,), (MORT,), (LOAN,))
@@ -69,9 +70,10 @@ def materialize(
     days: int,
     rng: np.random.Generator,
 ) -> dict[str, np.ndarray]:
-    """Expand a month's (customer x kind) counts into transaction rows, on products held all month. What a row
-    takes from its customer alone (the product, the typical size, the odds of mobile) is worked out once a
-    customer and then taken by the rows; the draws are the rows' own, in the same order as ever."""
+    """Expand a month's (customer x kind) counts into transaction rows, on products held all month. The wallet's
+    factor and the odds of mobile are worked out once a customer, the product once a customer and kind. Each row
+    draws its size, its transfer's direction, digital, mobile, counter and day, a draw of every row each, in this
+    order: drawing fewer, or in another order, changes every bank a seed names."""
     n, kinds = counts.shape
     flat = np.repeat(np.arange(n * kinds), counts.ravel())
     cust, kind = np.divmod(flat, kinds)
@@ -84,6 +86,7 @@ def materialize(
     typical = TYPICAL[kind] * state.income[cust] * np.exp(0.3 * state.wallet)[cust] * size
     amount = np.where(kind == DEP, typical, -typical)  # withdrawals and bills go out
     transfer = kind == TRF
+    # every row draws, a transfer or not, so that the draws after it fall where they always have
     inbound = rng.random(flat.size)[transfer] < 0.45 - 0.2 * state.drifting[cust[transfer]]
     amount[transfer] = typical[transfer] * np.where(inbound, 1, -1)
     amount[kind == FEE] = -8.0
@@ -98,12 +101,12 @@ def materialize(
     channel = np.where(digital | (kind >= SPEND) | (kind == FEE), np.where(mobile, MOBILE, ONLINE), counter)
     offset = np.floor(rng.random(flat.size) * days).astype(np.int16)
     order = np.argsort(offset, kind="stable")  # 16-bit keys sort by radix
-    owner, kind = cust[order], kind[order]
+    owner, owned = cust[order], kind[order]
     return {
         "owner": owner.astype(np.int32),
-        "product_id": product.ravel()[kind * n + owner],
+        "product_id": product.ravel()[owned * n + owner],  # one index, not a pair: numpy takes it faster
         "day": first + offset[order].astype(np.int32),
-        "type": KIND_TYPE[kind],
+        "type": KIND_TYPE[owned],
         "amount": np.round(amount, 2)[order],
         "channel": channel[order].astype(np.int8),
     }

@@ -25,7 +25,8 @@ TERM_MONTHS = {MORT: 300, LOAN: 48}  # a loan's term: its payment pays it off in
 ORACLE_REPLICAS = 32
 ORACLE_HORIZONS = tuple(sorted({HORIZON_MONTHS, *HORIZONS, JUDGED_HORIZON}))  # the oracle's expected values
 # Transaction kinds of the simulation; both loan kinds are written as "Loan Payment".
-DEP, WDR, TRF, BILL, FEE, SPEND, MORT_PAY, LOAN_PAY = range(8)
+KINDS = 8
+DEP, WDR, TRF, BILL, FEE, SPEND, MORT_PAY, LOAN_PAY = range(KINDS)
 
 
 @dataclass
@@ -80,18 +81,18 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 # few times over the whole block. Whole numbers, so the order of adding cannot change a result.
 
 
-def any_held(held: np.ndarray) -> np.ndarray:
-    """Whether any column is set, per row."""
-    out = held[:, 0].copy()
-    for k in range(1, held.shape[1]):
-        out |= held[:, k]
+def any_set(cells: np.ndarray) -> np.ndarray:
+    """Whether any column of an (n, k) bool array is set, per row."""
+    out = np.zeros(cells.shape[0], bool)
+    for k in range(cells.shape[1]):
+        out |= cells[:, k]
     return out
 
 
 def set_cells(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """np.nonzero of an (n, k) bool array that is mostly False (a month's closes or opens): only the rows with
     any set are searched, in the same order."""
-    rows = np.flatnonzero(any_held(cells))
+    rows = np.flatnonzero(any_set(cells))
     within, columns = np.nonzero(cells[rows])
     return rows[within], columns
 
@@ -105,7 +106,8 @@ def row_counts(values: np.ndarray) -> np.ndarray:
 
 
 def running_counts(held: np.ndarray) -> np.ndarray:
-    """How many columns are set up to and including each one, per row (np.cumsum along the rows)."""
+    """How many columns of an (n, k) bool array are set up to and including each one, per row (np.cumsum along
+    the rows)."""
     out = np.empty(held.shape, np.int64)
     out[:, 0] = held[:, 0]
     for k in range(1, held.shape[1]):
@@ -203,7 +205,7 @@ def first_products(state: State, rows: np.ndarray, rng: np.random.Generator) -> 
         ]
     )
     pick = rng.random((n, 6)) < p
-    pick[~any_held(pick), CHK] = True
+    pick[~any_set(pick), CHK] = True
     return pick & (running_counts(pick) <= MAX_PRODUCTS_PER_CUSTOMER)
 
 
@@ -240,7 +242,7 @@ def _closes_and_opens(
     paid_off = held & (state.payment > 0) & (state.balance <= state.payment * 1.01)
     closed |= paid_off & act[:, None]
     closed[churned] = held[churned]
-    churned = churned | (act & any_held(held) & ~any_held(held & ~closed))
+    churned = churned | (act & any_set(held) & ~any_set(held & ~closed))
 
     e, w = state.engagement, np.clip(state.wallet, -3, 3)
     room = act & ~churned & (state.opened_ever < MAX_PRODUCTS_PER_CUSTOMER)
@@ -283,7 +285,7 @@ def _activity(state: State, act: np.ndarray, steady: np.ndarray, rng: np.random.
     g = np.exp(0.35 * np.clip(state.engagement, -3, 3)) * act
     has_dep = steady[:, CHK] | steady[:, SAV]
     fee = steady[:, CHK] & (state.balance[:, CHK] < 1_500)
-    counts = np.empty((act.size, 8), np.int64)  # filled column by column: stacking them is slower
+    counts = np.zeros((act.size, KINDS), np.int64)  # filled column by column: stacking them is slower
     drawn = (
         (DEP, 1.1, has_dep),
         (WDR, 0.9, has_dep),
