@@ -105,13 +105,13 @@ def row_counts(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def running_counts(held: np.ndarray) -> np.ndarray:
+def running_counts(cells: np.ndarray) -> np.ndarray:
     """How many columns of an (n, k) bool array are set up to and including each one, per row (np.cumsum along
     the rows)."""
-    out = np.empty(held.shape, np.int64)
-    out[:, 0] = held[:, 0]
-    for k in range(1, held.shape[1]):
-        np.add(out[:, k - 1], held[:, k], out=out[:, k])
+    out = np.empty(cells.shape, np.int64)
+    out[:, 0] = cells[:, 0]
+    for k in range(1, cells.shape[1]):
+        np.add(out[:, k - 1], cells[:, k], out=out[:, k])
     return out
 
 
