@@ -11,7 +11,7 @@ import pytest
 
 from clv.common import dates
 from clv.data import bank as bank_module
-from clv.data.bank import Bank, bank_from_frames, bank_from_request, load_bank
+from clv.data.bank import Bank, bank_from_frames, bank_from_request, bank_from_requests, load_bank
 from clv.data.contract import dense_ids, read_bank
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES, build_features
 from clv.model.labels import future_value, joined
@@ -288,7 +288,8 @@ def test_a_request_gives_the_row_of_the_same_customer_in_the_tables(tables: dict
     ids = ids[pd.Series(joined(table_bank, day), index=table_bank.customer_id).loc[ids].to_numpy()]
     assert ids.size >= 12
     expected = rows_by_id(table_bank, as_of, ids)
-    served = np.vstack(
-        [build_features(bank_from_request(request_of(tables, int(i), as_of), day), day).to_numpy() for i in ids]
-    )
+    requests = [request_of(tables, int(i), as_of) for i in ids]
+    served = np.vstack([build_features(bank_from_request(request, day), day).to_numpy() for request in requests])
     assert_same_features(expected, served)
+    together = build_features(bank_from_requests(requests, day), day).to_numpy()  # as the service scores a batch
+    assert_same_features(expected, together)

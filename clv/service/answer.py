@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import TypeAdapter
 
 from clv.common import dates
-from clv.data.bank import bank_from_request, concat_banks
+from clv.data.bank import bank_from_requests
 from clv.model.artifacts import LoadedModel
 from clv.model.features import FEATURE_NAMES, feature_matrix
 from clv.model.labels import former
@@ -93,7 +93,7 @@ def feature_rows(customers: list[CustomerIn], as_ofs: list[dt.date]) -> tuple[np
     gone = np.empty(len(customers), bool)
     for (as_of, _), rows in groups.items():
         day = dates.to_day(as_of)
-        bank = concat_banks([bank_from_request(customers[i], day) for i in rows])
+        bank = bank_from_requests([customers[i] for i in rows], day)
         X[rows] = feature_matrix(bank, day)
         gone[rows] = former(bank, day)
     return X, gone
