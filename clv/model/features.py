@@ -43,6 +43,7 @@ LEDGER_FEATURES: tuple[str, ...] = (
     "investments_balance_change_3m",
     "loans_balance_change_12m",
 )
+FAMILY_BALANCES = tuple(f"{family}_balance" for family in FAMILIES)
 PRODUCT_FEATURES: tuple[str, ...] = (
     *(f"open_{t}" for t in PRODUCT_CODES),
     "open_products",
@@ -52,7 +53,7 @@ PRODUCT_FEATURES: tuple[str, ...] = (
     "closed_3m",
     "closed_12m",
     "months_since_last_open",
-    *(f"{family}_balance" for family in FAMILIES),
+    *FAMILY_BALANCES,
     "credit_limit",
 )
 FEATURE_NAMES: tuple[str, ...] = (
@@ -137,9 +138,11 @@ def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
         return dict.fromkeys(PRODUCT_FEATURES, np.full(n, np.nan))
     started, ended, is_open = bank.product_state(t)
     cust, ptype = p["cust"], p["type"]
+    held, held_type = cust[is_open], ptype[is_open]
+    by_type = _counts(held, held_type, len(PRODUCT_CODES), n)  # an unknown type (-1) is no type's
     for code, name in enumerate(PRODUCT_CODES):
-        out[f"open_{name}"] = per_customer(cust[is_open & (ptype == code)], n)
-    out["open_products"] = per_customer(cust[is_open], n)
+        out[f"open_{name}"] = by_type[:, code]
+    out["open_products"] = per_customer(held, n)
     out["products_ever"] = per_customer(cust[started], n)
     age = t - p["start"]
     out["opened_3m"] = per_customer(cust[started & (age < 91)], n)
@@ -151,13 +154,12 @@ def _product_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]:
     np.maximum.at(last_open, cust[started], p["start"][started])
     out["months_since_last_open"] = np.where(np.isinf(last_open), np.nan, (t - last_open) / 30.4375)
     # balances are known as of the snapshot day, or when nothing is open
-    known = t >= bank.snapshot_day
-    unknown = np.where(out["open_products"] == 0, 0.0, np.nan)
-    for i, family in enumerate(FAMILIES):
-        sel = is_open & (FAMILY_OF_TYPE[np.maximum(ptype, 0)] == i) & (ptype >= 0)
-        out[f"{family}_balance"] = (
-            per_customer(cust[sel], n, np.abs(_zero_nan(p["balance"][sel]))) if known else unknown
-        )
+    if t >= bank.snapshot_day:
+        family = np.where(held_type >= 0, FAMILY_OF_TYPE[np.maximum(held_type, 0)], -1)
+        balances = _counts(held, family, len(FAMILIES), n, np.abs(_zero_nan(p["balance"][is_open])))
+        out.update((f"{name}_balance", balances[:, i]) for i, name in enumerate(FAMILIES))
+    else:
+        out.update(dict.fromkeys(FAMILY_BALANCES, np.where(out["open_products"] == 0, 0.0, np.nan)))
     card = is_open & (ptype == PRODUCT_CODES[ProductType.CREDIT_CARD])
     out["credit_limit"] = per_customer(cust[card], n, _zero_nan(p["credit_limit"][card]))
     return out
@@ -213,20 +215,22 @@ def _transaction_features(bank: Bank, t: float, n: int) -> dict[str, np.ndarray]
     return out
 
 
-def _counts(cust: np.ndarray, code: np.ndarray, codes: int, n: int) -> np.ndarray:
-    """Rows a customer has of each code 0..codes-1, (n, codes); a negative code (unknown) is not counted."""
+def _counts(cust: np.ndarray, code: np.ndarray, codes: int, n: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Rows a customer has of each code 0..codes-1 (or the sum of their `weights`), (n, codes); a negative code
+    (unknown) is not counted. A cell adds its rows in their order, as per_customer over them alone would."""
     code = code.astype(np.int64, copy=False)  # a request without transactions gives an empty float array
     known = code >= 0
     if not known.all():
         cust, code = cust[known], code[known]
-    return np.bincount(cust * codes + code, minlength=n * codes).reshape(n, codes).astype(np.float64)
+        weights = None if weights is None else weights[known]
+    return np.bincount(cust * codes + code, weights, minlength=n * codes).reshape(n, codes).astype(np.float64)
 
 
 def _ledger_features(bank: Bank, t: float, n: int, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     led = bank.ledger
     if led is None:
-        return {name: np.full(n, np.nan) for name in LEDGER_FEATURES}
+        return dict.fromkeys(LEDGER_FEATURES, np.full(n, np.nan))  # one array: the matrix copies it
     # ledger months count once they have ended on or before T
     day = int(t)
     last_full = int(dates.month_of(day)) - (0 if dates.day_of_month(day + 1) == 1 else 1)
