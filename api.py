@@ -107,6 +107,7 @@ def main() -> None:
             host=settings.host,
             port=settings.port,
             access_log=False,
+            server_header=False,  # an answer does not name the server software
             log_level="info",
             limit_concurrency=settings.max_connections,
         )
@@ -121,6 +122,7 @@ def main() -> None:
             workers=settings.workers,
             timeout_worker_healthcheck=60,
             access_log=False,
+            server_header=False,  # an answer does not name the server software
             log_level="info",
             limit_concurrency=settings.max_connections,
         )

@@ -78,6 +78,12 @@ def test_300_clients_that_stop_halfway_are_all_cut_with_408_and_health_stays_qui
     assert httpx.post(f"{server.base}/predict/clv", json=EXAMPLE, timeout=10).status_code == 200
 
 
+def test_an_answer_names_no_server_software(server: ApiProcess) -> None:
+    answer = httpx.post(f"{server.base}/predict/clv", json=EXAMPLE, timeout=10)
+    assert answer.status_code == 200 and "date" in answer.headers
+    assert "server" not in answer.headers, answer.headers["server"]
+
+
 @pytest.mark.parametrize("server", [{"CLV_MAX_CONNECTIONS": "40"}], indirect=True)
 def test_past_the_connection_bound_a_request_gets_503_until_the_slow_ones_are_cut(server: ApiProcess) -> None:
     clients = [half_a_body(server.port) for _ in range(40)]

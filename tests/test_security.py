@@ -304,10 +304,11 @@ def test_oidc_settings_go_together(settings: Settings) -> None:
 
 
 def test_every_answer_carries_the_security_headers(client: TestClient, example: dict) -> None:
-    for method, path in (("GET", "/"), ("GET", "/static/page.js"), ("GET", "/health"), ("POST", PREDICT)):
+    answers = (("GET", "/", "'self'"), ("GET", "/static/page.js", "'self'"), ("GET", "/health", "'none'"))
+    for method, path, sources in (*answers, ("POST", PREDICT, "'none'"), ("GET", "/nowhere", "'none'")):
         response = client.request(method, path, json=example if method == "POST" else None)
         policy = response.headers["Content-Security-Policy"]
-        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
+        assert f"default-src {sources}" in policy and "frame-ancestors 'none'" in policy and "unsafe" not in policy
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         assert response.headers["Referrer-Policy"] == "no-referrer"
     assert client.post(PREDICT, json=example).headers["Cache-Control"] == "no-store"

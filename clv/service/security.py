@@ -49,15 +49,18 @@ DOCS_POLICY = (
     "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# a data answer (JSON, text) is never a page: nothing in it may load anything, nor be framed
+DATA_POLICY = "default-src 'none'; frame-ancestors 'none'"
 COMMON = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 PAGE_HEADERS = [(b"content-security-policy", PAGE_POLICY.encode()), *COMMON]
-DATA_HEADERS = [*PAGE_HEADERS, (b"cache-control", b"no-store")]
+DATA_HEADERS = [(b"content-security-policy", DATA_POLICY.encode()), *COMMON, (b"cache-control", b"no-store")]
 DOCS_HEADERS = [(b"content-security-policy", DOCS_POLICY.encode()), *COMMON, (b"cache-control", b"no-store")]
 
 
 def headers_for(path: str) -> list[tuple[bytes, bytes]]:
-    """The security headers of an answer to `path`: the docs' policy for /docs and /redoc; no Cache-Control for
-    the page and its files, which set their own; no-store for the rest, which is data."""
+    """The security headers of an answer to `path`: the docs' policy for /docs and /redoc; the page's for the page
+    and its files, without Cache-Control, which they set their own; for the rest, which is data, a policy that
+    loads nothing, and no-store."""
     if path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
         return DOCS_HEADERS
     if path == "/" or path.startswith(("/static/", "/static-offline-docs/")):
