@@ -178,9 +178,14 @@ def _days(values: pd.Series | None, n: int) -> np.ndarray:
 
 
 def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """A column as float64, NaN where missing or not a number. A float64 column comes as it is, not copied (a
+    part's amounts and ledger cost a copy each through pd.to_numeric, which copies even a number column)."""
     if column not in frame:
         return np.full(len(frame), np.nan)
-    return pd.to_numeric(frame[column], errors="coerce").to_numpy(np.float64)
+    values = frame[column]
+    if not pd.api.types.is_numeric_dtype(values):
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(np.float64, na_value=np.nan)
 
 
 def id_positions(ids: np.ndarray, rows: int):
