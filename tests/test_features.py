@@ -13,6 +13,7 @@ from clv.common import dates
 from clv.data import bank as bank_module
 from clv.data.bank import Bank, bank_from_frames, bank_from_request, bank_from_requests, load_bank
 from clv.data.contract import dense_ids, read_bank
+from clv.data.schema import LEDGER_COLUMNS
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES, build_features
 from clv.model.labels import future_value, joined
 from clv.service.schemas.requests import CustomerIn
@@ -231,11 +232,13 @@ def test_future_value_without_a_ledger_is_the_discounted_positive_inflow() -> No
 # ---- one request, one table row ----------------------------------------------------------------------
 
 
-def request_of(tables: dict[str, pd.DataFrame], customer_id: int, as_of: dt.date) -> CustomerIn:
-    """The customer as an API caller sends them: products with their balances today, every transaction."""
+def request_of(tables: dict[str, pd.DataFrame], customer_id: int, as_of: dt.date, ledger: bool = False) -> CustomerIn:
+    """The customer as an API caller sends them: products with their balances today, every transaction, and with
+    `ledger` every month of its profit ledger."""
     c = tables["customers"].set_index("customer_id").loc[customer_id]
     p = tables["products"][tables["products"]["customer_id"] == customer_id]
     x = tables["transactions"][tables["transactions"]["customer_id"] == customer_id]
+    m = tables["customer_metrics"][tables["customer_metrics"]["customer_id"] == customer_id] if ledger else None
 
     def day(value: pd.Timestamp) -> str | None:
         return None if pd.isna(value) else value.date().isoformat()
@@ -274,6 +277,11 @@ def request_of(tables: dict[str, pd.DataFrame], customer_id: int, as_of: dt.date
             }
             for r in x.itertuples()
         ],
+        ledger=[]
+        if m is None
+        else [
+            {"month": str(r["month"]), **{name: number(r[name]) for name in LEDGER_COLUMNS}} for _, r in m.iterrows()
+        ],
     )
 
 
@@ -293,3 +301,18 @@ def test_a_request_gives_the_row_of_the_same_customer_in_the_tables(tables: dict
     assert_same_features(expected, served)
     together = build_features(bank_from_requests(requests, day), day).to_numpy()  # as the service scores a batch
     assert_same_features(expected, together)
+
+
+def test_requests_with_their_ledger_give_the_rows_of_the_same_customers_in_the_tables(
+    tables: dict[str, pd.DataFrame],
+) -> None:
+    table_bank = bank_of(tables)
+    day = table_bank.last_day()
+    as_of = dates.from_day(day)
+    ids = tables["customer_metrics"]["customer_id"].unique()[:12]
+    requests = [request_of(tables, int(i), as_of, ledger=True) for i in ids]
+    together = build_features(bank_from_requests(requests, day), day).to_numpy()
+    assert_same_features(rows_by_id(table_bank, as_of, ids), together)
+    without = request_of(tables, int(ids[0]), as_of)
+    with pytest.raises(ValueError, match="ledger months and customers without them cannot share one Bank"):
+        bank_from_requests([*requests[:2], without], day)

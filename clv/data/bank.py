@@ -179,7 +179,8 @@ def _days(values: pd.Series | None, n: int) -> np.ndarray:
 
 def _num(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A column as float64, NaN where missing or not a number. A float64 column comes as it is, not copied (a
-    part's amounts and ledger cost a copy each through pd.to_numeric, which copies even a number column)."""
+    part's amounts and ledger cost a copy each through pd.to_numeric, which copies even a number column): the
+    Bank's array is then a view of the frame's memory, and neither is written into once the Bank is made."""
     if column not in frame:
         return np.full(len(frame), np.nan)
     values = frame[column]
@@ -259,7 +260,7 @@ def bank_from_frames(
 
 
 class Customer(Protocol):
-    """A customer as a caller knows it, what bank_from_request reads (the API's CustomerIn is one)."""
+    """A customer as a caller knows it, what bank_from_requests reads (the API's CustomerIn is one)."""
 
     customer_id: int
     age: float
@@ -283,11 +284,13 @@ def bank_from_requests(customers: Sequence[Customer], as_of: int) -> Bank:
     """API requests of one as-of day as one Bank, customers in order, each one's rows in the order it sent them:
     build_features and the model then run once for all of them. Every column is made in one call over all the
     customers' items, not a small Bank a customer joined afterwards (which cost a served call several hundred
-    numpy calls). The ledger table is there when any customer sent ledger months; a customer without them then
-    reads as months of zero margin, so callers put customers with a ledger and without in different Banks."""
+    numpy calls). Either every customer sends ledger months or none does: in a Bank with a ledger table, a customer
+    without rows in it reads as months of zero margin, so callers put the two kinds in different Banks."""
     products = [p for c in customers for p in c.products]
     txns = [t for c in customers for t in c.transactions]
     rows = [r for c in customers for r in c.ledger]
+    if rows and not all(c.ledger for c in customers):
+        raise ValueError("customers with ledger months and customers without them cannot share one Bank")
 
     def owners(items: str) -> np.ndarray:
         return np.repeat(np.arange(len(customers)), [len(getattr(c, items)) for c in customers])
