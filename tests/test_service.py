@@ -193,15 +193,13 @@ def test_request_log_has_one_line_per_request_and_no_personal_data(
     client: TestClient, settings: Settings, example: dict
 ) -> None:
     personal = {**example, "income": 123457.5, "name": "Victor Herrera", "email": "victor.herrera1@example.com"}
-    before = len(settings.log_file.read_text().splitlines()) if settings.log_file.exists() else 0
     responses = [
         ("POST", PREDICT, client.post(PREDICT, json=personal)),
         ("POST", PREDICT, client.post(PREDICT, json={**personal, "age": 5})),
         ("POST", BATCH, client.post(BATCH, json={"customers": [personal]})),
         ("GET", "/health", client.get("/health", headers={"X-Request-ID": "monitor-check-1"})),
     ]
-    lines = logged(settings.log_file, before + len(responses))[before:]
-    assert len(lines) == len(responses)
+    lines = logged(settings.log_file, [response.headers["X-Request-ID"] for _, _, response in responses])
     for line, (method, path, response) in zip(lines, responses, strict=True):
         request_id = response.headers["X-Request-ID"]
         pattern = rf"{re.escape(request_id)} {method} {re.escape(path)} {response.status_code} \d+\.\d+ms -$"
@@ -211,13 +209,18 @@ def test_request_log_has_one_line_per_request_and_no_personal_data(
         assert secret not in text
 
 
-def logged(path: Path, count: int, timeout: float = 5.0) -> list[str]:
-    """The log's lines once it has `count` of them (or after `timeout`): a thread writes them, off the requests'
-    path, a moment after their answers."""
+def logged(path: Path, request_ids: list[str], timeout: float = 5.0) -> list[str]:
+    """The log's line of each request id, in their order, once every one has one (each must have exactly one): a
+    thread writes them, off the requests' path, a few hundredths of a second after their answers."""
     deadline = time.monotonic() + timeout
-    while len(lines := path.read_text().splitlines()) < count and time.monotonic() < deadline:
+    while True:
+        lines = path.read_text().splitlines() if path.exists() else []
+        found = [[line for line in lines if f" {request_id} " in line] for request_id in request_ids]
+        if all(found) or time.monotonic() > deadline:
+            break
         time.sleep(0.01)
-    return lines
+    assert all(len(mine) == 1 for mine in found), dict(zip(request_ids, found, strict=True))
+    return [mine[0] for mine in found]
 
 
 def test_request_log_rotates(tmp_path: Path) -> None:

@@ -223,7 +223,8 @@ def _counts(cust: np.ndarray, code: np.ndarray, codes: int, n: int, weights: np.
     if not known.all():
         cust, code = cust[known], code[known]
         weights = None if weights is None else weights[known]
-    return np.bincount(cust * codes + code, weights, minlength=n * codes).reshape(n, codes).astype(np.float64)
+    sums = np.bincount(cust * codes + code, weights, minlength=n * codes)
+    return sums.reshape(n, codes).astype(np.float64, copy=False)  # counts are integers; sums float64 already
 
 
 def _ledger_features(bank: Bank, t: float, n: int, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

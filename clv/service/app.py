@@ -81,33 +81,33 @@ CurveQuery = Annotated[bool, Query(description="Also answer the month-by-month c
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Serve the latest model (or say why there is none) and follow `latest` while the app runs."""
     service: Service = app.state.service
-    log = attach_access_log(service.settings.log_file)
-    if service.settings.auth == "off":
-        logger.warning(
-            "CLV_AUTH=off: every route is open to whoever reaches %s:%d, without a key or token",
-            service.settings.host,
-            service.settings.port,
-        )
-    try:
-        settings = service.settings  # a version not signed by CLV_MODEL_VERIFY_KEY's pair, when set, is refused
-        service.serve(await asyncio.to_thread(artifacts.load, settings.model_dir, None, settings.model_verify_key))
-    except ModelArtifactError as exc:
-        without_a_model(service, exc)
-    service.wake = asyncio.Event()  # in the app's own loop
-    follower = asyncio.create_task(follow_latest(service))
-    with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # signals only in the main thread
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.wake.set)
-    # a scoring call makes a few thousand objects and reference counting frees them all: at the default threshold
-    # (700) the collector ran every few requests and found nothing, 3% of a request's instructions
-    threshold = gc.get_threshold()
-    gc.set_threshold(YOUNG_OBJECTS, *threshold[1:])
-    yield
-    gc.set_threshold(*threshold)
-    gc.unfreeze()
-    for task in (follower, service.training):
-        if task is not None:
-            task.cancel()
-    log.close()
+    # the log's thread stops, and its queued lines are written, however the app ends (a failed start too)
+    with contextlib.closing(attach_access_log(service.settings.log_file)):
+        if service.settings.auth == "off":
+            logger.warning(
+                "CLV_AUTH=off: every route is open to whoever reaches %s:%d, without a key or token",
+                service.settings.host,
+                service.settings.port,
+            )
+        try:
+            settings = service.settings  # a version not signed by CLV_MODEL_VERIFY_KEY's pair, when set, is refused
+            service.serve(await asyncio.to_thread(artifacts.load, settings.model_dir, None, settings.model_verify_key))
+        except ModelArtifactError as exc:
+            without_a_model(service, exc)
+        service.wake = asyncio.Event()  # in the app's own loop
+        follower = asyncio.create_task(follow_latest(service))
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # signals only in the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, service.wake.set)
+        # a scoring call makes a few thousand objects and reference counting frees them all: at the default threshold
+        # (700) the collector ran every few requests and found nothing, 3% of a request's instructions
+        threshold = gc.get_threshold()
+        gc.set_threshold(YOUNG_OBJECTS, *threshold[1:])
+        yield
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+        for task in (follower, service.training):
+            if task is not None:
+                task.cancel()
 
 
 REFUSALS = {

@@ -264,12 +264,12 @@ class Tray:
     the thread took the interpreter's lock from the requests each time: a fifth of a request's CPU went to it."""
 
     def __init__(self) -> None:
-        self.items: collections.deque[logging.LogRecord] = collections.deque()
+        self.items: collections.deque[logging.LogRecord | None] = collections.deque()  # None: the listener's stop
 
-    def put_nowait(self, item: logging.LogRecord) -> None:
+    def put_nowait(self, item: logging.LogRecord | None) -> None:
         self.items.append(item)  # atomic: no lock, no wake-up
 
-    def get(self, block: bool = True) -> logging.LogRecord:
+    def get(self, block: bool = True) -> logging.LogRecord | None:
         while True:
             try:
                 return self.items.popleft()
