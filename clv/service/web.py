@@ -261,7 +261,8 @@ class AccessFormatter(logging.Formatter):
 class Tray:
     """The request log's queue, as QueueHandler and QueueListener use it: a line put on it never wakes the writing
     thread, which looks every POLL_SECONDS and takes what has gathered. Woken at every line, as by queue.SimpleQueue,
-    the thread took the interpreter's lock from the requests each time: a fifth of a request's CPU went to it."""
+    the thread took the interpreter's lock from the requests each time: a fifth of the CPU a request spent outside
+    its scoring went to it."""
 
     def __init__(self) -> None:
         self.items: collections.deque[logging.LogRecord | None] = collections.deque()  # None: the listener's stop
