@@ -7,10 +7,6 @@ It lives in clv/ (and model.py re-exports it) because a class pickled from a scr
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
-
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -23,7 +19,16 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from clv.data.defaults import INTERVAL_LEVEL
 from clv.model import conformal
 from clv.model.attributions import rescale, top_drivers
-from clv.model.fitting import TARGETS, band_rows, learnable, ledger_columns, platt, resolve_target
+from clv.model.fitting import (
+    TARGETS,
+    Fit,
+    band_rows,
+    fit_together,
+    learnable,
+    ledger_columns,
+    platt,
+    resolve_target,
+)
 from clv.model.lifetime import Lifetime
 from clv.model.trees import CompiledForest
 
@@ -31,25 +36,6 @@ from clv.model.trees import CompiledForest
 # fewer of them (on the generated bank's held-out customers: AUC 0.659 against 0.649, Brier skill 0.047 against
 # 0.040, for the value's shape; in half the fitting time)
 CHURN_BOOSTER = {"n_estimators": 100, "learning_rate": 0.05, "max_depth": 3, "min_samples_leaf": 50}
-
-
-class Fit(NamedTuple):
-    """A booster to fit, with the rows and labels it learns from."""
-
-    booster: GradientBoostingRegressor | GradientBoostingClassifier
-    rows: np.ndarray
-    labels: np.ndarray
-
-    @property
-    def work(self) -> float:
-        """Its fitting work, estimated by rows x trees x depth (a tree of unbounded depth as log2 of its rows)."""
-        rows = self.rows.shape[0]
-        return rows * self.booster.n_estimators * (self.booster.max_depth or np.log2(max(rows, 2)))
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _signed_log(y: np.ndarray) -> np.ndarray:
@@ -167,7 +153,7 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         }
         if churn_fit is not None:
             fits["churn"] = self._churn_fit(proper, churn_fit[band_fit])
-        fitted = self._fit_boosters(fits)
+        fitted = fit_together(fits, self._pipeline)
         self.point_, self.size_ = fitted["point"], fitted.get("size")
         self.quantiles_ = (fitted["low"], fitted["high"])
         self.churn_ = fitted.get("churn")
@@ -218,23 +204,6 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
             **CHURN_BOOSTER, subsample=self.subsample, max_features=self.max_features, random_state=self.random_state
         )
         return Fit(classifier, X[known], churned[known] == 1)
-
-    def _fit_boosters(self, fits: dict[str, Fit]) -> dict[str, Pipeline]:
-        """Every booster fitted, on threads (scikit-learn builds trees without the GIL), largest first by its work,
-        estimated by rows x trees x depth. When the largest is at least all the others together, it has a core to
-        itself and they share the rest: at ten million customers the point model learns from 155,000 rows against
-        the band's 58,000, and on two cores the fit takes 56 s against 72 s all at once. Otherwise they share the
-        cores on one thread more than there are, the smallest waiting for the first to finish: the default bank's
-        fit in 9.3 to 9.7 s, against 9.8 to 10.1 s on a thread each and 10.3 to 10.9 s with a core to the point
-        model."""
-        work = {name: fit.work for name, fit in fits.items()}
-        cores, largest = _cores(), max(work.values())
-        threads = min(cores if 2 * largest >= sum(work.values()) else cores + 1, len(fits))
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            futures = {
-                name: pool.submit(self._pipeline, *fits[name]) for name in sorted(fits, key=work.get, reverse=True)
-            }
-        return {name: future.result() for name, future in futures.items()}
 
     def _kinds(self, X: np.ndarray) -> dict[str, np.ndarray]:
         """The held-back rows as each kind of row the calibrations are apart for: with their ledger and without it
