@@ -17,7 +17,6 @@ from sklearn.utils.estimator_checks import check_dataframe_column_names_consiste
 from clv.model import conformal
 from clv.model.attributions import top_drivers
 from clv.model.estimator import BankingCLVModel
-from clv.model.trees import ROW_WALK_LIMIT
 from tests.conftest import ROOT
 
 LEDGER = ("margin_12m", "fee_income_12m")
@@ -290,7 +289,6 @@ def test_drivers_add_up_to_the_prediction(model: BankingCLVModel, X: pd.DataFram
 
 
 def test_compiled_predictions_equal_scikit_learns_pipelines(model: BankingCLVModel, X: pd.DataFrame) -> None:
-    assert len(X) > ROW_WALK_LIMIT  # the whole frame uses the trees' Cython apply, one row the numpy walk
     for rows in (X.iloc[:1], X, model.without_ledger(X)):
         A = rows.to_numpy()
         point = model.predict(rows)
@@ -302,6 +300,41 @@ def test_compiled_predictions_equal_scikit_learns_pipelines(model: BankingCLVMod
         low, high = model.predict_interval(rows)
         np.testing.assert_allclose(low, np.minimum(np.minimum(a, b), point) - margin, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(high, np.maximum(np.maximum(a, b), point) + margin, rtol=1e-6, atol=1e-6)
+
+
+def test_inputs_on_a_split_go_the_way_scikit_learns_trees_send_them(models: dict[str, BankingCLVModel]) -> None:
+    """The walk compares float32 inputs with float32 thresholds rounded down: an input at a split's threshold, or
+    one float32 step either side of it, takes scikit-learn's branch."""
+    model = models["squared_error"]
+    point = model.point_[-1]
+    splits = [
+        (feature, threshold)
+        for est in point.estimators_[:, 0]
+        for feature, threshold in zip(est.tree_.feature, est.tree_.threshold, strict=True)
+        if feature >= 0 and feature < len(COLUMNS)
+    ]
+    rows = []
+    for feature, threshold in splits[:60]:
+        at = np.float32(threshold)
+        for value in (np.nextafter(at, np.float32(-np.inf)), at, np.nextafter(at, np.float32(np.inf))):
+            row = model.forest_.fill.copy()
+            row[feature] = value
+            rows.append(row)
+    A = np.array(rows)
+    np.testing.assert_allclose(
+        model.predict(pd.DataFrame(A, columns=COLUMNS)), sklearn_point(model, A), rtol=1e-9, atol=1e-9
+    )
+
+
+@pytest.mark.parametrize(("depth", "refusal"), [(13, "13 levels deep: the walk takes at most 12"), (1, "deeper")])
+def test_a_forest_whose_recorded_depth_is_wrong_or_too_deep_is_refused(
+    models: dict[str, BankingCLVModel], depth: int, refusal: str
+) -> None:
+    forest = models["squared_error"].forest_
+    arrays = forest.to_arrays()
+    arrays["tree_depth"] = np.full_like(arrays["tree_depth"], depth)
+    with pytest.raises(ValueError, match=refusal):
+        type(forest).from_arrays(arrays, forest.n_features, forest.attribute)
 
 
 def test_one_row_at_a_time_equals_all_rows_at_once(model: BankingCLVModel, X: pd.DataFrame) -> None:

@@ -27,7 +27,6 @@ from clv.model.estimator import BankingCLVModel
 from clv.model.evaluation import evaluate_saved, last12_baseline
 from clv.model.features import FEATURE_NAMES, LEDGER_FEATURES
 from clv.model.protocol import Rows, churn_labels, gather_learning_rows, held_out, rows_at
-from clv.model.trees import ROW_WALK_LIMIT
 from tests.conftest import resave
 from tests.servers import run_script
 
@@ -87,15 +86,14 @@ def rebuilt(bank_dir: Path, loaded: artifacts.LoadedModel) -> BankingCLVModel:
 def test_compiled_forest_equals_scikit_learn(
     loaded: artifacts.LoadedModel, rebuilt: BankingCLVModel, rows: Rows, n_rows: int, variant: str
 ) -> None:
-    """The loaded model's trees (arrays read from its folder) give what scikit-learn's fitted pipelines give, for
-    a row walked in numpy and for 500 through each tree's own apply; and the interval holds the point."""
-    assert (n_rows <= ROW_WALK_LIMIT) == (n_rows == 1)
+    """The loaded model's trees (arrays read from its folder, walked by the compiled loop) give what scikit-learn's
+    fitted pipelines give, for a row and for 500; and the interval holds the point."""
     model = loaded.model
     X = VARIANTS[variant](model, rows.X.iloc[:n_rows])
     values = X.to_numpy()  # the inner pipelines were fitted on arrays
     out = model.predict_all(X)
     np.testing.assert_allclose(out["point"], rebuilt.point_.predict(values), rtol=1e-6, atol=1e-6)
-    raw = model.forest_.raw(model.forest_.leaves(values))
+    raw = model.forest_.evaluate(values, contributions=False)[0]
     for k, quantile in enumerate(rebuilt.quantiles_, start=1):
         np.testing.assert_allclose(raw[:, k], quantile.predict(values), rtol=1e-6, atol=1e-6)
     assert (out["low"] <= out["point"]).all() and (out["point"] <= out["high"]).all()
@@ -104,13 +102,14 @@ def test_compiled_forest_equals_scikit_learn(
 
 
 def test_many_rows_get_the_attributions_each_row_gets_alone(loaded: artifacts.LoadedModel, rows: Rows) -> None:
-    """A scoring's drivers are a served answer's: the sparse product many rows take gives the bits that a few rows'
-    path sums give, row by row."""
+    """A scoring's values and drivers are a served answer's: many rows, in blocks and chunks on two threads, get the
+    bits each row gets alone."""
     forest = loaded.model.forest_
-    values = rows.X.to_numpy()[:500]
-    many = forest.contributions(forest.leaves(values))
-    alone = np.vstack([forest.contributions(forest.leaves(values[i : i + 1])) for i in range(len(values))])
-    assert np.array_equal(many, alone)
+    values = np.vstack([rows.X.to_numpy()] * -(-20_000 // len(rows.X)))[:20_000]  # more than one chunk of rows
+    many = forest.evaluate(values)
+    for i in (0, 1, 63, 64, 4097, 8191, 8192, 19_999):
+        alone = forest.evaluate(values[i : i + 1])
+        assert np.array_equal(many[0][i], alone[0][0]) and np.array_equal(many[1][i], alone[1][0])
 
 
 def test_a_frame_of_other_columns_is_refused(loaded: artifacts.LoadedModel, rows: Rows) -> None:
