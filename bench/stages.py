@@ -31,8 +31,8 @@ STAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "check": (("contract.py", "check_frame"), ("contract.py", "check_read")),
     "bank": (("bank.py", "bank_from_tables"),),
     "features": (("features.py", "build_features"), ("labels.py", "joined"), ("labels.py", "former")),
-    "trees": (("trees.py", "leaves"), ("trees.py", "raw")),
-    "drivers": (("trees.py", "contributions"), ("attributions.py", "driver_order"), ("attributions.py", "rescale")),
+    "trees": (("trees.py", "evaluate"),),  # the walk adds each tree's path credits too
+    "drivers": (("attributions.py", "driver_order"), ("attributions.py", "rescale")),
     "write": (("frame.py", "to_parquet"), ("frame.py", "to_csv")),
     "portfolio": (("portfolio.py", "segment_labels"), ("portfolio.py", "summarize")),
 }
