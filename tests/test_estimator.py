@@ -326,15 +326,49 @@ def test_inputs_on_a_split_go_the_way_scikit_learns_trees_send_them(models: dict
     )
 
 
-@pytest.mark.parametrize(("depth", "refusal"), [(13, "13 levels deep: the walk takes at most 12"), (1, "deeper")])
-def test_a_forest_whose_recorded_depth_is_wrong_or_too_deep_is_refused(
-    models: dict[str, BankingCLVModel], depth: int, refusal: str
-) -> None:
-    forest = models["squared_error"].forest_
-    arrays = forest.to_arrays()
-    arrays["tree_depth"] = np.full_like(arrays["tree_depth"], depth)
+def _forged(arrays: dict[str, np.ndarray], name: str, change) -> dict[str, np.ndarray]:
+    forged = dict(arrays)
+    forged[name] = change(arrays[name].copy())
+    return forged
+
+
+def _set(index: int, value: float):
+    def change(array: np.ndarray) -> np.ndarray:
+        array[index] = value
+        return array
+
+    return change
+
+
+FORGERIES = {  # what a changed model.npz could hold, and the refusal it gets before the walk reads it
+    "a feature past the inputs": ("feature", _set(0, 999), "at no input"),
+    "a child outside its tree": ("left", _set(0, 10**6), "outside its tree"),
+    "a child before its parent": ("right", _set(1, 0), "backwards"),
+    "ensembles out of order": ("tree_ensemble", lambda a: a[::-1], "ensembles are not in order"),
+    "an indicator of no feature": ("indicator", lambda a: np.append(a, 99), "imputer does not fit"),
+    "an array of two dimensions": ("init", lambda a: a.reshape(-1, 1), "not one-dimensional"),
+    "a tree deeper than recorded": ("tree_depth", lambda a: np.ones_like(a), "deeper than the 1 levels"),
+    "a tree deeper than the walk takes": ("tree_depth", lambda a: np.full_like(a, 13), "13 levels deep"),
+}
+
+
+@pytest.mark.parametrize("forgery", FORGERIES)
+def test_a_forged_forest_is_refused_before_it_is_walked(models: dict[str, BankingCLVModel], forgery: str) -> None:
+    """The compiled walk does not check its reads: every index it follows is checked when the arrays are read."""
+    forest = models["two_part"].forest_
+    name, change, refusal = FORGERIES[forgery]
     with pytest.raises(ValueError, match=refusal):
-        type(forest).from_arrays(arrays, forest.n_features, forest.attribute)
+        type(forest).from_arrays(_forged(forest.to_arrays(), name, change), forest.n_features, forest.attribute)
+    assert type(forest).from_arrays(forest.to_arrays(), forest.n_features, forest.attribute).depth == forest.depth
+
+
+@pytest.mark.parametrize("max_depth", [0, 13, None])
+def test_a_depth_the_walk_cannot_take_is_refused_before_the_fit(
+    data: tuple[pd.DataFrame, np.ndarray, np.ndarray], max_depth: int | None
+) -> None:
+    X, y, groups = data
+    with pytest.raises(ValueError, match="max_depth must be a whole number from 1 to 12"):
+        BankingCLVModel(max_depth=max_depth).fit(X, y, groups=groups)
 
 
 def test_one_row_at_a_time_equals_all_rows_at_once(model: BankingCLVModel, X: pd.DataFrame) -> None:

@@ -30,7 +30,7 @@ from clv.model.fitting import (
     resolve_target,
 )
 from clv.model.lifetime import Lifetime
-from clv.model.trees import CompiledForest
+from clv.model.trees import MAX_DEPTH, CompiledForest
 
 # the churn classifier's own shape: a rarer, noisier label than the value wants shallower trees, larger leaves and
 # fewer of them (on the generated bank's held-out customers: AUC 0.659 against 0.649, Brier skill 0.047 against
@@ -55,6 +55,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         "log" (signed log1p, back-transformed), "two_part" (P(value != 0) x E[value | value != 0]), or
         "auto": two_part when at least 10% of the labels are zero, else squared_error (what won on
         held-out Gini and decile MAPE on the synthetic bank and on a transactions-only log).
+    max_depth : levels of each value tree, 1 to 12: the compiled walk pads every tree to the deepest one's
+        2^depth leaves (clv.model.trees).
     interval_level : nominal coverage of `predict_interval` (conformalized quantile regression).
     calibration_share : share of customers (`groups` in fit) held back to calibrate the interval.
     max_band_customers : customers (`groups` in fit) the quantile boosters and the churn classifier learn from at
@@ -129,6 +131,8 @@ class BankingCLVModel(RegressorMixin, BaseEstimator):
         `churned` (1 left, 0 stayed, NaN for a row that cannot leave) adds the churn probability."""
         if self.target not in TARGETS:
             raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
+        if not (isinstance(self.max_depth, int) and 1 <= self.max_depth <= MAX_DEPTH):
+            raise ValueError(f"max_depth must be a whole number from 1 to {MAX_DEPTH}, got {self.max_depth!r}")
         churn = None if churned is None else np.asarray(churned, np.float64)
         if churn is not None and churn.shape != (len(y),):
             raise ValueError(f"churned has shape {churn.shape}; it needs one label per row of X, ({len(y)},)")

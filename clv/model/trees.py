@@ -2,10 +2,10 @@
 
 scikit-learn's `predict` costs a few hundred microseconds of input checks per call, whatever the
 number of rows; a served prediction needs several ensembles (point and interval) and its drivers
-in well under a millisecond, and a scoring a part of 25,000 rows through 700 trees. `CompiledForest`
-walks every tree for one row or for many in one compiled loop (numba), which adds each leaf's value
-and credits as it reaches them: no matrix of leaf ids is made. Tests check the results against
-scikit-learn's `predict`.
+in well under a millisecond, and a scoring a part of 25,000 rows through 700 trees in a fraction of a
+second. `CompiledForest` walks every tree for one row or for many in one compiled loop (numba), which
+adds each leaf's value and credits as it reaches them: no matrix of leaf ids is made. Tests check the
+results against scikit-learn's `predict`.
 
 Attributions are path attributions (Saabas; shap's `TreeExplainer(..., approximate=True)`): each
 split on a row's path credits its feature with the change in the node mean it causes, so the bias
@@ -15,6 +15,7 @@ plus the attributions equals the prediction exactly.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -30,12 +31,11 @@ MAX_DEPTH = 12  # the walk pads every tree to the deepest one's 2^depth leaves: 
 THREADS = max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
-@numba.njit(nogil=True, cache=True)
-def _walk(Z, trees, split_feature, split_threshold, leaf_value, tree_ensemble, raw, first_credited, credit_feature,
+def _walk_rows(Z, trees, split_feature, split_threshold, leaf_value, tree_ensemble, raw, first_credited, credit_feature,
           credit, contributions):  # fmt: skip
     """Add to `raw` (rows, ensembles) the leaf value each row reaches in each of `trees`, in tree order; and to
-    `contributions` (rows, features) the path credits of each credited tree, `first_credited` and the
-    `credit.shape[0]` trees after it (none when `credit` is empty). A tree is a complete binary tree in breadth-first
+    `contributions` (rows, features) the path credits of each credited tree, the `credit.shape[0]` trees from
+    `first_credited` on (none when `credit` is empty). A tree is a complete binary tree in breadth-first
     slots: slot k's children are 2k + 1, where the row's input <= the split's threshold, and 2k + 2."""
     inner = split_feature.shape[1]
     leaf = np.empty(BLOCK_ROWS, np.int64)
@@ -69,6 +69,18 @@ def _walk(Z, trees, split_feature, split_threshold, leaf_value, tree_ensemble, r
                     slot = leaf[row - start]
                     for j in range(features.shape[1]):
                         contributions[row, features[slot, j]] += credits[slot, j]
+
+
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled by numba, kept in its cache (beside this file, else the user's cache folder, or
+    NUMBA_CACHE_DIR) for the next process; compiled afresh in each process where no folder can be written."""
+    try:
+        return numba.njit(nogil=True, cache=True)(function)
+    except RuntimeError:  # numba found no folder it may write its cache into
+        return numba.njit(nogil=True)(function)
+
+
+_walk = _compiled(_walk_rows)
 
 
 class CompiledForest:
@@ -141,6 +153,9 @@ class CompiledForest:
         missing = [name for name in cls.ARRAYS if name not in arrays]
         if missing:
             raise ValueError(f"the forest lacks the arrays {missing}")
+        flat = [name for name in cls.ARRAYS if np.ndim(arrays[name]) != 1]
+        if flat:
+            raise ValueError(f"the forest's arrays {flat} are not one-dimensional")
         forest.fill = np.asarray(arrays["fill"], np.float64)
         forest.indicator = np.asarray(arrays["indicator"], np.int64)
         forest.feature = np.asarray(arrays["feature"], np.int64)
@@ -192,15 +207,14 @@ class CompiledForest:
         self.depth = int(self.tree_depth.max())
         if self.depth > MAX_DEPTH:
             raise ValueError(f"a tree is {self.depth} levels deep: the walk takes at most {MAX_DEPTH}")
-        self._layout()
-        self._attributions(attribute)
+        self._attributions(attribute, self._layout())
         self.evaluate(np.zeros((1, self.n_features)))
 
-    def _layout(self) -> None:
+    def _layout(self) -> np.ndarray:
         """Every tree as a complete binary tree of the deepest tree's depth, in breadth-first slots (the walk's
         layout): a node's split at its slot, its children at 2k + 1 and 2k + 2; a leaf above the last level splits
         at +inf, sending every row left down copies of itself. A row then takes the same number of steps in every
-        tree, and finds its child by arithmetic rather than by reading a pointer."""
+        tree, and finds its child by arithmetic rather than by reading a pointer. Returns each leaf slot's node."""
         trees = self.roots.size
         internal = self.left != np.arange(self.value.size)
         nodes = self.roots.reshape(-1, 1)
@@ -224,13 +238,13 @@ class CompiledForest:
         over = rounded.astype(np.float64) > exact
         rounded[over] = np.nextafter(rounded[over], np.float32(-np.inf))
         self.split_threshold = rounded
-        self.leaf_node = nodes
         self.leaf_value = self.value[nodes]
+        return nodes
 
-    def _attributions(self, ensemble: int) -> None:
-        """Per leaf of `ensemble`, the credit of each feature along the path from the root."""
+    def _attributions(self, ensemble: int, leaf_node: np.ndarray) -> None:
+        """Per leaf slot of `ensemble`'s trees (`leaf_node`: each slot's node), the credit of each feature along
+        the path from the root."""
         n_nodes = self.value.size
-        credit = np.zeros((n_nodes, self.n_features))
         parent_of = np.full(n_nodes, -1)
         internal = self.left != np.arange(n_nodes)
         parent_of[self.left[internal]] = np.flatnonzero(internal)
@@ -240,20 +254,21 @@ class CompiledForest:
         first = self.first_tree[ensemble]
         last = self.first_tree[ensemble + 1] if ensemble + 1 < self.n_ensembles else self.roots.size
         self.attributed = slice(first, last)
-        end = self.roots[last] if last < self.roots.size else n_nodes
+        start, end = self.roots[first], self.roots[last] if last < self.roots.size else n_nodes
+        credit = np.zeros((end - start, self.n_features))  # the ensemble's nodes, from its first
         # nodes in order of depth: a child comes after its parent in scikit-learn's layout
-        for node in np.flatnonzero(parent_of[self.roots[first] : end] >= 0) + self.roots[first]:
+        for node in np.flatnonzero(parent_of[start:end] >= 0) + start:
             parent = parent_of[node]
-            credit[node] = credit[parent]
-            credit[node, self.input_owner[self.feature[parent]]] += self.value[node] - self.value[parent]
-        # a path splits on at most `depth` features: each leaf slot of the ensemble's trees keeps those (feature,
-        # credit) pairs alone, padded with zero credit, so that a row's attributions add a few numbers a tree
-        # instead of a whole row of features
+            credit[node - start] = credit[parent - start]
+            credit[node - start, self.input_owner[self.feature[parent]]] += self.value[node] - self.value[parent]
+        # a path splits on at most `depth` features: each node keeps those (feature, credit) pairs alone, padded with
+        # zero credit, so that a row's attributions add a few numbers a tree instead of a whole row of features; each
+        # leaf slot of the walk takes its node's
         width = max(1, int((credit != 0).sum(axis=1).max()))
-        leaves = self.leaf_node[self.attributed]
-        order = np.argsort(credit[leaves] == 0, axis=2, kind="stable")[:, :, :width]
-        self.credit_feature = np.ascontiguousarray(order)
-        self.credit = np.take_along_axis(credit[leaves], order, axis=2)
+        order = np.argsort(credit == 0, axis=1, kind="stable")[:, :width]
+        slots = leaf_node[self.attributed] - start
+        self.credit_feature = order[slots]
+        self.credit = np.take_along_axis(credit, order, axis=1)[slots]
         self.bias = self.init[ensemble] + self.value[self.roots[self.attributed]].sum()
 
     def evaluate(
@@ -266,7 +281,7 @@ class CompiledForest:
         if ensembles is not None and contributions:
             raise ValueError("attributions need every ensemble's trees")
         if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"the forest takes rows of {self.n_features} features, not {X.shape[1:]}")
+            raise ValueError(f"the forest takes rows of {self.n_features} features, not an array of shape {X.shape}")
         trees = (
             np.arange(self.roots.size) if ensembles is None else np.flatnonzero(np.isin(self.tree_ensemble, ensembles))
         )
@@ -296,4 +311,5 @@ class CompiledForest:
         """The imputer's output, as float32 values like scikit-learn's trees compare them."""
         missing = np.isnan(X)
         filled = np.where(missing, self.fill, X)
-        return np.hstack([filled, missing[:, self.indicator]]).astype(np.float32)
+        # row-major whatever X's order: the walk reads a row's inputs together, and is compiled for this layout
+        return np.hstack([filled, missing[:, self.indicator]]).astype(np.float32, order="C")
