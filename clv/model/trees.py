@@ -14,11 +14,11 @@ plus the attributions equals the prediction exactly.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.impute import SimpleImputer
@@ -71,16 +71,17 @@ def _walk_rows(Z, trees, split_feature, split_threshold, leaf_value, tree_ensemb
                         contributions[row, features[slot, j]] += credits[slot, j]
 
 
-def _compiled(function: Callable) -> Callable:
-    """`function` compiled by numba, kept in its cache (beside this file, else the user's cache folder, or
+@functools.cache
+def _walk() -> Callable:
+    """The walk compiled by numba, imported here: a process that loads a model and walks none (the client of a
+    cluster) pays neither (about 0.4 s). Kept in numba's cache (beside this file, else the user's cache folder, or
     NUMBA_CACHE_DIR) for the next process; compiled afresh in each process where no folder can be written."""
+    import numba
+
     try:
-        return numba.njit(nogil=True, cache=True)(function)
+        return numba.njit(nogil=True, cache=True)(_walk_rows)
     except RuntimeError:  # numba found no folder it may write its cache into
-        return numba.njit(nogil=True)(function)
-
-
-_walk = _compiled(_walk_rows)
+        return numba.njit(nogil=True)(_walk_rows)
 
 
 class CompiledForest:
@@ -201,13 +202,16 @@ class CompiledForest:
             raise ValueError("a node points outside its tree, backwards, or at no input")
 
     def _prepare(self, attribute: int) -> None:
-        """The walk's complete trees and the attributed ensemble's credits, from the node arrays; then one row
-        walked, so that numba compiles the walk (or reads it from its cache) here rather than at a first request."""
+        """The walk's complete trees and the attributed ensemble's credits, from the node arrays."""
         self.first_tree = np.searchsorted(self.tree_ensemble, np.arange(self.n_ensembles))
         self.depth = int(self.tree_depth.max())
         if self.depth > MAX_DEPTH:
             raise ValueError(f"a tree is {self.depth} levels deep: the walk takes at most {MAX_DEPTH}")
         self._attributions(attribute, self._layout())
+
+    def warm(self) -> None:
+        """Walk one row, so that numba compiles the walk (or reads it from its cache) now rather than at a first
+        request: what the service does as it starts serving a model."""
         self.evaluate(np.zeros((1, self.n_features)))
 
     def _layout(self) -> np.ndarray:
@@ -293,10 +297,11 @@ class CompiledForest:
         credit_feature = self.credit_feature if contributions else self.credit_feature[:0]
         credit = self.credit if contributions else self.credit[:0]
         tables = (trees, self.split_feature, self.split_threshold, self.leaf_value, self.tree_ensemble)
+        kernel = _walk()
 
         def walk(rows: slice) -> None:
             shares = attributions[rows] if contributions else attributions
-            _walk(Z[rows], *tables, raw[rows], self.attributed.start, credit_feature, credit, shares)
+            kernel(Z[rows], *tables, raw[rows], self.attributed.start, credit_feature, credit, shares)
 
         chunks = [slice(start, start + CHUNK_ROWS) for start in range(0, X.shape[0], CHUNK_ROWS)]
         if THREADS == 1 or len(chunks) == 1:
