@@ -2,9 +2,9 @@
 
 scikit-learn's `predict` costs a few hundred microseconds of input checks per call, whatever the
 number of rows; a served prediction needs several ensembles (point and interval) and its drivers
-in well under a millisecond, and a scoring a part of 25,000 rows through 700 trees in a fraction of a
-second. `CompiledForest` walks every tree for one row or for many in one compiled loop (numba), which
-adds each leaf's value and credits as it reaches them: no matrix of leaf ids is made. Tests check the
+in well under a millisecond, and batch scoring takes parts of 25,000 rows through 700 trees.
+`CompiledForest` walks every tree for one row or for many in one compiled loop (numba), which adds
+each leaf's value and credits as it reaches them: no matrix of leaf ids is made. Tests check the
 results against scikit-learn's `predict`.
 
 Attributions are path attributions (Saabas; shap's `TreeExplainer(..., approximate=True)`): each
@@ -31,8 +31,10 @@ MAX_DEPTH = 12  # the walk pads every tree to the deepest one's 2^depth leaves: 
 THREADS = max(1, min(2, int(os.environ.get("OMP_NUM_THREADS", "2"))))
 
 
-def _walk_rows(Z, trees, split_feature, split_threshold, leaf_value, tree_ensemble, raw, first_credited, credit_feature,
-          credit, contributions):  # fmt: skip
+def _walk_rows(
+    Z, trees, split_feature, split_threshold, leaf_value, tree_ensemble, raw, first_credited, credit_feature, credit,
+    contributions,
+):  # fmt: skip
     """Add to `raw` (rows, ensembles) the leaf value each row reaches in each of `trees`, in tree order; and to
     `contributions` (rows, features) the path credits of each credited tree, the `credit.shape[0]` trees from
     `first_credited` on (none when `credit` is empty). A tree is a complete binary tree in breadth-first
