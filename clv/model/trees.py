@@ -206,6 +206,7 @@ class CompiledForest:
     def _prepare(self, attribute: int) -> None:
         """The walk's complete trees and the attributed ensemble's credits, from the node arrays."""
         self.first_tree = np.searchsorted(self.tree_ensemble, np.arange(self.n_ensembles))
+        self.every_tree = np.arange(self.roots.size)
         self.depth = int(self.tree_depth.max())
         if self.depth > MAX_DEPTH:
             raise ValueError(f"a tree is {self.depth} levels deep: the walk takes at most {MAX_DEPTH}")
@@ -288,22 +289,22 @@ class CompiledForest:
             raise ValueError("attributions need every ensemble's trees")
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise ValueError(f"the forest takes rows of {self.n_features} features, not an array of shape {X.shape}")
-        trees = (
-            np.arange(self.roots.size) if ensembles is None else np.flatnonzero(np.isin(self.tree_ensemble, ensembles))
-        )
-        walked = np.zeros(self.n_ensembles, bool)
-        walked[self.tree_ensemble[trees]] = True
+        if ensembles is None:
+            trees, initial = self.every_tree, self.init
+        else:
+            trees = np.flatnonzero(np.isin(self.tree_ensemble, ensembles))
+            initial = np.where(np.isin(np.arange(self.n_ensembles), ensembles), self.init, np.nan)
         Z = self.inputs(X)
-        raw = np.tile(np.where(walked, self.init, np.nan), (X.shape[0], 1))
+        raw = np.tile(initial, (X.shape[0], 1))
+        # without attributions, no tree is credited and the credits' array is empty (as each chunk's slice of it)
         attributions = np.zeros((X.shape[0], self.n_features) if contributions else (0, 0))
-        credit_feature = self.credit_feature if contributions else self.credit_feature[:0]
-        credit = self.credit if contributions else self.credit[:0]
-        tables = (trees, self.split_feature, self.split_threshold, self.leaf_value, self.tree_ensemble)
+        credited = slice(None) if contributions else slice(0)
+        credit_feature, credit = self.credit_feature[credited], self.credit[credited]
+        nodes = (self.split_feature, self.split_threshold, self.leaf_value, self.tree_ensemble)
         kernel = _walk()
 
         def walk(rows: slice) -> None:
-            shares = attributions[rows] if contributions else attributions
-            kernel(Z[rows], *tables, raw[rows], self.attributed.start, credit_feature, credit, shares)
+            kernel(Z[rows], trees, *nodes, raw[rows], self.attributed.start, credit_feature, credit, attributions[rows])
 
         chunks = [slice(start, start + CHUNK_ROWS) for start in range(0, X.shape[0], CHUNK_ROWS)]
         if THREADS == 1 or len(chunks) == 1:
